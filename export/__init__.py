@@ -1,0 +1,1 @@
+"""Export of trained students for deployment (mfef_keras.export)."""

@@ -1,0 +1,477 @@
+"""The online distiller: n students and the MFEF fusion path trained together by one custom train_step."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from mfef_keras._names import unknown_name_error
+from mfef_keras.distill.fusion_module import build_fusion_module
+from mfef_keras.distill.losses import KDLoss, rampup_weight
+from mfef_keras.distill.schedules import MultiStepDecay
+from mfef_keras.models.registry import feature_layer
+
+METHODS = ("mfef", "ffl", "dml", "independent")
+FUSION_METHODS = ("mfef", "ffl")
+ABLATIONS = ("multi_scale", "attention", "channel_attention", "spatial_attention")
+
+
+def _num_replicas() -> int:
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _loss_scale(optimizer):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return ops.convert_to_tensor(optimizer.dynamic_scale)
+    return None
+
+
+def _with_l2(grads, variables, decay: float, loss_scale=None):
+    # PyTorch SGD's weight_decay: L2 added to the gradient, so it passes through momentum
+    # (Keras's own weight_decay is decoupled, which is a different optimiser). Under loss
+    # scaling the gradients are still scaled here, so the L2 term is scaled alike.
+    if not decay:
+        return list(grads)
+    coefficient = decay if loss_scale is None else decay * loss_scale
+    return [g if g is None else g + ops.cast(coefficient, g.dtype) * v for g, v in zip(grads, variables)]
+
+
+@keras.saving.register_keras_serializable(package="mfef_keras")
+class OnlineDistiller(keras.Model):
+    """Trains n >= 2 students together by online knowledge distillation.
+
+    Methods:
+        ``"mfef"``: each student's last-stage map goes through a multi-scale block
+        and dual attention, the fusion head fuses them, and the FFL losses tie students
+        and fused head together. ``"ffl"``: the same without multi-scale and attention.
+        ``"dml"``: each student learns from every other (mutual KL). ``"independent"``:
+        each student trained alone (the vanilla baseline).
+
+    The objective for the fusion methods (FFL's, exactly) is
+    ``sum_i CE(z_i) + CE(z_f) + w(t) * [sum_i KD(z_i <- z_f) + KD(z_f <- mean_i z_i)]``
+    with ``w(t)`` the sigmoid ramp-up over ``rampup_epochs`` read from the step counter.
+    Every distillation target is detached.
+
+    Args:
+        students: at least two student models from images to logits, each with a
+            feature layer (see `mfef_keras.models.feature_layer`). Students that share
+            an input tensor (from `build_students`) are run as one graph, so a shared
+            trunk is computed once.
+        method: one of ``"mfef"``, ``"ffl"``, ``"dml"``, ``"independent"``.
+        temperature: KD temperature ``T``.
+        rampup_epochs: epochs of the ramp-up of the KD weight (fusion methods).
+        ablate: MFEF components to switch off: ``"multi_scale"``, ``"attention"``
+            (both attentions), ``"channel_attention"``, ``"spatial_attention"``.
+        splits: channel groups of the multi-scale block.
+        reduction: channel-attention reduction ratio.
+        kernel_size: spatial-attention kernel size.
+        sync_batchnorm: synchronise the fusion path's BatchNorm statistics across
+            `tf.distribute` replicas (build the students with it too).
+        **kwargs: `keras.Model` arguments (``name``...).
+
+    Example:
+        >>> from mfef_keras.models import get_backbone
+        >>> distiller = OnlineDistiller([get_backbone("resnet32", 100) for _ in range(2)], method="mfef")
+        >>> distiller.compile()
+        >>> distiller.fit(images, labels, batch_size=128, epochs=300)  # doctest: +SKIP
+        >>> student = distiller.best_student(validation_data)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        students: Sequence[keras.Model],
+        method: str = "mfef",
+        temperature: float = 3.0,
+        rampup_epochs: float = 80,
+        ablate: Sequence[str] = (),
+        splits: int = 4,
+        reduction: int = 8,
+        kernel_size: int = 7,
+        sync_batchnorm: bool = False,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "online_distiller")
+        super().__init__(**kwargs)
+        students = list(students)
+        if len(students) < 2:
+            raise ValueError(f"OnlineDistiller needs at least 2 students, got {len(students)}.")
+        if method not in METHODS:
+            raise unknown_name_error("method", method, METHODS)
+        for name in ablate:
+            if name not in ABLATIONS:
+                raise unknown_name_error("ablation", name, ABLATIONS)
+        if ablate and method != "mfef":
+            raise ValueError(f"ablate={list(ablate)} only applies to method 'mfef', not {method!r}.")
+        if float(rampup_epochs) < 0:
+            raise ValueError(f"rampup_epochs must be >= 0, got {rampup_epochs!r}.")
+        self.method = method
+        self.temperature = float(temperature)
+        self.rampup_epochs = float(rampup_epochs)
+        self.ablate = tuple(ablate)
+        self.splits = int(splits)
+        self.reduction = int(reduction)
+        self.kernel_size = int(kernel_size)
+        self.sync_batchnorm = bool(sync_batchnorm)
+        self.num_students = len(students)
+
+        self.students_net = self._joint_network(students)
+        self.num_classes = int(self.students_net.outputs[1].shape[-1])
+        self.fusion = None
+        if method in FUSION_METHODS:
+            mfef = method == "mfef"
+            off = set(self.ablate)
+            self.fusion = build_fusion_module(
+                [tuple(t.shape) for t in self.students_net.outputs[0::2]],
+                self.num_classes,
+                multi_scale=mfef and "multi_scale" not in off,
+                channel_attention=mfef and not off & {"attention", "channel_attention"},
+                spatial_attention=mfef and not off & {"attention", "spatial_attention"},
+                splits=self.splits,
+                reduction=self.reduction,
+                kernel_size=self.kernel_size,
+                sync_batchnorm=self.sync_batchnorm,
+            )
+        self._steps_per_epoch = self.add_weight(
+            shape=(), dtype="int64", initializer="ones", trainable=False, name="steps_per_epoch"
+        )
+        self._ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="ce")
+        self._kd = KDLoss(temperature=self.temperature, epsilon=1e-7)
+        self._mutual_kl = KDLoss(temperature=1.0, epsilon=0.0, name="mutual_kl")
+        self._trackers = self._make_trackers()
+        self.student_optimizer = None
+        self.fusion_optimizer = None
+        self._optimizer_settings = None
+        self.built = True
+
+    def _joint_network(self, students: list[keras.Model]) -> keras.Model:
+        for s in students:
+            if len(s.inputs) != 1 or len(s.outputs) != 1:
+                raise ValueError(f"Student {s.name!r} must map one image input to one logits output.")
+        classes = {int(s.outputs[0].shape[-1]) for s in students}
+        if len(classes) != 1:
+            raise ValueError(f"All students must predict the same number of classes; got {sorted(classes)}.")
+        images = students[0].inputs[0]
+        outputs = []
+        if all(s.inputs[0] is images for s in students):
+            for s in students:
+                outputs += [feature_layer(s).output, s.outputs[0]]
+        else:
+            images = keras.Input(tuple(images.shape[1:]), name="images")
+            for i, s in enumerate(students):
+                branch = keras.Model(s.inputs, [feature_layer(s).output, s.outputs[0]], name=f"student_{i}")
+                outputs += list(branch(images))
+        return keras.Model(images, outputs, name="students")
+
+    def _make_trackers(self) -> dict[str, keras.metrics.Metric]:
+        names = ["loss"] + [f"ce_s{i}" for i in range(self.num_students)]
+        if self.fusion is not None:
+            names += ["ce_fused"]
+        if self.method != "independent":
+            names += [f"kd_s{i}" for i in range(self.num_students)]
+        if self.fusion is not None:
+            names += ["kd_fused", "kd_weight"]
+        trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        accuracies = [f"acc_s{i}" for i in range(self.num_students)]
+        accuracies += (["acc_fused"] if self.fusion is not None else []) + ["acc_ensemble"]
+        trackers.update({name: keras.metrics.SparseCategoricalAccuracy(name=name) for name in accuracies})
+        return trackers
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    # ----------------------------------------------------------------- forward
+    def _forward(self, images, training=None):
+        outputs = self.students_net(images, training=training)
+        features = list(outputs[0::2])
+        logits = [ops.cast(z, "float32") for z in outputs[1::2]]
+        fused = None
+        if self.fusion is not None:
+            fused = ops.cast(self.fusion(features, training=training), "float32")
+        return logits, fused
+
+    def call(self, images, training=None):
+        """Returns ``{"s0": logits, ..., "fused": logits (fusion methods), "ensemble": mean probabilities}``."""
+        logits, fused = self._forward(images, training=training)
+        outputs = {f"s{i}": z for i, z in enumerate(logits)}
+        if fused is not None:
+            outputs["fused"] = fused
+        outputs["ensemble"] = ops.mean(ops.stack([ops.softmax(z) for z in logits]), axis=0)
+        return outputs
+
+    def kd_weight(self):
+        """The current ramp-up weight ``w(t)``, with ``t`` the epoch read from the student optimizer's step."""
+        if self.student_optimizer is None:
+            return rampup_weight(0, self.rampup_epochs)
+        epoch = ops.floor_divide(ops.cast(self.student_optimizer.iterations, "int64"), self._steps_per_epoch)
+        return rampup_weight(epoch, self.rampup_epochs)
+
+    def loss_terms(self, labels, logits: list, fused=None) -> dict:
+        """Each loss term (batch mean, scaled for `tf.distribute`) and the total under ``"loss"``."""
+        n = len(logits)
+        terms = {f"ce_s{i}": self._ce(labels, z) for i, z in enumerate(logits)}
+        total = sum(terms.values())
+        if self.method == "dml":
+            for i in range(n):
+                kl = sum(self._mutual_kl(logits[j], logits[i]) for j in range(n) if j != i) / (n - 1)
+                terms[f"kd_s{i}"] = kl
+                total += kl
+        elif fused is not None:
+            weight = self.kd_weight()
+            terms["ce_fused"] = self._ce(labels, fused)
+            for i, z in enumerate(logits):
+                terms[f"kd_s{i}"] = self._kd(fused, z)
+            ensemble = ops.mean(ops.stack(logits), axis=0)
+            terms["kd_fused"] = self._kd(ensemble, fused)
+            distill = sum(terms[f"kd_s{i}"] for i in range(n)) + terms["kd_fused"]
+            total += terms["ce_fused"] + weight * distill
+            terms["kd_weight"] = weight
+        terms["loss"] = total
+        return terms
+
+    # ------------------------------------------------------------ train / test
+    def _update_trackers(self, terms, labels, logits, fused):
+        replicas = _num_replicas()
+        for name, value in terms.items():
+            # Loss objects divide by the replica count for the gradient; the logged value is
+            # the plain batch mean. The ramp-up weight is not a loss and is not scaled.
+            self._trackers[name].update_state(value if name == "kd_weight" else value * replicas)
+        for i, z in enumerate(logits):
+            self._trackers[f"acc_s{i}"].update_state(labels, z)
+        if fused is not None:
+            self._trackers["acc_fused"].update_state(labels, fused)
+        ensemble = ops.mean(ops.stack([ops.softmax(z) for z in logits]), axis=0)
+        self._trackers["acc_ensemble"].update_state(labels, ensemble)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    @staticmethod
+    def _unpack(data):
+        if isinstance(data, (list, tuple)):
+            return data[0], data[1]
+        raise ValueError("OnlineDistiller expects (images, labels) batches.")
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        images, labels = self._unpack(data)
+        student_vars = self.students_net.trainable_variables
+        fusion_vars = self.fusion.trainable_variables if self.fusion is not None else []
+        student_scale = _loss_scale(self.student_optimizer)
+        with tf.GradientTape() as tape:
+            logits, fused = self._forward(images, training=True)
+            terms = self.loss_terms(labels, logits, fused)
+            loss = terms["loss"] if student_scale is None else terms["loss"] * student_scale
+        grads = tape.gradient(loss, student_vars + fusion_vars)
+        self._apply_gradients(grads, student_vars, fusion_vars, student_scale)
+        return self._update_trackers(terms, labels, logits, fused)
+
+    def _apply_gradients(self, grads, student_vars, fusion_vars, student_scale):
+        split = len(student_vars)
+        student_grads, fusion_grads = grads[:split], grads[split:]
+        settings = self._optimizer_settings
+        self.student_optimizer.apply(
+            _with_l2(student_grads, student_vars, settings["student_weight_decay"], student_scale), student_vars
+        )
+        if fusion_vars:
+            fusion_scale = _loss_scale(self.fusion_optimizer)
+            if fusion_scale is not None:
+                # One backward pass serves both optimisers: re-express the student
+                # optimiser's loss scale as the fusion optimiser's own.
+                fusion_grads = [g * (fusion_scale / student_scale) for g in fusion_grads]
+            fusion_grads = _with_l2(fusion_grads, fusion_vars, settings["fusion_weight_decay"], fusion_scale)
+            self.fusion_optimizer.apply(fusion_grads, fusion_vars)
+
+    def test_step(self, data):
+        images, labels = self._unpack(data)
+        logits, fused = self._forward(images, training=False)
+        terms = self.loss_terms(labels, logits, fused)
+        return self._update_trackers(terms, labels, logits, fused)
+
+    def predict_step(self, data):
+        images = data[0] if isinstance(data, (list, tuple)) else data
+        return self(images, training=False)
+
+    # --------------------------------------------------------------- compile
+    def compile(
+        self,
+        student_optimizer: keras.optimizers.Optimizer | None = None,
+        fusion_optimizer: keras.optimizers.Optimizer | None = None,
+        learning_rate: float = 0.1,
+        lr_milestones: Sequence[float] = (0.5, 0.75),
+        lr_decay: float = 0.1,
+        student_weight_decay: float = 1e-4,
+        fusion_weight_decay: float = 1e-5,
+        jit_compile: bool | str = "auto",
+        steps_per_execution: int = 1,
+    ):
+        """Configure training; with no arguments, the FFL recipe.
+
+        The default optimisers are SGD (momentum 0.9, Nesterov) with a step schedule:
+        ``learning_rate``, multiplied by ``lr_decay`` at the fractions ``lr_milestones``
+        of the epochs given to `fit` (150 and 225 of 300 in the recipe). They are made
+        by `fit` (or `prepare`) once the steps per epoch are known.
+
+        Args:
+            student_optimizer: optimiser for every student weight (default: recipe SGD).
+            fusion_optimizer: optimiser for the fusion path (default: recipe SGD).
+            learning_rate: initial rate of the default optimisers.
+            lr_milestones: fractions of the training epochs at which the rate decays.
+            lr_decay: decay factor at each milestone.
+            student_weight_decay: L2 coefficient added to student gradients (PyTorch
+                SGD ``weight_decay`` meaning, not decoupled).
+            fusion_weight_decay: L2 coefficient added to fusion-path gradients.
+            jit_compile: XLA compilation of the steps (``"auto"`` is off on CPU).
+            steps_per_execution: batches run per `tf.function` call.
+        """
+        if keras.backend.backend() != "tensorflow":
+            raise RuntimeError(
+                f"OnlineDistiller trains with the TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}."
+            )
+        for name, value in (
+            ("student_weight_decay", student_weight_decay),
+            ("fusion_weight_decay", fusion_weight_decay),
+        ):
+            if float(value) < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}.")
+        if any(not 0 < float(m) <= 1 for m in lr_milestones):
+            raise ValueError(
+                f"lr_milestones are fractions of the training epochs in (0, 1], got {list(lr_milestones)}."
+            )
+        self._optimizer_settings = dict(
+            learning_rate=float(learning_rate),
+            lr_milestones=tuple(float(m) for m in lr_milestones),
+            lr_decay=float(lr_decay),
+            student_weight_decay=float(student_weight_decay),
+            fusion_weight_decay=float(fusion_weight_decay),
+        )
+        self.student_optimizer = self._maybe_loss_scaled(student_optimizer)
+        self.fusion_optimizer = self._maybe_loss_scaled(fusion_optimizer) if self.fusion is not None else None
+        super().compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+
+    def _maybe_loss_scaled(self, optimizer):
+        if optimizer is None:
+            return None
+        if self._uses_float16() and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return keras.optimizers.LossScaleOptimizer(optimizer)
+        return optimizer
+
+    def _uses_float16(self) -> bool:
+        return any(layer.compute_dtype == "float16" for layer in self.students_net.layers)
+
+    def _default_optimizer(self, steps_per_epoch: int, epochs: int, name: str):
+        s = self._optimizer_settings
+        schedule = MultiStepDecay(
+            s["learning_rate"], steps_per_epoch, [round(m * epochs) for m in s["lr_milestones"]], s["lr_decay"]
+        )
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, name=name)
+        return self._maybe_loss_scaled(optimizer)
+
+    def prepare(self, steps_per_epoch: int, epochs: int) -> None:
+        """Create the default optimisers for ``epochs`` of ``steps_per_epoch`` steps and build their state.
+
+        `fit` calls this; call it yourself to restore optimiser state before training.
+        """
+        if self._optimizer_settings is None:
+            raise RuntimeError("Call compile() before fit() or prepare().")
+        steps_per_epoch = int(steps_per_epoch)
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
+        self._steps_per_epoch.assign(steps_per_epoch)
+        if self.student_optimizer is None:
+            self.student_optimizer = self._default_optimizer(steps_per_epoch, epochs, "student_sgd")
+        if self.fusion is not None and self.fusion_optimizer is None:
+            self.fusion_optimizer = self._default_optimizer(steps_per_epoch, epochs, "fusion_sgd")
+        if not self.student_optimizer.built:
+            self.student_optimizer.build(self.students_net.trainable_variables)
+        if self.fusion_optimizer is not None and not self.fusion_optimizer.built:
+            self.fusion_optimizer.build(self.fusion.trainable_variables)
+
+    @staticmethod
+    def _steps_in(x, batch_size, steps_per_epoch):
+        if steps_per_epoch:
+            return int(steps_per_epoch)
+        if hasattr(x, "cardinality"):
+            cardinality = int(x.cardinality())
+            if cardinality < 1:
+                raise ValueError(
+                    "Cannot tell the steps per epoch of a dataset of unknown or infinite size; pass steps_per_epoch."
+                )
+            return cardinality
+        if isinstance(x, np.ndarray) or hasattr(x, "shape"):
+            return math.ceil(len(x) / (batch_size or 32))
+        if hasattr(x, "__len__"):
+            return len(x)
+        raise ValueError("Cannot tell the steps per epoch of this input; pass steps_per_epoch.")
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, steps_per_epoch=None, **kwargs):
+        """`keras.Model.fit`, after making the default optimisers for this many epochs."""
+        self.prepare(self._steps_in(x, batch_size, steps_per_epoch), epochs)
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch, **kwargs)
+
+    # -------------------------------------------------------------- students
+    def get_student(self, index: int) -> keras.Model:
+        """Student ``index`` as a standalone `keras.Model` from images to logits (weights shared with the distiller)."""
+        if not 0 <= int(index) < self.num_students:
+            raise ValueError(f"Student index must be in [0, {self.num_students - 1}], got {index!r}.")
+        index = int(index)
+        net = self.students_net
+        nested = [layer for layer in net.layers if layer.name == f"student_{index}"]
+        if nested:
+            branch = nested[0]
+            return keras.Model(branch.inputs, branch.outputs[1], name=f"student_{index}")
+        return keras.Model(net.inputs, net.outputs[2 * index + 1], name=f"student_{index}")
+
+    def student_accuracies(self, data, **evaluate_kwargs) -> list[float]:
+        """Top-1 accuracy of each student on ``data`` (a dataset or ``(images, labels)``)."""
+        if not self.compiled:
+            self.compile()
+        if isinstance(data, (list, tuple)):
+            logs = self.evaluate(data[0], data[1], return_dict=True, verbose=0, **evaluate_kwargs)
+        else:
+            logs = self.evaluate(data, return_dict=True, verbose=0, **evaluate_kwargs)
+        return [float(logs[f"acc_s{i}"]) for i in range(self.num_students)]
+
+    def best_student(self, data, **evaluate_kwargs) -> keras.Model:
+        """The student with the highest top-1 accuracy on ``data``, as a standalone `keras.Model`."""
+        accuracies = self.student_accuracies(data, **evaluate_kwargs)
+        return self.get_student(int(np.argmax(accuracies)))
+
+    # --------------------------------------------------------- serialization
+    def get_config(self):
+        return dict(
+            name=self.name,
+            students=keras.saving.serialize_keras_object(self.students_net),
+            method=self.method,
+            temperature=self.temperature,
+            rampup_epochs=self.rampup_epochs,
+            ablate=list(self.ablate),
+            splits=self.splits,
+            reduction=self.reduction,
+            kernel_size=self.kernel_size,
+            sync_batchnorm=self.sync_batchnorm,
+        )
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        net = keras.saving.deserialize_keras_object(config.pop("students"))
+        nested = [layer for layer in net.layers if layer.name.startswith("student_")]
+        if nested:
+            students = [keras.Model(b.inputs, b.outputs[1], name=b.name) for b in nested]
+        else:
+            students = [keras.Model(net.inputs, z, name=f"student_{i}") for i, z in enumerate(net.outputs[1::2])]
+        return cls(students=students, **config)
+
+    def get_compile_config(self):
+        if self._optimizer_settings is None:
+            return None
+        return dict(self._optimizer_settings, lr_milestones=list(self._optimizer_settings["lr_milestones"]))
+
+    def compile_from_config(self, config):
+        self.compile(**config)

@@ -1,0 +1,151 @@
+"""Registry of student backbones: names, builders and assembly into keras.Models."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import keras
+from keras import layers
+
+from mfef_keras._names import unknown_name_error
+from mfef_keras.models.recipe import BackboneRecipe, LayerFactory
+from mfef_keras.models.resnet_cifar import resnet_cifar_recipe
+from mfef_keras.models.vgg_cifar import vgg_cifar_recipe
+from mfef_keras.models.wide_resnet import wide_resnet_recipe
+
+TOPOLOGIES = ("independent", "shared_trunk")
+FEATURES = "features"
+LOGITS = "logits"
+
+_BACKBONES: dict[str, Callable[..., BackboneRecipe]] = {}
+
+
+def register_backbone(name: str):
+    """Decorator registering a recipe builder ``f(make=LayerFactory, **kwargs) -> BackboneRecipe`` under ``name``."""
+
+    def decorator(builder: Callable[..., BackboneRecipe]):
+        if name in _BACKBONES:
+            raise ValueError(f"A backbone named {name!r} is already registered.")
+        _BACKBONES[name] = builder
+        return builder
+
+    return decorator
+
+
+for _depth in (8, 20, 32, 44, 56, 110):
+    register_backbone(f"resnet{_depth}")(partial(resnet_cifar_recipe, _depth))
+for _depth, _widen in ((10, 1), (16, 1), (16, 2), (16, 4), (16, 8), (28, 4), (28, 10), (40, 1), (40, 2), (40, 4)):
+    register_backbone(f"wrn{_depth}_{_widen}")(partial(wide_resnet_recipe, _depth, _widen))
+for _depth in (8, 11, 13, 16):
+    register_backbone(f"vgg{_depth}")(partial(vgg_cifar_recipe, _depth))
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Names of the registered backbones matching a shell-style ``pattern`` (e.g. ``"resnet*"``)."""
+    return sorted(name for name in _BACKBONES if fnmatch.fnmatchcase(name, pattern))
+
+
+def _recipe(name: str, sync_batchnorm: bool, **kwargs) -> BackboneRecipe:
+    if name not in _BACKBONES:
+        raise unknown_name_error("backbone", name, _BACKBONES)
+    try:
+        return _BACKBONES[name](make=LayerFactory(sync_batchnorm=sync_batchnorm), **kwargs)
+    except TypeError as error:
+        raise ValueError(f"Bad options {kwargs} for backbone {name!r}: {error}") from None
+
+
+def _head(x, num_classes: int, prefix: str):
+    features = layers.Identity(name=f"{prefix}{FEATURES}")(x)
+    pooled = layers.GlobalAveragePooling2D(name=f"{prefix}pool")(features)
+    # Logits stay float32 under mixed precision so softmax and the KD losses are stable.
+    return features, layers.Dense(num_classes, dtype="float32", name=f"{prefix}{LOGITS}")(pooled)
+
+
+def build_students(
+    name: str,
+    num_classes: int,
+    num_students: int = 2,
+    topology: str = "independent",
+    input_shape: Sequence[int] = (32, 32, 3),
+    sync_batchnorm: bool = False,
+    **kwargs,
+) -> list[keras.Model]:
+    """Build ``num_students`` students of backbone ``name`` on one input tensor.
+
+    With ``topology="independent"`` every student has its own weights; with
+    ``"shared_trunk"`` the stem and all stages but the last are shared (the FFL / ONE
+    form) and each student owns its last stage and classifier. Each student maps
+    images to logits and names its last-stage map ``s{i}_features``.
+
+    Args:
+        name: a registered backbone (see `list_backbones`).
+        num_classes: number of logits.
+        num_students: how many students (>= 1).
+        topology: ``"independent"`` or ``"shared_trunk"``.
+        input_shape: image shape (height, width, channels).
+        sync_batchnorm: synchronise BatchNorm statistics across replicas under
+            `tf.distribute`, so multi-device training matches one device.
+        **kwargs: family options such as ``base_width`` or ``dropout``.
+    """
+    if topology not in TOPOLOGIES:
+        raise unknown_name_error("topology", topology, TOPOLOGIES)
+    if int(num_students) < 1:
+        raise ValueError(f"num_students must be >= 1, got {num_students!r}.")
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    recipe = _recipe(name, sync_batchnorm, **kwargs)
+    images = keras.Input(tuple(input_shape), name="images")
+    if topology == "shared_trunk":
+        trunk = recipe.stem(images, "trunk_")
+        for stage in recipe.stages[:-1]:
+            trunk = stage(trunk, "trunk_")
+    students = []
+    for i in range(int(num_students)):
+        prefix = f"s{i}_"
+        if topology == "shared_trunk":
+            x = recipe.stages[-1](trunk, prefix)
+        else:
+            x = recipe.stem(images, prefix)
+            for stage in recipe.stages:
+                x = stage(x, prefix)
+        _, logits = _head(x, int(num_classes), prefix)
+        students.append(keras.Model(images, logits, name=f"{name}_s{i}"))
+    return students
+
+
+def get_backbone(
+    name: str,
+    num_classes: int,
+    input_shape: Sequence[int] = (32, 32, 3),
+    sync_batchnorm: bool = False,
+    **kwargs,
+) -> keras.Model:
+    """One student of backbone ``name``: a functional `keras.Model` from images to logits.
+
+    Its last-stage feature map is the output of the layer found by `feature_layer`.
+
+    Example:
+        >>> model = get_backbone("resnet32", num_classes=100)
+        >>> model.output.shape
+        (None, 100)
+    """
+    recipe = _recipe(name, sync_batchnorm, **kwargs)
+    images = keras.Input(tuple(input_shape), name="images")
+    x = recipe.stem(images, "")
+    for stage in recipe.stages:
+        x = stage(x, "")
+    _, logits = _head(x, int(num_classes), "")
+    return keras.Model(images, logits, name=name)
+
+
+def feature_layer(model: keras.Model) -> layers.Layer:
+    """The layer whose output is ``model``'s last-stage feature map (named ``features`` or ``*_features``)."""
+    found = [layer for layer in model.layers if layer.name == FEATURES or layer.name.endswith(f"_{FEATURES}")]
+    if len(found) != 1:
+        raise ValueError(
+            f"Model {model.name!r} must have exactly one layer named '{FEATURES}' or '*_{FEATURES}' marking its "
+            f"last-stage feature map; found {[layer.name for layer in found]}. Build students with get_backbone()."
+        )
+    return found[0]

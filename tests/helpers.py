@@ -1,0 +1,50 @@
+"""keras-hub-style checks shared by the layer and backbone tests."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def check_layer(layer: keras.layers.Layer, input_shapes, expected_output_shape, tmp_path) -> None:
+    """Output shape, get_config round trip, `.keras` save/reload and a one-step fit for ``layer``."""
+    shapes = _as_list(input_shapes) if isinstance(input_shapes, list) else [input_shapes]
+    rng = np.random.default_rng(0)
+    data = [rng.normal(size=shape).astype("float32") for shape in shapes]
+    call_input = data if isinstance(input_shapes, list) else data[0]
+
+    output = layer(call_input)
+    assert tuple(output.shape) == tuple(expected_output_shape)
+
+    config = layer.get_config()
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config
+    for key, value in config.items():
+        if key not in ("name", "dtype", "trainable"):
+            assert getattr(layer, key) == value, f"{key} is not kept as an attribute"
+
+    inputs = [keras.Input(shape[1:]) for shape in shapes]
+    fresh = layer.__class__.from_config(config)
+    out = fresh(inputs if isinstance(input_shapes, list) else inputs[0])
+    if len(out.shape) == 4:
+        out = keras.layers.GlobalAveragePooling2D()(out)
+    out = keras.layers.Dense(3)(out)
+    model = keras.Model(inputs, out)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(model.predict(data, verbose=0), reloaded.predict(data, verbose=0), atol=1e-6)
+
+    before = [w.numpy().copy() for w in fresh.trainable_weights]
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    labels = rng.integers(0, 3, size=shapes[0][0])
+    history = model.fit(data, labels, batch_size=shapes[0][0], epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    changed = [not np.allclose(b, w.numpy()) for b, w in zip(before, fresh.trainable_weights)]
+    assert any(changed), "one fit step changed none of the layer's weights"

@@ -1,0 +1,295 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mfef_keras.distill import METHODS, OnlineDistiller
+from mfef_keras.models import build_students, get_backbone
+
+CLASSES = 4
+
+
+def make(method="mfef", topology="independent", sync_batchnorm=False, **kwargs):
+    students = build_students(
+        "resnet8", CLASSES, num_students=2, topology=topology, base_width=4, sync_batchnorm=sync_batchnorm
+    )
+    return OnlineDistiller(students, method=method, sync_batchnorm=sync_batchnorm, **kwargs)
+
+
+def batch(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 32, 32, 3)).astype("float32"), rng.integers(0, CLASSES, size=n)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _ce(z, y):
+    return float(np.mean(-np.log(_softmax(z)[np.arange(len(y)), y])))
+
+
+def _kd(teacher, student, t=3.0):
+    q = _softmax(teacher / t) + 1e-7
+    return float(t * t * np.mean(np.sum(q * (np.log(q) - np.log(_softmax(student / t))), -1)))
+
+
+def test_fusion_objective_matches_hand_computation_at_epoch_40():
+    d = make("ffl")
+    d.compile()
+    d.prepare(steps_per_epoch=10, epochs=300)
+    d.student_optimizer.iterations.assign(405)  # epoch 40
+    rng = np.random.default_rng(1)
+    z = [rng.normal(size=(6, CLASSES)).astype("float32") for _ in range(2)]
+    zf = rng.normal(size=(6, CLASSES)).astype("float32")
+    y = rng.integers(0, CLASSES, size=6)
+    terms = {k: float(v) for k, v in d.loss_terms(y, z, zf).items()}
+    w = np.exp(-5 * (1 - 40 / 80) ** 2)
+    ze = (z[0] + z[1]) / 2
+    expected = _ce(z[0], y) + _ce(z[1], y) + _ce(zf, y) + w * (_kd(zf, z[0]) + _kd(zf, z[1]) + _kd(ze, zf))
+    assert terms["kd_weight"] == pytest.approx(w, rel=1e-6)
+    assert terms["kd_s1"] == pytest.approx(_kd(zf, z[1]), rel=1e-5)
+    assert terms["kd_fused"] == pytest.approx(_kd(ze, zf), rel=1e-5)
+    assert terms["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_dml_objective_is_ce_plus_mutual_kl():
+    d = make("dml")
+    rng = np.random.default_rng(2)
+    z = [rng.normal(size=(5, CLASSES)).astype("float32") for _ in range(2)]
+    y = rng.integers(0, CLASSES, size=5)
+    terms = {k: float(v) for k, v in d.loss_terms(y, z).items()}
+
+    def kl(p_logits, q_logits):
+        p, q = _softmax(p_logits), _softmax(q_logits)
+        return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), -1)))
+
+    expected = _ce(z[0], y) + _ce(z[1], y) + kl(z[1], z[0]) + kl(z[0], z[1])
+    assert terms["kd_s0"] == pytest.approx(kl(z[1], z[0]), rel=1e-5)
+    assert terms["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_independent_objective_is_sum_of_cross_entropies():
+    d = make("independent")
+    z = [np.eye(CLASSES, dtype="float32")[:3] * 2, np.zeros((3, CLASSES), "float32")]
+    y = np.array([0, 1, 3])
+    terms = d.loss_terms(y, z)
+    assert set(terms) == {"ce_s0", "ce_s1", "loss"}
+    assert float(terms["loss"]) == pytest.approx(_ce(z[0], y) + _ce(z[1], y), rel=1e-5)
+
+
+def test_distillation_targets_get_no_gradient_from_the_terms_they_teach():
+    d = make("mfef")
+    rng = np.random.default_rng(3)
+    z0, z1, zf = (tf.Variable(rng.normal(size=(4, CLASSES)).astype("float32")) for _ in range(3))
+    y = np.array([0, 1, 2, 3])
+    with tf.GradientTape(persistent=True) as tape:
+        terms = d.loss_terms(y, [z0, z1], zf)
+    # students learn from the fused logits: no gradient into the fused head from KD(z_i <- z_f)
+    assert tape.gradient(terms["kd_s0"], zf) is None
+    assert np.abs(tape.gradient(terms["kd_s0"], z0).numpy()).sum() > 0
+    # the fused head learns from the ensemble: no gradient into the students from KD(z_f <- z_e)
+    assert tape.gradient(terms["kd_fused"], z0) is None and tape.gradient(terms["kd_fused"], z1) is None
+    assert np.abs(tape.gradient(terms["kd_fused"], zf).numpy()).sum() > 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_lowers_the_training_loss(method):
+    x, y = batch(16)
+    d = make(method, rampup_epochs=0)
+    d.compile(learning_rate=0.05)
+    d.prepare(steps_per_epoch=1, epochs=100)
+
+    def loss_now():
+        return float(d.loss_terms(y, *d._forward(x, training=True))["loss"])
+
+    first = loss_now()
+    d.fit(x, y, batch_size=16, epochs=12, verbose=0, shuffle=False)
+    assert loss_now() < 0.8 * first
+
+
+def test_fit_and_evaluate_report_every_term_and_accuracy():
+    x, y = batch(16)
+    d = make("mfef", topology="shared_trunk")
+    d.compile()
+    history = d.fit(x, y, batch_size=8, epochs=1, verbose=0, validation_data=(x, y))
+    expected = {"loss", "ce_s0", "ce_s1", "ce_fused", "kd_s0", "kd_s1", "kd_fused", "kd_weight"}
+    expected |= {"acc_s0", "acc_s1", "acc_fused", "acc_ensemble"}
+    assert set(history.history) == expected | {f"val_{k}" for k in expected}
+    logs = d.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(logs) == expected and all(np.isfinite(v) for v in logs.values())
+
+
+def test_two_optimizers_with_their_own_weight_decay_and_schedule():
+    x, y = batch(8)
+    d = make("mfef")
+    d.compile(student_weight_decay=1e-4, fusion_weight_decay=1e-5)
+    d.fit(x, y, batch_size=8, epochs=4, verbose=0)
+    assert d.student_optimizer is not d.fusion_optimizer
+    assert int(d.student_optimizer.iterations) == 4 and int(d.fusion_optimizer.iterations) == 4
+    student_ids = {id(v) for v in d.students_net.trainable_variables}
+    assert {id(v) for v in d.fusion_optimizer._trainable_variables}.isdisjoint(student_ids)
+    # the recipe's schedule: x0.1 at half and three quarters of the epochs given to fit
+    lr = d.student_optimizer.learning_rate
+    assert float(lr) == pytest.approx(0.001)
+
+
+def test_l2_weight_decay_is_added_to_the_gradient():
+    # With a zero loss gradient, one SGD step (no momentum history) moves w by lr * wd * w.
+    d = make("independent")
+    d.compile(student_optimizer=keras.optimizers.SGD(0.5), student_weight_decay=0.1)
+    d.prepare(steps_per_epoch=1, epochs=1)
+    variables = d.students_net.trainable_variables
+    before = [v.numpy().copy() for v in variables]
+    d._apply_gradients([tf.zeros_like(v) for v in variables], variables, [], None)
+    for b, v in zip(before, variables):
+        np.testing.assert_allclose(v.numpy(), b * (1 - 0.5 * 0.1), rtol=1e-6)
+
+
+def test_rampup_follows_the_step_counter():
+    x, y = batch(8)
+    d = make("ffl", rampup_epochs=80)
+    d.compile()
+    d.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    d.student_optimizer.iterations.assign(2 * 40)  # 2 steps per epoch: epoch 40
+    assert float(d.kd_weight()) == pytest.approx(np.exp(-1.25), rel=1e-6)
+
+
+def test_get_student_and_best_student_are_standalone(tmp_path):
+    x, y = batch(16)
+    d = make("mfef", topology="shared_trunk")
+    d.compile()
+    d.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    outputs = d.predict(x, verbose=0)
+    for i in range(2):
+        student = d.get_student(i)
+        np.testing.assert_allclose(student.predict(x, verbose=0), outputs[f"s{i}"], atol=1e-5)
+    accuracies = d.student_accuracies((x, y))
+    best = d.best_student((x, y))
+    assert best.name == f"student_{int(np.argmax(accuracies))}"
+    path = tmp_path / "best.keras"
+    best.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert reloaded.count_params() == best.count_params() < d.count_params()
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), best.predict(x, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("topology", ["independent", "shared_trunk"])
+def test_distiller_keras_round_trip(tmp_path, topology):
+    x, y = batch(8)
+    d = make("mfef", topology=topology, ablate=("spatial_attention",))
+    d.compile(learning_rate=0.02)
+    d.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    path = tmp_path / "distiller.keras"
+    d.save(path)
+    loaded = keras.saving.load_model(path)
+    assert (loaded.method, loaded.ablate, loaded.num_students) == ("mfef", ("spatial_attention",), 2)
+    assert loaded.get_compile_config()["learning_rate"] == 0.02
+    a, b = d.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-5)
+    assert loaded.count_params() == d.count_params()
+
+
+def test_separately_built_students_are_accepted():
+    d = OnlineDistiller([get_backbone("resnet8", CLASSES, base_width=4) for _ in range(2)], method="mfef")
+    x, _ = batch(2)
+    out = d.predict(x, verbose=0)
+    np.testing.assert_allclose(d.get_student(1).predict(x, verbose=0), out["s1"], atol=1e-5)
+
+
+def test_ablations_remove_components():
+    def kinds(d):
+        return {type(layer).__name__ for layer in d.fusion.layers}
+
+    assert {"MultiScaleBlock", "DualAttention", "FusionHead"} <= kinds(make("mfef"))
+    assert not {"MultiScaleBlock"} & kinds(make("mfef", ablate=("multi_scale",)))
+    no_attention = kinds(make("mfef", ablate=("attention",)))
+    assert (
+        "MultiScaleBlock" in no_attention
+        and not {"DualAttention", "ChannelAttention", "SpatialAttention"} & no_attention
+    )
+    assert kinds(make("ffl")) == {"InputLayer", "FusionHead"}
+    assert make("dml").fusion is None
+
+
+def test_mirrored_strategy_matches_one_device():
+    x, y = batch(8, seed=5)
+    single = make("mfef", sync_batchnorm=True)
+    weights = single.get_weights()
+    single.compile()
+    h1 = single.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():
+        mirrored = make("mfef", sync_batchnorm=True)
+        mirrored.set_weights(weights)
+        mirrored.compile()
+    h2 = mirrored.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    for key in ("loss", "ce_s0", "kd_fused", "acc_s1"):
+        assert h2.history[key][0] == pytest.approx(h1.history[key][0], rel=1e-4, abs=1e-6)
+    for a, b in zip(single.get_weights(), mirrored.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_step(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    x, y = batch(8)
+    d = make("mfef")
+    d.compile()
+    before = [v.numpy().copy() for v in d.fusion.trainable_variables]
+    history = d.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert all(np.isfinite(v[-1]) for v in history.history.values())
+    assert isinstance(d.student_optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
+    assert any(not np.allclose(b, v.numpy()) for b, v in zip(before, d.fusion.trainable_variables))
+
+
+def test_jit_compile_step_matches_eager_graph():
+    x, y = batch(8)
+    plain = make("ffl")
+    weights = plain.get_weights()
+    plain.compile()
+    h1 = plain.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    jitted = make("ffl")
+    jitted.set_weights(weights)
+    jitted.compile(jit_compile=True)
+    h2 = jitted.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert h2.history["loss"][0] == pytest.approx(h1.history["loss"][0], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: OnlineDistiller([get_backbone("resnet8", 3, base_width=4)]), "at least 2 students, got 1"),
+        (lambda: make("fml"), "Unknown method 'fml'.*Allowed: dml, ffl, independent, mfef.*Did you mean 'ffl'"),
+        (lambda: make("mfef", ablate=("multiscale",)), "Unknown ablation 'multiscale'.*multi_scale"),
+        (lambda: make("ffl", ablate=("attention",)), "only applies to method 'mfef'"),
+        (lambda: make("mfef", splits=3), "splits=3"),
+        (
+            lambda: OnlineDistiller([get_backbone("resnet8", 3, base_width=4), get_backbone("vgg8", 3, base_width=4)]),
+            "spatial size",
+        ),
+        (
+            lambda: OnlineDistiller(
+                [get_backbone("resnet8", 3, base_width=4), get_backbone("resnet8", 5, base_width=4)]
+            ),
+            "same number of classes",
+        ),
+    ],
+)
+def test_bad_distiller_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_bad_compile_and_student_index():
+    d = make("ffl")
+    with pytest.raises(ValueError, match="student_weight_decay must be >= 0"):
+        d.compile(student_weight_decay=-1)
+    with pytest.raises(ValueError, match=r"Student index must be in \[0, 1\], got 2"):
+        d.get_student(2)
+    with pytest.raises(RuntimeError, match="compile"):
+        d.prepare(1, 1)

@@ -1,0 +1,54 @@
+import re
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- test-command -->\s*```(?:bash|sh)?\n(.+?)\n```", readme, re.S)
+    assert block, "README.md must hold the test command in a fenced block after <!-- test-command -->"
+    command = block.group(1).strip()
+    assert command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_wheel_installs_only_mfef_keras(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = wheels.glob("mfef_keras-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True)
+    site = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    before = {p.name for p in site.iterdir()}
+    added = {name for name in before if not name.startswith(("pip", "setuptools", "_distutils_hack", "distutils"))}
+    added = {name for name in added if not name.endswith(".dist-info") and name not in ("__pycache__",)}
+    assert added == {"mfef_keras"}
+    out = subprocess.run(
+        [
+            python,
+            "-c",
+            "import mfef_keras, mfef_keras.zoo, mfef_keras.export; print(mfef_keras.__version__)",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.stdout.strip() == __import__("mfef_keras").__version__
+    assert (site / "mfef_keras" / "cli.py").is_file() and not (site / "cli.py").exists()

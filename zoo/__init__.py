@@ -1,0 +1,1 @@
+"""The model zoo of pretrained students (mfef_keras.zoo)."""
