@@ -2,6 +2,14 @@
 
 from mfef_keras.layers.attention import ChannelAttention, DualAttention, SpatialAttention
 from mfef_keras.layers.fusion_head import FusionHead
+from mfef_keras.layers.image_normalization import ImageNormalization
 from mfef_keras.layers.multi_scale_block import MultiScaleBlock
 
-__all__ = ["ChannelAttention", "DualAttention", "FusionHead", "MultiScaleBlock", "SpatialAttention"]
+__all__ = [
+    "ChannelAttention",
+    "DualAttention",
+    "FusionHead",
+    "ImageNormalization",
+    "MultiScaleBlock",
+    "SpatialAttention",
+]
