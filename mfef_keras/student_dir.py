@@ -1,0 +1,113 @@
+"""A student directory: a trained student's `model.keras` with the `metadata.json` that says how to feed it.
+
+Run directories keep one per student (``students/s{i}``) and the best one as ``best_student``;
+zoo presets are student directories too. The metadata's ``dataset`` entry is a
+`DatasetInfo` dict, so class names, input size and normalisation travel with the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+
+from mfef_keras.data.info import DatasetInfo
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+FORMAT = "mfef-student/1"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def save_student_dir(path: str | os.PathLike, model: keras.Model, metadata: dict) -> Path:
+    """Save ``model`` and ``metadata`` (which must hold a ``dataset`` DatasetInfo dict) as a student directory.
+
+    The directory is assembled beside its destination and renamed into place, so an
+    interrupted save leaves no half-written student behind.
+    """
+    path = Path(path)
+    if "dataset" not in metadata:
+        raise ValueError("Student metadata needs a 'dataset' entry (a DatasetInfo dict).")
+    DatasetInfo.from_dict(metadata["dataset"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        model.save(staging / MODEL_FILE)
+        write_json_atomic(staging / METADATA_FILE, {"format": FORMAT, **metadata})
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def is_student_dir(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return (path / MODEL_FILE).is_file() and (path / METADATA_FILE).is_file()
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a student directory."""
+    path = Path(path)
+    try:
+        return json.loads((path / METADATA_FILE).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is not a student directory: {METADATA_FILE} is missing.") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path / METADATA_FILE} is not valid JSON: {error}") from None
+
+
+def load_student_dir(path: str | os.PathLike) -> tuple[keras.Model, dict]:
+    """Load the model (Keras safe mode on: no code from the file runs) and the metadata of a student directory."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    try:
+        model = keras.saving.load_model(path / MODEL_FILE, safe_mode=True)
+    except Exception as error:
+        raise ValueError(f"Cannot load the student model {path / MODEL_FILE}: {error}") from error
+    return model, metadata
+
+
+def resolve_student_source(source: str | os.PathLike, student: int | None = None) -> Path:
+    """The student directory that ``source`` names.
+
+    Args:
+        source: a run directory (its ``best_student`` unless ``student`` is given),
+            or a student directory.
+        student: index of the student to take from a run directory.
+    """
+    path = Path(source)
+    if (path / "students").is_dir():
+        if student is None:
+            chosen = path / "best_student"
+        else:
+            available = sorted(p.name for p in (path / "students").iterdir() if is_student_dir(p))
+            chosen = path / "students" / f"s{int(student)}"
+            if chosen.name not in available:
+                raise ValueError(f"Run {path} has no student {student}; it has {', '.join(available) or 'none'}.")
+        if not is_student_dir(chosen):
+            raise FileNotFoundError(f"Run {path} has no saved student at {chosen} (did training finish an epoch?).")
+        return chosen
+    if is_student_dir(path):
+        if student is not None:
+            raise ValueError(f"--student applies to run directories; {path} is a single student.")
+        return path
+    raise ValueError(
+        f"{source!s} is neither a run directory (with students/) nor a student directory "
+        f"(with {MODEL_FILE} and {METADATA_FILE})."
+    )
