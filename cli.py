@@ -1,16 +1,151 @@
-"""The `mfef` command line."""
+"""The `mfef` command line: train, evaluate, publish, export and serve distilled students."""
 
 from __future__ import annotations
 
-import click
+import os
 
-from mfef_keras import __version__
+# The CLI trains with TensorFlow; library users keep whatever backend they chose.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import click  # noqa: E402
+
+from mfef_keras import __version__  # noqa: E402
+from mfef_keras.training.config import PRECISIONS, STRATEGIES, TrainConfig, shipped_configs  # noqa: E402
+
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, RuntimeError)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _default(name: str) -> str:
+    value = TrainConfig.__dataclass_fields__[name]
+    default = value.default_factory() if callable(value.default_factory) else value.default
+    return f"[default: {default}]"
+
+
+def _floats(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers such as 0.5,0.75, got {value!r}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="mfef")
 def main() -> None:
-    """Train, evaluate and ship small image classifiers by online knowledge distillation (MFEF)."""
+    """Train, evaluate and ship small image classifiers by online knowledge distillation (MFEF).
+
+    Start with `mfef train`: it trains two students with MFEF on the embedded digits
+    data in a few minutes on a CPU and saves the best one.
+    """
+
+
+@main.command()
+@click.option(
+    "--config", "config_file", help=f"YAML/JSON config file, or a shipped one: {', '.join(shipped_configs())}."
+)
+@click.option("--dataset", help=f"digits, cifar10, cifar100, cinic10 or folder:PATH. {_default('dataset')}")
+@click.option("--data-dir", help="Where datasets live. [default: $MFEF_DATA_DIR or ~/.mfef/data]")
+@click.option("--backbone", help=f"Student network (mfef list-backbones). {_default('backbone')}")
+@click.option("--base-width", type=int, help="Channels of the first stage. [default: the family's own]")
+@click.option("--method", help=f"mfef, ffl, dml or independent (the vanilla baseline). {_default('method')}")
+@click.option("--students", "num_students", type=int, help=f"Students trained together. {_default('num_students')}")
+@click.option("--topology", help=f"independent, or shared_trunk (FFL/ONE form). {_default('topology')}")
+@click.option(
+    "--ablate",
+    multiple=True,
+    help="Switch off an MFEF part: multi_scale, attention, channel_attention, spatial_attention. Repeatable.",
+)
+@click.option("--epochs", type=int, help=f"Training epochs. {_default('epochs')}")
+@click.option("--batch-size", type=int, help=f"Global training batch. {_default('batch_size')}")
+@click.option("--eval-batch-size", type=int, help=f"Test batch. {_default('eval_batch_size')}")
+@click.option("--lr", "learning_rate", type=float, help=f"Initial SGD learning rate. {_default('learning_rate')}")
+@click.option(
+    "--lr-milestones",
+    callback=_floats,
+    help=f"Fractions of the epochs where the rate decays, e.g. 0.5,0.75. {_default('lr_milestones')}",
+)
+@click.option("--lr-decay", type=float, help=f"Rate multiplier at each milestone. {_default('lr_decay')}")
+@click.option(
+    "--student-wd",
+    "student_weight_decay",
+    type=float,
+    help=f"L2 on student weights (added to gradients). {_default('student_weight_decay')}",
+)
+@click.option(
+    "--fusion-wd", "fusion_weight_decay", type=float, help=f"L2 on the fusion path. {_default('fusion_weight_decay')}"
+)
+@click.option("--temperature", type=float, help=f"KD temperature. {_default('temperature')}")
+@click.option("--rampup-epochs", type=float, help="Epochs of the KD weight ramp-up. [default: 80/300 of --epochs]")
+@click.option("--train-limit", type=int, help="Train on the first N training examples only. [default: all]")
+@click.option("--seed", type=int, help=f"Seed for weights, data order and augmentation. {_default('seed')}")
+@click.option("--precision", help=f"{', '.join(PRECISIONS)}. {_default('precision')}")
+@click.option("--jit/--no-jit", default=None, help="XLA-compile the training step (slower on CPU). [default: no]")
+@click.option("--strategy", help=f"{', '.join(STRATEGIES)}. {_default('strategy')}")
+@click.option("--cpu-devices", type=int, help="Split the CPU into N logical devices (mirrored runs without GPUs).")
+@click.option("--run-dir", help="Run directory. [default: runs/<dataset>-<backbone>-<method>-<config hash>]")
+@click.option("--progress/--no-progress", default=None, help="Show progress bars. [default: yes]")
+def train(config_file, ablate, **options):
+    """Train students together by online distillation and save the best one.
+
+    Running the same command again resumes from the last completed epoch. The run
+    directory gets the resolved config, the environment, per-epoch metrics (CSV and
+    JSON), training curves (PNG), a checkpoint, every student and the best student.
+
+    \b
+    Examples:
+      mfef train                                     # MFEF, 2 students, digits
+      mfef train --method dml --epochs 10
+      mfef train --config paper-cifar100-resnet32    # the FFL recipe on CIFAR-100
+    """
+    from mfef_keras.training.config import resolve_config
+    from mfef_keras.training.runner import train as run_training
+
+    if ablate:
+        options["ablate"] = list(ablate)
+    try:
+        config = resolve_config(config_file, options)
+        run_training(config, echo=click.echo)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command(name="eval")
+@click.argument("source")
+@click.option("--dataset", help="Dataset to evaluate on. [default: the one the student was trained on]")
+@click.option("--data-dir", help="Where datasets live.")
+@click.option("--student", type=int, help="Student index in a run directory. [default: the best student]")
+@click.option("--out", "out_dir", help="Where to write metrics.json and confusion_matrix.png. [default: beside SOURCE]")
+@click.option("--batch-size", type=int, default=100, show_default=True, help="Evaluation batch.")
+def evaluate(source, dataset, data_dir, student, out_dir, batch_size):
+    """Top-1/top-5 accuracy and a confusion matrix of SOURCE on a test split.
+
+    SOURCE is a run directory, a student directory (model.keras + metadata.json) or a
+    .keras file (then --dataset is required).
+    """
+    from mfef_keras.training.evaluation import evaluate_student
+
+    try:
+        results = evaluate_student(source, dataset, data_dir, student, out_dir, batch_size)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    top_k = next(k for k in results if k.startswith("top") and k != "top1")
+    click.echo(
+        f"{results['dataset']} test ({results['examples']} images): top-1 {100 * results['top1']:.2f}%  "
+        f"{top_k} {100 * results[top_k]:.2f}%"
+    )
+    click.echo(f"Wrote {results['out_dir']}/metrics.json and confusion_matrix.png")
+
+
+@main.command(name="list-backbones")
+@click.argument("pattern", default="*")
+def list_backbones_command(pattern):
+    """List the student backbones matching PATTERN (shell wildcards, e.g. 'wrn*')."""
+    from mfef_keras.models import list_backbones
+
+    for name in list_backbones(pattern):
+        click.echo(name)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,170 @@
+"""The training configuration: defaults, config files (YAML or JSON) and command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mfef_keras._names import unknown_name_error
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored", "multiworker")
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Keys that say where and how a run executes, not what it computes: changing them does not
+# make a run directory belong to another experiment.
+EXECUTION_KEYS = ("run_dir", "data_dir", "strategy", "cpu_devices", "progress")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the defaults train MFEF on the embedded digits data.
+
+    Args:
+        dataset: dataset name (see `mfef_keras.data.list_datasets`) or ``folder:PATH``.
+        data_dir: where datasets live (default ``$MFEF_DATA_DIR`` or ``~/.mfef/data``).
+        backbone: student backbone (see `mfef_keras.models.list_backbones`).
+        base_width: width of the backbone's first stage (family default if None).
+        method: ``mfef``, ``ffl``, ``dml`` or ``independent``.
+        num_students: students trained together.
+        topology: ``independent`` or ``shared_trunk``.
+        ablate: MFEF components to switch off.
+        epochs: training epochs.
+        batch_size: global training batch.
+        eval_batch_size: evaluation batch.
+        learning_rate: initial SGD rate.
+        lr_milestones: fractions of ``epochs`` where the rate is multiplied by ``lr_decay``.
+        lr_decay: step-decay factor.
+        student_weight_decay: L2 on student weights (added to the gradient).
+        fusion_weight_decay: L2 on fusion-path weights.
+        temperature: KD temperature.
+        rampup_epochs: ramp-up length of the KD weight; None scales FFL's 80-of-300 to ``epochs``.
+        train_limit: use only the first N training examples (a reduced split).
+        seed: seed for weights, data order and augmentation.
+        precision: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
+        jit: XLA-compile the training step.
+        strategy: ``default``, ``mirrored`` or ``multiworker``.
+        cpu_devices: split the CPU into this many logical devices (for mirrored runs without GPUs).
+        run_dir: the run directory (derived from the config when None).
+        progress: show progress bars.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    backbone: str = "resnet8"
+    base_width: int | None = None
+    method: str = "mfef"
+    num_students: int = 2
+    topology: str = "independent"
+    ablate: list[str] = field(default_factory=list)
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int = 100
+    learning_rate: float = 0.1
+    lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    lr_decay: float = 0.1
+    student_weight_decay: float = 1e-4
+    fusion_weight_decay: float = 1e-5
+    temperature: float = 3.0
+    rampup_epochs: float | None = None
+    train_limit: int | None = None
+    seed: int = 0
+    precision: str = "float32"
+    jit: bool = False
+    strategy: str = "default"
+    cpu_devices: int | None = None
+    run_dir: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad value and what is allowed."""
+        from mfef_keras.distill import ABLATIONS, METHODS
+        from mfef_keras.models import TOPOLOGIES, list_backbones
+
+        if self.method not in METHODS:
+            raise unknown_name_error("method", self.method, METHODS)
+        if self.topology not in TOPOLOGIES:
+            raise unknown_name_error("topology", self.topology, TOPOLOGIES)
+        if self.backbone not in list_backbones():
+            raise unknown_name_error("backbone", self.backbone, list_backbones())
+        if self.precision not in PRECISIONS:
+            raise unknown_name_error("precision", self.precision, PRECISIONS)
+        if self.strategy not in STRATEGIES:
+            raise unknown_name_error("strategy", self.strategy, STRATEGIES)
+        for name in self.ablate:
+            if name not in ABLATIONS:
+                raise unknown_name_error("ablation", name, ABLATIONS)
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
+        positive["num_students"] = self.num_students
+        for key, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}.")
+        if self.num_students < 2:
+            raise ValueError(f"num_students must be >= 2 for online distillation, got {self.num_students}.")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ValueError(f"train_limit must be a positive integer or null, got {self.train_limit!r}.")
+        if self.cpu_devices is not None and self.cpu_devices < 1:
+            raise ValueError(f"cpu_devices must be a positive integer, got {self.cpu_devices!r}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}.")
+
+    @property
+    def effective_rampup_epochs(self) -> float:
+        return self.rampup_epochs if self.rampup_epochs is not None else self.epochs * 80 / 300
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def experiment_hash(self) -> str:
+        """A hash of what the run computes (not of where or how it executes)."""
+        data = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def default_run_dir(self) -> str:
+        name = self.dataset.replace("folder:", "folder-").replace("/", "_").strip("_")
+        return str(Path("runs") / f"{name}-{self.backbone}-{self.method}-{self.experiment_hash()[:8]}")
+
+
+def shipped_configs() -> list[str]:
+    """Names of the config files that ship with the package (``mfef train --config NAME``)."""
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def read_config_file(path: str) -> dict:
+    """Read a YAML or JSON config (a path, or the name of a shipped config) into a dict, checking its keys."""
+    import yaml
+
+    file = Path(path)
+    if not file.exists():
+        if path in shipped_configs():
+            file = CONFIGS_DIR / f"{path}.yaml"
+        else:
+            raise FileNotFoundError(
+                f"Config file {path!r} not found (shipped configs: {', '.join(shipped_configs())})."
+            )
+    text = file.read_text()
+    try:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"Cannot parse config file {file}: {error}") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"Config file {file} must hold a mapping of keys to values, got {type(data).__name__}.")
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key in data:
+        if key not in known:
+            error = unknown_name_error("config key", key, known)
+            raise ValueError(f"{error} (in {file})")
+    return data
+
+
+def resolve_config(config_file: str | None = None, overrides: dict | None = None) -> TrainConfig:
+    """Defaults, then the config file, then command-line ``overrides`` (None values are ignored)."""
+    values = read_config_file(config_file) if config_file else {}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return TrainConfig(**values)

@@ -1,0 +1,41 @@
+"""Device set-up and the tf.distribute strategy of a run."""
+
+from __future__ import annotations
+
+from mfef_keras._names import unknown_name_error
+from mfef_keras.training.config import STRATEGIES
+
+
+def configure_cpu_devices(count: int | None) -> None:
+    """Split the CPU into ``count`` logical devices; must run before TensorFlow initialises its devices."""
+    if not count:
+        return
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    wanted = [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(cpu, wanted)
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"Cannot split the CPU into {count} logical devices: TensorFlow has already initialised its devices "
+            f"({error}). Set cpu_devices before anything else runs TensorFlow."
+        ) from None
+
+
+def make_strategy(name: str):
+    """``default``: one device; ``mirrored``: all GPUs, else all logical CPUs; ``multiworker``: from TF_CONFIG."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise unknown_name_error("strategy", name, STRATEGIES)

@@ -1,0 +1,84 @@
+"""`evaluate_student`: top-1 / top-5 accuracy and a confusion matrix for a saved student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mfef_keras.student_dir import load_student_dir, resolve_student_source, write_json_atomic
+from mfef_keras.training.plots import plot_confusion_matrix
+
+
+def _load(source: str, student: int | None):
+    import keras
+
+    path = Path(source)
+    if path.is_file() and path.suffix == ".keras":
+        return keras.saving.load_model(path, safe_mode=True), {}, path.parent / f"{path.stem}-eval"
+    directory = resolve_student_source(path, student)
+    model, metadata = load_student_dir(directory)
+    return model, metadata, directory / "eval"
+
+
+def evaluate_student(
+    source: str,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    student: int | None = None,
+    out_dir: str | None = None,
+    batch_size: int = 100,
+) -> dict:
+    """Evaluate a run's best student (or student ``student``), a student directory or a ``.keras`` file.
+
+    Writes ``metrics.json`` and ``confusion_matrix.png`` to ``out_dir`` (default: an
+    ``eval`` folder beside the student) and returns the metrics.
+
+    Args:
+        source: run directory, student directory or ``.keras`` file.
+        dataset: dataset to evaluate on (default: the one the student was trained on).
+        data_dir: dataset location.
+        student: student index within a run directory.
+        out_dir: where to write the results.
+        batch_size: evaluation batch size.
+    """
+    from mfef_keras.data import dataset_info, make_dataset
+
+    model, metadata, default_out = _load(source, student)
+    dataset = dataset or metadata.get("dataset", {}).get("name")
+    if not dataset:
+        raise ValueError(f"{source} carries no dataset metadata; pass --dataset.")
+    info = dataset_info(dataset, data_dir)
+    expected = tuple(model.inputs[0].shape[1:])
+    if expected != tuple(info.image_shape):
+        raise ValueError(f"The student takes images of shape {expected}; dataset {dataset!r} has {info.image_shape}.")
+    classes = int(model.outputs[0].shape[-1])
+    if classes != info.num_classes:
+        raise ValueError(f"The student predicts {classes} classes; dataset {dataset!r} has {info.num_classes}.")
+
+    labels, logits = [], []
+    for images, batch_labels in make_dataset(dataset, "test", batch_size, training=False, data_dir=data_dir):
+        logits.append(np.asarray(model.predict_on_batch(images)))
+        labels.append(np.asarray(batch_labels))
+    labels, logits = np.concatenate(labels), np.concatenate(logits)
+    k = min(5, classes)
+    top_k = np.argsort(-logits, axis=1)[:, :k]
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels, top_k[:, 0]), 1)
+    results = {
+        "source": str(source),
+        "dataset": dataset,
+        "examples": int(len(labels)),
+        "top1": float(np.mean(top_k[:, 0] == labels)),
+        f"top{k}": float(np.mean((top_k == labels[:, None]).any(axis=1))),
+        "per_class_accuracy": {
+            name: float(matrix[i, i] / max(1, matrix[i].sum())) for i, name in enumerate(info.class_names)
+        },
+        "confusion_matrix": matrix.tolist(),
+    }
+    out = Path(out_dir) if out_dir else default_out
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "metrics.json", results)
+    plot_confusion_matrix(matrix, list(info.class_names), out / "confusion_matrix.png", f"{dataset} test")
+    results["out_dir"] = str(out)
+    return results

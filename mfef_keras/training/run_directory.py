@@ -1,0 +1,93 @@
+"""The run directory: resolved config, environment, per-epoch metrics and the summary of a run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from mfef_keras.student_dir import write_json_atomic
+from mfef_keras.training.config import TrainConfig
+
+CONFIG_FILE = "config.json"
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be used for this configuration."""
+
+
+def check_run_dir(path: Path, config: TrainConfig) -> bool:
+    """Refuse a run directory that is not writable or holds another experiment; True if it already exists."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise RunDirectoryError(f"Run directory {path} exists and is not a directory.")
+        config_file = path / CONFIG_FILE
+        if config_file.exists():
+            stored = json.loads(config_file.read_text())
+            if stored.get("experiment_hash") != config.experiment_hash():
+                current = config.to_dict()
+                changed = sorted(k for k, v in stored.get("config", {}).items() if current.get(k) != v)
+                raise RunDirectoryError(
+                    f"Run directory {path} belongs to a different configuration (differs in: {', '.join(changed)}). "
+                    "Choose another --run-dir, or delete that directory to start over."
+                )
+        elif any(path.iterdir()):
+            raise RunDirectoryError(f"{path} is not empty and is not a run directory (no {CONFIG_FILE}).")
+        if not os.access(path, os.W_OK):
+            raise RunDirectoryError(f"Run directory {path} is not writable.")
+        return True
+    parent = next((p for p in path.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise RunDirectoryError(f"Cannot create run directory {path}: {parent} is not writable.")
+    return False
+
+
+def write_config(path: Path, config: TrainConfig) -> None:
+    write_json_atomic(
+        Path(path) / CONFIG_FILE, {"experiment_hash": config.experiment_hash(), "config": config.to_dict()}
+    )
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """``metrics.json`` and ``metrics.csv``: one row per epoch with every loss term and accuracy."""
+    path = Path(path)
+    write_json_atomic(path / "metrics.json", {"epochs": history})
+    columns = ["epoch", "lr", "time_s"]
+    columns += sorted({k for row in history for k in row} - set(columns))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
+    with tempfile.NamedTemporaryFile("w", dir=path, suffix=".tmp", delete=False) as handle:
+        handle.write(buffer.getvalue())
+    os.replace(handle.name, path / "metrics.csv")
+
+
+def summarize(history: list[dict], num_students: int, has_fused: bool) -> dict:
+    """Best (with its epoch) and last test accuracy of each student, the fused head and the ensemble."""
+    models = [f"s{i}" for i in range(num_students)] + (["fused"] if has_fused else []) + ["ensemble"]
+    summary = {}
+    for model in models:
+        key = f"val_acc_{model}"
+        best = max(history, key=lambda row: row[key])
+        summary[model] = {"best": best[key], "best_epoch": best["epoch"], "last": history[-1][key]}
+    students = [f"s{i}" for i in range(num_students)]
+    best_student = max(students, key=lambda s: summary[s]["best"])
+    summary["best_student"] = {"name": best_student, **summary[best_student]}
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """The end-of-run table."""
+    lines = [f"{'model':<10}{'best top-1':>12}{'epoch':>7}{'last top-1':>12}"]
+    for model, row in summary.items():
+        if model == "best_student":
+            continue
+        lines.append(f"{model:<10}{100 * row['best']:>11.2f}%{row['best_epoch'] + 1:>7}{100 * row['last']:>11.2f}%")
+    best = summary["best_student"]
+    lines.append(f"best student: {best['name']} ({100 * best['best']:.2f}% at epoch {best['best_epoch'] + 1})")
+    return "\n".join(lines)

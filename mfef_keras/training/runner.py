@@ -1,0 +1,200 @@
+"""`train(config)`: a whole training run with its run directory, checkpoints and resume."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfef_keras.student_dir import save_student_dir, write_json_atomic
+from mfef_keras.training.checkpoint import load_checkpoint, save_checkpoint
+from mfef_keras.training.config import TrainConfig
+from mfef_keras.training.devices import configure_cpu_devices, make_strategy
+from mfef_keras.training.environment import describe_environment
+from mfef_keras.training.plots import plot_training_curves
+from mfef_keras.training.run_directory import (
+    check_run_dir,
+    format_summary,
+    summarize,
+    write_config,
+    write_metrics,
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    history: list[dict]
+    summary: dict
+
+
+def _student_metadata(config: TrainConfig, info, index: int, epoch: int, accuracy: float) -> dict:
+    return {
+        "dataset": info.to_dict(),
+        "backbone": config.backbone,
+        "base_width": config.base_width,
+        "method": config.method,
+        "topology": config.topology,
+        "num_students": config.num_students,
+        "student_index": index,
+        "epoch": epoch,
+        "test_accuracy": accuracy,
+        "seed": config.seed,
+        "experiment_hash": config.experiment_hash(),
+        "config": config.to_dict(),
+    }
+
+
+def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
+    import keras
+
+    from mfef_keras.distill import OnlineDistiller
+    from mfef_keras.models import build_students
+
+    distributed = strategy.num_replicas_in_sync > 1
+    family = {"base_width": config.base_width} if config.base_width else {}
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        students = build_students(
+            config.backbone,
+            info.num_classes,
+            num_students=config.num_students,
+            topology=config.topology,
+            input_shape=info.image_shape,
+            sync_batchnorm=distributed,
+            **family,
+        )
+        distiller = OnlineDistiller(
+            students,
+            method=config.method,
+            temperature=config.temperature,
+            rampup_epochs=config.effective_rampup_epochs,
+            ablate=config.ablate,
+            sync_batchnorm=distributed,
+        )
+        distiller.compile(
+            learning_rate=config.learning_rate,
+            lr_milestones=config.lr_milestones,
+            lr_decay=config.lr_decay,
+            student_weight_decay=config.student_weight_decay,
+            fusion_weight_decay=config.fusion_weight_decay,
+            jit_compile=bool(config.jit),
+        )
+        distiller.prepare(steps_per_epoch, config.epochs)
+    return distiller
+
+
+def _epoch_line(config: TrainConfig, row: dict, has_fused: bool) -> str:
+    names = [f"s{i}" for i in range(config.num_students)] + (["fused"] if has_fused else []) + ["ensemble"]
+    accs = "  ".join(f"{n} {100 * row[f'val_acc_{n}']:.2f}" for n in names)
+    return (
+        f"epoch {row['epoch'] + 1}/{config.epochs}  loss {row['loss']:.4f}  lr {row['lr']:.4g}  "
+        f"test top-1 % {accs}  ({row['time_s']:.1f} s)"
+    )
+
+
+def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult:
+    """Train ``config`` in its run directory, resuming from the last completed epoch if there is one.
+
+    Raises:
+        RunDirectoryError: the run directory is not writable or belongs to another config.
+        TrainingDiverged: the loss became NaN; the last good checkpoint stays in place.
+    """
+    configure_cpu_devices(config.cpu_devices)
+    import keras
+
+    from mfef_keras.data import dataset_info, make_dataset
+
+    run_dir = Path(config.run_dir or config.default_run_dir())
+    existed = check_run_dir(run_dir, config)
+    # Fails fast (before anything is written) when the data is missing.
+    info = dataset_info(config.dataset, config.data_dir)
+    train_size = min(info.splits["train"], config.train_limit or info.splits["train"])
+    steps_per_epoch = math.ceil(train_size / config.batch_size)
+
+    keras.mixed_precision.set_global_policy(config.precision)
+    strategy = make_strategy(config.strategy)
+    distiller = _build(config, info, strategy, steps_per_epoch)
+    has_fused = distiller.fusion is not None
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        state = load_checkpoint(run_dir, distiller)
+        if state is None:
+            write_config(run_dir, config)
+            write_json_atomic(run_dir / "environment.json", describe_environment(config.seed))
+            state = {"epoch": 0, "history": []}
+        elif state["epoch"] < config.epochs:
+            echo(f"Resuming {run_dir} after epoch {state['epoch']} of {config.epochs}.")
+        history = state["history"]
+        test_ds = make_dataset(config.dataset, "test", config.eval_batch_size, training=False, data_dir=config.data_dir)
+        for epoch in range(state["epoch"], config.epochs):
+            # A fresh pipeline per epoch, seeded by the epoch: a resumed run sees the same
+            # data order and augmentation as one that never stopped.
+            train_ds = make_dataset(
+                config.dataset,
+                "train",
+                config.batch_size,
+                training=True,
+                seed=config.seed * 100_003 + epoch,
+                data_dir=config.data_dir,
+                limit=config.train_limit,
+            )
+            started = time.perf_counter()
+            fitted = distiller.fit(
+                train_ds,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                validation_data=test_ds,
+                verbose=1 if config.progress else 0,
+                callbacks=[keras.callbacks.TerminateOnNaN()],
+            )
+            row = {k: float(v[-1]) for k, v in fitted.history.items()}
+            if not all(math.isfinite(row.get(key, math.nan)) for key in ("loss", "val_loss")):
+                raise TrainingDiverged(
+                    f"The training loss became {row.get('loss')} in epoch {epoch + 1}; stopping. The last good "
+                    f"checkpoint (after epoch {epoch}) is kept in {run_dir}. Lower the learning rate "
+                    f"(now {config.learning_rate})."
+                )
+            row.update(
+                epoch=epoch,
+                lr=float(distiller.student_optimizer.learning_rate),
+                time_s=time.perf_counter() - started,
+            )
+            history.append(row)
+            summary = summarize(history, config.num_students, has_fused)
+            best = summary["best_student"]
+            if best["best_epoch"] == epoch:
+                index = int(best["name"][1:])
+                save_student_dir(
+                    run_dir / "best_student",
+                    distiller.get_student(index),
+                    _student_metadata(config, info, index, epoch, best["best"]),
+                )
+            write_metrics(run_dir, history)
+            save_checkpoint(run_dir, distiller, {"epoch": epoch + 1, "history": history})
+            echo(_epoch_line(config, row, has_fused))
+    except BaseException:
+        if not existed and not (run_dir / "checkpoint.npz").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+    summary = summarize(history, config.num_students, has_fused)
+    for index in range(config.num_students):
+        target = run_dir / "students" / f"s{index}"
+        if not target.exists():
+            accuracy = history[-1][f"val_acc_s{index}"]
+            metadata = _student_metadata(config, info, index, config.epochs - 1, accuracy)
+            save_student_dir(target, distiller.get_student(index), metadata)
+    write_json_atomic(run_dir / "summary.json", summary)
+    plot_training_curves(history, run_dir / "curves.png")
+    echo(format_summary(summary))
+    echo(f"Run directory: {run_dir}")
+    return RunResult(run_dir=run_dir, history=history, summary=summary)
