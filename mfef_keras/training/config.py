@@ -59,7 +59,7 @@ class TrainConfig:
     num_students: int = 2
     topology: str = "independent"
     ablate: list[str] = field(default_factory=list)
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 64
     eval_batch_size: int = 100
     learning_rate: float = 0.1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from pathlib import Path
 from mfef_keras.student_dir import save_student_dir, write_json_atomic
 from mfef_keras.training.checkpoint import load_checkpoint, save_checkpoint
 from mfef_keras.training.config import TrainConfig
+from mfef_keras.training.custom_loop import CustomLoop
 from mfef_keras.training.devices import configure_cpu_devices, make_strategy
 from mfef_keras.training.environment import describe_environment
 from mfef_keras.training.plots import plot_training_curves
@@ -22,6 +24,13 @@ from mfef_keras.training.run_directory import (
     write_config,
     write_metrics,
 )
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 class TrainingDiverged(RuntimeError):
@@ -123,10 +132,18 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
     strategy = make_strategy(config.strategy)
     distiller = _build(config, info, strategy, steps_per_epoch)
     has_fused = distiller.fusion is not None
+    loop = CustomLoop(distiller, strategy) if config.strategy == "multiworker" else None
+    chief = _is_chief(strategy)
+    if not chief:
+        # Every worker computes the same thing; only the chief writes the run directory.
+        checkpoint_source, run_dir = run_dir, Path(tempfile.mkdtemp(prefix="mfef-worker-"))
+        existed = False
+    else:
+        checkpoint_source = run_dir
 
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        state = load_checkpoint(run_dir, distiller)
+        state = load_checkpoint(checkpoint_source, distiller)
         if state is None:
             write_config(run_dir, config)
             write_json_atomic(run_dir / "environment.json", describe_environment(config.seed))
@@ -147,16 +164,21 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
                 data_dir=config.data_dir,
                 limit=config.train_limit,
             )
+            learning_rate = float(distiller.student_optimizer.learning_rate)
             started = time.perf_counter()
-            fitted = distiller.fit(
-                train_ds,
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                validation_data=test_ds,
-                verbose=1 if config.progress else 0,
-                callbacks=[keras.callbacks.TerminateOnNaN()],
-            )
-            row = {k: float(v[-1]) for k, v in fitted.history.items()}
+            if loop is not None:
+                row = loop.run_epoch(train_ds, test_ds, progress=config.progress and chief)
+            else:
+                fitted = distiller.fit(
+                    train_ds,
+                    epochs=epoch + 1,
+                    initial_epoch=epoch,
+                    validation_data=test_ds,
+                    verbose=1 if config.progress else 0,
+                    shuffle=False,
+                    callbacks=[keras.callbacks.TerminateOnNaN()],
+                )
+                row = {k: float(v[-1]) for k, v in fitted.history.items()}
             if not all(math.isfinite(row.get(key, math.nan)) for key in ("loss", "val_loss")):
                 raise TrainingDiverged(
                     f"The training loss became {row.get('loss')} in epoch {epoch + 1}; stopping. The last good "
@@ -165,7 +187,7 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
                 )
             row.update(
                 epoch=epoch,
-                lr=float(distiller.student_optimizer.learning_rate),
+                lr=learning_rate,
                 time_s=time.perf_counter() - started,
             )
             history.append(row)
