@@ -41,51 +41,100 @@ def main() -> None:
     """
 
 
+# Options shared by `train` and `study`, each keyed by the TrainConfig field it sets.
+TRAINING_OPTIONS = {
+    "config_file": click.option(
+        "--config", "config_file", help=f"YAML/JSON config file, or a shipped one: {', '.join(shipped_configs())}."
+    ),
+    "dataset": click.option(
+        "--dataset", help=f"digits, cifar10, cifar100, cinic10 or folder:PATH. {_default('dataset')}"
+    ),
+    "data_dir": click.option("--data-dir", help="Where datasets live. [default: $MFEF_DATA_DIR or ~/.mfef/data]"),
+    "backbone": click.option("--backbone", help=f"Student network (mfef list-backbones). {_default('backbone')}"),
+    "base_width": click.option("--base-width", type=int, help="Channels of the first stage. [default: the family's]"),
+    "method": click.option(
+        "--method", help=f"mfef, ffl, dml or independent (the vanilla baseline). {_default('method')}"
+    ),
+    "num_students": click.option(
+        "--students", "num_students", type=int, help=f"Students trained together. {_default('num_students')}"
+    ),
+    "topology": click.option("--topology", help=f"independent, or shared_trunk (FFL/ONE). {_default('topology')}"),
+    "ablate": click.option(
+        "--ablate",
+        multiple=True,
+        help="Switch off an MFEF part: multi_scale, attention, channel_attention, spatial_attention. Repeatable.",
+    ),
+    "epochs": click.option("--epochs", type=int, help=f"Training epochs. {_default('epochs')}"),
+    "batch_size": click.option("--batch-size", type=int, help=f"Global training batch. {_default('batch_size')}"),
+    "eval_batch_size": click.option("--eval-batch-size", type=int, help=f"Test batch. {_default('eval_batch_size')}"),
+    "learning_rate": click.option(
+        "--lr", "learning_rate", type=float, help=f"Initial SGD learning rate. {_default('learning_rate')}"
+    ),
+    "lr_milestones": click.option(
+        "--lr-milestones",
+        callback=_floats,
+        help=f"Fractions of the epochs where the rate decays, e.g. 0.5,0.75. {_default('lr_milestones')}",
+    ),
+    "lr_decay": click.option(
+        "--lr-decay", type=float, help=f"Rate multiplier at each milestone. {_default('lr_decay')}"
+    ),
+    "student_weight_decay": click.option(
+        "--student-wd",
+        "student_weight_decay",
+        type=float,
+        help=f"L2 on student weights (added to gradients). {_default('student_weight_decay')}",
+    ),
+    "fusion_weight_decay": click.option(
+        "--fusion-wd",
+        "fusion_weight_decay",
+        type=float,
+        help=f"L2 on the fusion path. {_default('fusion_weight_decay')}",
+    ),
+    "temperature": click.option("--temperature", type=float, help=f"KD temperature. {_default('temperature')}"),
+    "rampup_epochs": click.option(
+        "--rampup-epochs", type=float, help="Epochs of the KD weight ramp-up. [default: 80/300 of --epochs]"
+    ),
+    "train_limit": click.option(
+        "--train-limit", type=int, help="Train on the first N training examples only. [default: all]"
+    ),
+    "seed": click.option("--seed", type=int, help=f"Seed for weights, data order and augmentation. {_default('seed')}"),
+    "precision": click.option("--precision", help=f"{', '.join(PRECISIONS)}. {_default('precision')}"),
+    "jit": click.option(
+        "--jit/--no-jit", default=None, help="XLA-compile the training step (slower on CPU). [default: no]"
+    ),
+    "strategy": click.option("--strategy", help=f"{', '.join(STRATEGIES)}. {_default('strategy')}"),
+    "cpu_devices": click.option(
+        "--cpu-devices", type=int, help="Split the CPU into N logical devices (mirrored runs without GPUs)."
+    ),
+    "run_dir": click.option(
+        "--run-dir", help="Run directory. [default: runs/<dataset>-<backbone>-<method>-<config hash>]"
+    ),
+    "progress": click.option("--progress/--no-progress", default=None, help="Show progress bars. [default: yes]"),
+}
+
+
+def training_options(exclude: tuple[str, ...] = ()):
+    """Apply the shared training options, less those named in ``exclude``."""
+
+    def decorate(function):
+        for name, option in reversed(TRAINING_OPTIONS.items()):
+            if name not in exclude:
+                function = option(function)
+        return function
+
+    return decorate
+
+
+def _resolve(config_file, ablate, options):
+    from mfef_keras.training.config import resolve_config
+
+    if ablate:
+        options["ablate"] = list(ablate)
+    return resolve_config(config_file, options)
+
+
 @main.command()
-@click.option(
-    "--config", "config_file", help=f"YAML/JSON config file, or a shipped one: {', '.join(shipped_configs())}."
-)
-@click.option("--dataset", help=f"digits, cifar10, cifar100, cinic10 or folder:PATH. {_default('dataset')}")
-@click.option("--data-dir", help="Where datasets live. [default: $MFEF_DATA_DIR or ~/.mfef/data]")
-@click.option("--backbone", help=f"Student network (mfef list-backbones). {_default('backbone')}")
-@click.option("--base-width", type=int, help="Channels of the first stage. [default: the family's own]")
-@click.option("--method", help=f"mfef, ffl, dml or independent (the vanilla baseline). {_default('method')}")
-@click.option("--students", "num_students", type=int, help=f"Students trained together. {_default('num_students')}")
-@click.option("--topology", help=f"independent, or shared_trunk (FFL/ONE form). {_default('topology')}")
-@click.option(
-    "--ablate",
-    multiple=True,
-    help="Switch off an MFEF part: multi_scale, attention, channel_attention, spatial_attention. Repeatable.",
-)
-@click.option("--epochs", type=int, help=f"Training epochs. {_default('epochs')}")
-@click.option("--batch-size", type=int, help=f"Global training batch. {_default('batch_size')}")
-@click.option("--eval-batch-size", type=int, help=f"Test batch. {_default('eval_batch_size')}")
-@click.option("--lr", "learning_rate", type=float, help=f"Initial SGD learning rate. {_default('learning_rate')}")
-@click.option(
-    "--lr-milestones",
-    callback=_floats,
-    help=f"Fractions of the epochs where the rate decays, e.g. 0.5,0.75. {_default('lr_milestones')}",
-)
-@click.option("--lr-decay", type=float, help=f"Rate multiplier at each milestone. {_default('lr_decay')}")
-@click.option(
-    "--student-wd",
-    "student_weight_decay",
-    type=float,
-    help=f"L2 on student weights (added to gradients). {_default('student_weight_decay')}",
-)
-@click.option(
-    "--fusion-wd", "fusion_weight_decay", type=float, help=f"L2 on the fusion path. {_default('fusion_weight_decay')}"
-)
-@click.option("--temperature", type=float, help=f"KD temperature. {_default('temperature')}")
-@click.option("--rampup-epochs", type=float, help="Epochs of the KD weight ramp-up. [default: 80/300 of --epochs]")
-@click.option("--train-limit", type=int, help="Train on the first N training examples only. [default: all]")
-@click.option("--seed", type=int, help=f"Seed for weights, data order and augmentation. {_default('seed')}")
-@click.option("--precision", help=f"{', '.join(PRECISIONS)}. {_default('precision')}")
-@click.option("--jit/--no-jit", default=None, help="XLA-compile the training step (slower on CPU). [default: no]")
-@click.option("--strategy", help=f"{', '.join(STRATEGIES)}. {_default('strategy')}")
-@click.option("--cpu-devices", type=int, help="Split the CPU into N logical devices (mirrored runs without GPUs).")
-@click.option("--run-dir", help="Run directory. [default: runs/<dataset>-<backbone>-<method>-<config hash>]")
-@click.option("--progress/--no-progress", default=None, help="Show progress bars. [default: yes]")
+@training_options()
 def train(config_file, ablate, **options):
     """Train students together by online distillation and save the best one.
 
@@ -99,14 +148,10 @@ def train(config_file, ablate, **options):
       mfef train --method dml --epochs 10
       mfef train --config paper-cifar100-resnet32    # the FFL recipe on CIFAR-100
     """
-    from mfef_keras.training.config import resolve_config
     from mfef_keras.training.runner import train as run_training
 
-    if ablate:
-        options["ablate"] = list(ablate)
     try:
-        config = resolve_config(config_file, options)
-        run_training(config, echo=click.echo)
+        run_training(_resolve(config_file, ablate, options), echo=click.echo)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
 
@@ -136,6 +181,38 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size):
         f"{top_k} {100 * results[top_k]:.2f}%"
     )
     click.echo(f"Wrote {results['out_dir']}/metrics.json and confusion_matrix.png")
+
+
+@main.command()
+@training_options(exclude=("method", "seed", "run_dir", "ablate"))
+@click.option(
+    "--methods", default="independent,dml,ffl,mfef", show_default=True, help="Comma-separated methods to compare."
+)
+@click.option("--seeds", "num_seeds", type=int, default=3, show_default=True, help="Seeds 0..N-1 for every method.")
+@click.option("--ablation", is_flag=True, help="Add MFEF without multi-scale, without attention, and without both.")
+@click.option("--out", "out_dir", help="Study directory. [default: studies/<dataset>-<backbone>]")
+def study(config_file, methods, num_seeds, ablation, out_dir, **options):
+    """Compare methods (and MFEF ablations) over several seeds: a markdown table and a bar chart.
+
+    Every method runs with the same seeds, so the same initial students and data order.
+    Interrupted studies resume: finished runs are skipped, unfinished ones continue.
+
+    \b
+    Example:
+      mfef study --dataset digits --backbone resnet8 --train-limit 300 --seeds 3 --ablation
+    """
+    from mfef_keras.training.study import run_study
+
+    if num_seeds < 1:
+        raise click.BadParameter(f"must be >= 1, got {num_seeds}", param_hint="--seeds")
+    try:
+        base = _resolve(config_file, (), options)
+        out = out_dir or f"studies/{base.dataset.replace('folder:', 'folder-').replace('/', '_')}-{base.backbone}"
+        names = [m.strip() for m in methods.split(",") if m.strip()]
+        run_study(base, names, list(range(num_seeds)), out, ablation=ablation, echo=click.echo)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Wrote {out}/table.md, {out}/comparison.png and {out}/study.json")
 
 
 @main.command(name="list-backbones")
