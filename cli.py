@@ -225,5 +225,13 @@ def list_backbones_command(pattern):
         click.echo(name)
 
 
+def _register_plugins() -> None:
+    from mfef_keras.zoo.commands import zoo_group
+
+    main.add_command(zoo_group)
+
+
+_register_plugins()
+
 if __name__ == "__main__":
     main()

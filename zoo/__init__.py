@@ -1,1 +1,39 @@
-"""The model zoo of pretrained students (mfef_keras.zoo)."""
+"""The model zoo: published students by name, pulled into a verified cache and loaded as `keras.Model`s.
+
+Names read ``arch_method.dataset_tag`` (``resnet8_mfef.digits_s0``). A preset is a
+student directory (``model.keras`` + ``metadata.json``) with a model card (``README.md``)
+and ``preset.json``, the sha256 of every file; hashes are checked on every load.
+
+Example:
+    >>> from mfef_keras.zoo import list_models, load_student
+    >>> list_models("resnet8_*")  # doctest: +SKIP
+    >>> model = load_student("resnet8_mfef.digits_s0", include_preprocessing=True)  # doctest: +SKIP
+
+Environment: ``MFEF_ZOO_CACHE`` (cache folder, default ``~/.cache/mfef_keras/zoo``),
+``MFEF_ZOO_OFFLINE=1`` (never use the network), ``MFEF_ZOO_MANIFEST`` (more manifests),
+``MFEF_ZOO_TIMEOUT`` (seconds a download may stall, default 10).
+"""
+
+from mfef_keras.zoo.cache import cache_dir
+from mfef_keras.zoo.errors import DownloadError, IntegrityError, OfflineError, UnsafeArchiveError, ZooError
+from mfef_keras.zoo.loading import load_student
+from mfef_keras.zoo.preset import verify_preset
+from mfef_keras.zoo.publish import publish
+from mfef_keras.zoo.registry import list_models, model_info
+from mfef_keras.zoo.resolve import pull, resolve_preset
+
+__all__ = [
+    "DownloadError",
+    "IntegrityError",
+    "OfflineError",
+    "UnsafeArchiveError",
+    "ZooError",
+    "cache_dir",
+    "list_models",
+    "load_student",
+    "model_info",
+    "publish",
+    "pull",
+    "resolve_preset",
+    "verify_preset",
+]

@@ -383,14 +383,17 @@ class OnlineDistiller(keras.Model):
         if steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
         self._steps_per_epoch.assign(steps_per_epoch)
-        if self.student_optimizer is None:
-            self.student_optimizer = self._default_optimizer(steps_per_epoch, epochs, "student_sgd")
-        if self.fusion is not None and self.fusion_optimizer is None:
-            self.fusion_optimizer = self._default_optimizer(steps_per_epoch, epochs, "fusion_sgd")
-        if not self.student_optimizer.built:
-            self.student_optimizer.build(self.students_net.trainable_variables)
-        if self.fusion_optimizer is not None and not self.fusion_optimizer.built:
-            self.fusion_optimizer.build(self.fusion.trainable_variables)
+        # Optimiser state must live in the model's strategy (mirrored under tf.distribute),
+        # even when fit() is called outside strategy.scope() as Keras allows.
+        with self.distribute_strategy.scope():
+            if self.student_optimizer is None:
+                self.student_optimizer = self._default_optimizer(steps_per_epoch, epochs, "student_sgd")
+            if self.fusion is not None and self.fusion_optimizer is None:
+                self.fusion_optimizer = self._default_optimizer(steps_per_epoch, epochs, "fusion_sgd")
+            if not self.student_optimizer.built:
+                self.student_optimizer.build(self.students_net.trainable_variables)
+            if self.fusion_optimizer is not None and not self.fusion_optimizer.built:
+                self.fusion_optimizer.build(self.fusion.trainable_variables)
 
     @staticmethod
     def _steps_in(x, batch_size, steps_per_epoch):

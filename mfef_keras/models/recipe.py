@@ -14,8 +14,6 @@ from mfef_keras.layers.conv_bn import BN_EPSILON, BN_MOMENTUM
 # returns the outgoing tensor. Calling it twice gives two stages with separate weights.
 StageBuilder = Callable[[keras.KerasTensor, str], keras.KerasTensor]
 
-CONV_INIT = keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
-
 
 @dataclass(frozen=True)
 class BackboneRecipe:
@@ -32,8 +30,12 @@ class LayerFactory:
     sync_batchnorm: bool = False
 
     def conv(self, filters: int, kernel: int, stride: int = 1, name: str | None = None) -> layers.Conv2D:
+        # PyTorch's kaiming_normal_(mode="fan_out") of the reference ResNets. A fresh
+        # initializer per layer draws its seed after keras.utils.set_random_seed, so a
+        # seeded build gives the same weights in every process.
+        init = keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
         return layers.Conv2D(
-            filters, kernel, strides=stride, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=name
+            filters, kernel, strides=stride, padding="same", use_bias=False, kernel_initializer=init, name=name
         )
 
     def bn(self, name: str | None = None) -> layers.BatchNormalization:

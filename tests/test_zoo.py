@@ -1,0 +1,611 @@
+"""The model zoo: publishing, presets, the verified cache, downloads from a local server, safe archives and the CLI.
+
+Nothing here reaches any address but 127.0.0.1; the cache, home and manifests live in temp folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from mfef_keras.zoo import (
+    DownloadError,
+    IntegrityError,
+    OfflineError,
+    UnsafeArchiveError,
+    ZooError,
+    cache_dir,
+    list_models,
+    load_student,
+    model_info,
+    publish,
+    pull,
+    resolve_preset,
+    verify_preset,
+)
+from mfef_keras.zoo.archive import extract_archive, pack_preset
+from mfef_keras.zoo.commands import zoo_group
+from mfef_keras.zoo.hashing import sha256_file
+from mfef_keras.zoo.manifest import MANIFEST_FORMAT, entry_url, read_manifest, shipped_manifest_path
+
+from mfef_keras.data.info import DatasetInfo
+from mfef_keras.models import get_backbone
+from mfef_keras.student_dir import save_student_dir
+from mfef_keras.training.config import TrainConfig
+from mfef_keras.training.run_directory import summarize, write_config, write_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "resnet8_mfef.digits_s0"
+DIGITS = DatasetInfo(
+    name="digits",
+    num_classes=10,
+    class_names=tuple(str(i) for i in range(10)),
+    image_shape=(32, 32, 1),
+    mean=(0.3,),
+    std=(0.4,),
+    splits={"train": 1437, "test": 360},
+)
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+
+def _fake_run(run: Path) -> Path:
+    """A run directory as `mfef train` writes it, with two tiny untrained students."""
+    config = TrainConfig(base_width=4, epochs=2, run_dir=str(run))
+    run.mkdir(parents=True)
+    write_config(run, config)
+    (run / "environment.json").write_text(
+        json.dumps({"packages": {"keras": keras.__version__}, "python": "3.11", "platform": "test", "seed": 0})
+    )
+    history = [
+        {"epoch": e, "loss": 2.0 - e, "val_loss": 2.1 - e, "lr": 0.1, "time_s": 1.0}
+        | {"val_acc_s0": 0.5 + 0.3 * e, "val_acc_s1": 0.45 + 0.3 * e, "val_acc_fused": 0.55, "val_acc_ensemble": 0.6}
+        for e in range(2)
+    ]
+    write_metrics(run, history)
+    (run / "summary.json").write_text(json.dumps(summarize(history, 2, True)))
+
+    def metadata(index: int, accuracy: float) -> dict:
+        return {
+            "dataset": DIGITS.to_dict(),
+            "backbone": "resnet8",
+            "base_width": 4,
+            "method": "mfef",
+            "topology": "independent",
+            "num_students": 2,
+            "student_index": index,
+            "epoch": 1,
+            "test_accuracy": accuracy,
+            "seed": 0,
+            "experiment_hash": config.experiment_hash(),
+            "config": config.to_dict(),
+        }
+
+    for index in range(2):
+        model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
+        save_student_dir(run / "students" / f"s{index}", model, metadata(index, history[-1][f"val_acc_s{index}"]))
+        if index == 0:
+            save_student_dir(run / "best_student", model, metadata(0, 0.8))
+    return run
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A fake run, and its best student published as NAME into a folder of its own."""
+    root = tmp_path_factory.mktemp("zoo")
+    run = _fake_run(root / "run")
+    out = root / "out"
+    preset = publish(run, NAME, out)
+    entry = read_manifest(out / "manifest.json")[NAME]
+    return {"run": run, "out": out, "preset": preset, "archive": out / f"{NAME}.tar.gz", "entry": entry}
+
+
+@pytest.fixture(autouse=True)
+def _zoo_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MFEF_ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MFEF_ZOO_TIMEOUT", "5")
+    for name in ("MFEF_ZOO_OFFLINE", "MFEF_ZOO_MANIFEST", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _use_manifest(monkeypatch, path: Path, entries: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": MANIFEST_FORMAT, "presets": entries}))
+    monkeypatch.setenv("MFEF_ZOO_MANIFEST", str(path))
+    return path
+
+
+def _url_entry(published, base_url: str, **changes) -> dict:
+    entry = {k: v for k, v in published["entry"].items() if k != "path"}
+    return {**entry, "url": f"{base_url}/{NAME}.tar.gz", **changes}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _http_server(directory: Path, log: Path):
+    """`python -m http.server` on 127.0.0.1 serving ``directory``; its request log goes to ``log``."""
+    port = _free_port()
+    with open(log, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(directory)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"http.server did not start: {log.read_text()}") from None
+                    time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _downloads(log: Path) -> int:
+    return log.read_text().count(f"GET /{NAME}.tar.gz")
+
+
+def _cache_files(name: str = NAME) -> set[str]:
+    folder = cache_dir() / name
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+def _images(count: int = 4) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(count, 32, 32, 1)).astype("uint8")
+
+
+def _normalised(images: np.ndarray) -> np.ndarray:
+    return ((images.astype("float32") / 255.0 - 0.3) / 0.4).astype("float32")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail the test on any attempt to open a network connection."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+# ---------------------------------------------------------------- publishing and presets
+
+
+def test_publish_writes_a_verified_preset_with_a_model_card(published):
+    preset, archive, entry = published["preset"], published["archive"], published["entry"]
+    index = verify_preset(preset)
+    assert set(index["files"]) == {"model.keras", "metadata.json", "README.md"}
+    assert index["files"]["model.keras"]["sha256"] == sha256_file(preset / "model.keras")
+    assert entry["sha256"] == sha256_file(archive) and entry["size"] == archive.stat().st_size
+    assert entry["path"] == archive.name and entry["dataset"] == "digits" and entry["test_accuracy"] == 0.8
+
+    metadata = json.loads((preset / "metadata.json").read_text())
+    assert metadata["dataset"]["class_names"] == [str(i) for i in range(10)]
+    assert metadata["input"]["mean"] == [0.3] and metadata["input"]["shape"] == [32, 32, 1]
+    assert metadata["backbone"] == "resnet8" and metadata["method"] == "mfef" and metadata["seed"] == 0
+    assert set(metadata["metrics"]) >= {"s0", "s1", "fused", "ensemble"}
+    assert metadata["metrics"]["s1"]["last"] == pytest.approx(0.75)
+    assert metadata["environment"]["packages"]["keras"] == keras.__version__
+    assert metadata["params"] == get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4).count_params()
+    assert metadata["license"] == "Apache-2.0" and metadata["created"] and metadata["published_from"] == "best_student"
+    assert metadata["experiment_hash"] == json.loads((published["run"] / "config.json").read_text())["experiment_hash"]
+
+    card = (preset / "README.md").read_text()
+    assert card.startswith(f"# {NAME}")
+    assert "80.00%" in card and "| fused | 55.00% |" in card
+    assert f'load_student("{NAME}", include_preprocessing=True)' in card
+    assert "mfef train --dataset digits --backbone resnet8 --base-width 4" in card
+    assert "Apache-2.0" in card
+
+
+def test_reproduce_command_trains_the_same_experiment(published):
+    from mfef_keras.cli import main
+    from mfef_keras.training.config import resolve_config
+
+    card = (published["preset"] / "README.md").read_text()
+    command = next(line for line in card.splitlines() if line.startswith("mfef train "))
+    context = main.commands["train"].make_context("train", shlex.split(command)[2:])
+    options = dict(context.params)
+    options.pop("config_file")
+    options["ablate"] = list(options["ablate"])
+    stored = json.loads((published["run"] / "config.json").read_text())
+    assert resolve_config(None, options).experiment_hash() == stored["experiment_hash"]
+
+
+def test_publish_refuses_bad_names_existing_presets_and_outside_archives(published, tmp_path):
+    run = published["run"]
+    with pytest.raises(ValueError, match="arch_method.dataset_tag"):
+        publish(run, "ResNet8-digits", tmp_path)
+    with pytest.raises(ValueError, match="arch 'resnet20'.*'resnet8'"):
+        publish(run, "resnet20_mfef.digits_s0", tmp_path)
+    with pytest.raises(ValueError, match="dataset 'cifar10'"):
+        publish(run, "resnet8_mfef.cifar10_s0", tmp_path)
+    with pytest.raises(FileExistsError, match="exists already"):
+        publish(run, NAME, published["out"])
+    shipped = shipped_manifest_path().read_text()
+    with pytest.raises(ValueError, match="must lie inside"):
+        publish(run, "resnet8_mfef.digits_s9", tmp_path / "elsewhere", update_shipped_manifest=True)
+    assert shipped_manifest_path().read_text() == shipped and not (tmp_path / "elsewhere").exists()
+
+    out = tmp_path / "out"
+    first = publish(run, "resnet8_mfef.digits_s1", out, student=1, license="MIT")
+    second = publish(run, "resnet8_mfef.digits_s1", out, student=1, license="MIT", overwrite=True)
+    assert first == second
+    metadata = json.loads((second / "metadata.json").read_text())
+    assert metadata["student_index"] == 1 and metadata["published_from"] == "students/s1"
+    assert metadata["license"] == "MIT" and metadata["test_accuracy"] == pytest.approx(0.75)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "resnet8_mfef.digits_s1",
+        "resnet8_mfef.digits_s1.tar.gz",
+    ]
+
+
+def test_archives_are_reproducible(published, tmp_path):
+    again = pack_preset(published["preset"], tmp_path / "again.tar.gz")
+    assert sha256_file(again) == sha256_file(published["archive"])
+
+
+def test_a_local_preset_folder_is_verified_before_loading(published, tmp_path):
+    copy = Path(shutil.copytree(published["preset"], tmp_path / NAME))
+    assert load_student(copy).mfef_metadata["name"] == NAME
+    expected = json.loads((copy / "preset.json").read_text())["files"]["model.keras"]["sha256"]
+    with open(copy / "model.keras", "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\0corrupt\0")
+    with pytest.raises(IntegrityError) as caught:
+        load_student(copy)
+    actual = sha256_file(copy / "model.keras")
+    assert caught.value.file.startswith("model.keras") and (caught.value.expected, caught.value.actual) == (
+        expected,
+        actual,
+    )
+    assert expected in str(caught.value) and actual in str(caught.value)
+
+    shutil.copyfile(published["preset"] / "model.keras", copy / "model.keras")
+    (copy / "extra.py").write_text("print('hi')")
+    with pytest.raises(IntegrityError, match="does not list: extra.py"):
+        resolve_preset(copy)
+    with pytest.raises(IntegrityError, match="load_student_dir"):
+        resolve_preset(published["run"] / "best_student")
+
+
+def test_include_preprocessing_takes_raw_uint8_images(published):
+    bare = load_student(published["preset"])
+    raw = load_student(published["preset"], include_preprocessing=True)
+    assert raw.inputs[0].dtype == "uint8"
+    assert raw.mfef_metadata == bare.mfef_metadata and type(raw.mfef_metadata) is dict
+    images = _images()
+    np.testing.assert_allclose(
+        raw.predict(images, verbose=0), bare.predict(_normalised(images), verbose=0), rtol=1e-5, atol=1e-5
+    )
+
+
+# ---------------------------------------------------------------- pulling over HTTP, the cache
+
+
+def test_pull_load_then_offline_from_cache_then_corruption_is_reported(published, tmp_path, monkeypatch):
+    log = tmp_path / "server.log"
+    expected = load_student(published["preset"]).predict(_normalised(_images()), verbose=0)
+    with _http_server(published["out"], log) as base_url:
+        _use_manifest(monkeypatch, tmp_path / "m.json", {NAME: _url_entry(published, base_url)})
+        assert list_models("resnet8_*") == [NAME] and not model_info(NAME)["cached"]
+        model = load_student(NAME)
+        np.testing.assert_allclose(model.predict(_normalised(_images()), verbose=0), expected, atol=1e-6)
+        assert model.mfef_metadata["name"] == NAME
+        # A URL pinned by its fragment is the same archive: served from the cache, not downloaded again.
+        sha = published["entry"]["sha256"]
+        assert resolve_preset(f"{base_url}/{NAME}.tar.gz#sha256={sha}").name == sha
+        assert _downloads(log) == 1
+    info = model_info(NAME)
+    assert info["cached"] and Path(info["cached_path"]).parent == cache_dir() / NAME
+
+    # The server is gone: loading works from the cache, and offline mode is content with it.
+    np.testing.assert_allclose(load_student(NAME).predict(_normalised(_images()), verbose=0), expected, atol=1e-6)
+    assert load_student(NAME, offline=True).mfef_metadata["name"] == NAME
+
+    cached_model = Path(info["cached_path"]) / "model.keras"
+    good = sha256_file(cached_model)
+    cached_model.write_bytes(cached_model.read_bytes()[:-10] + b"0123456789")
+    bad = sha256_file(cached_model)
+    with pytest.raises(IntegrityError) as caught:
+        load_student(NAME)
+    assert good in str(caught.value) and bad in str(caught.value) and "removed" in str(caught.value)
+    assert _cache_files() == {".lock"}
+    with pytest.raises(OfflineError, match=re.escape(NAME)):
+        load_student(NAME, offline=True)
+
+
+def test_wrong_hash_or_size_leaves_nothing_in_the_cache(published, tmp_path, monkeypatch):
+    wrong = "0" * 64
+    log = tmp_path / "server.log"
+    with _http_server(published["out"], log) as base_url:
+        _use_manifest(monkeypatch, tmp_path / "m.json", {NAME: _url_entry(published, base_url, sha256=wrong)})
+        with pytest.raises(IntegrityError) as caught:
+            pull(NAME, progress=False)
+        assert wrong in str(caught.value) and published["entry"]["sha256"] in str(caught.value)
+        assert _cache_files() == {".lock"}
+
+        size = published["entry"]["size"]
+        _use_manifest(monkeypatch, tmp_path / "m.json", {NAME: _url_entry(published, base_url, size=size + 1)})
+        with pytest.raises(IntegrityError, match=f"expected {size + 1} bytes, got {size}"):
+            pull(NAME, progress=False)
+        assert _cache_files() == {".lock"}
+
+        with pytest.raises(DownloadError, match="HTTP 404"):
+            resolve_preset(f"{base_url}/missing.tar.gz#sha256={wrong}")
+
+
+def test_concurrent_pulls_leave_one_good_copy(published, tmp_path, monkeypatch):
+    log = tmp_path / "server.log"
+    go = tmp_path / "go"
+    script = (
+        "import pathlib, sys, time\n"
+        "from mfef_keras.zoo import pull\n"
+        f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.01)\n"
+        f"print(pull({NAME!r}, progress=False))\n"
+    )
+    with _http_server(published["out"], log) as base_url:
+        _use_manifest(monkeypatch, tmp_path / "m.json", {NAME: _url_entry(published, base_url)})
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        processes = [
+            subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            for _ in range(2)
+        ]
+        go.touch()
+        results = [process.communicate(timeout=60) for process in processes]
+        assert [process.returncode for process in processes] == [0, 0], [err.decode() for _, err in results]
+        paths = {out.decode().strip() for out, _ in results}
+
+        # Threads of one process exclude each other through the same lock.
+        found, errors = [], []
+
+        def worker():
+            try:
+                found.append(str(pull(NAME, progress=False)))
+            except Exception as error:  # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors
+        assert _downloads(log) == 1
+    sha = published["entry"]["sha256"]
+    assert paths | set(found) == {str(cache_dir() / NAME / sha)}
+    assert _cache_files() == {".lock", sha, f"{sha}.tar.gz"}
+    verify_preset(cache_dir() / NAME / sha)
+
+
+def test_offline_mode_names_the_missing_student_without_touching_the_network(
+    published, tmp_path, monkeypatch, no_network
+):
+    _use_manifest(monkeypatch, tmp_path / "m.json", {NAME: _url_entry(published, "http://127.0.0.1:9")})
+    monkeypatch.setenv("MFEF_ZOO_OFFLINE", "1")
+    with pytest.raises(OfflineError, match=re.escape(NAME) + " is not in the zoo cache"):
+        load_student(NAME)
+    monkeypatch.delenv("MFEF_ZOO_OFFLINE")
+    with pytest.raises(OfflineError):
+        pull(NAME, offline=True)
+    # A shipped-style entry (an archive beside its manifest) needs no network, so offline mode allows it.
+    monkeypatch.setenv("MFEF_ZOO_MANIFEST", str(published["out"] / "manifest.json"))
+    assert pull(NAME, offline=True).name == published["entry"]["sha256"]
+
+
+def test_network_failures_fail_fast_with_a_clear_message(tmp_path, monkeypatch):
+    sha = "0" * 64
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="Cannot fetch .*MFEF_ZOO_OFFLINE=1"):
+        pull(f"http://127.0.0.1:{_free_port()}/x.tar.gz#sha256={sha}", progress=False)
+    # A server that accepts the connection and never answers: the timeout ends the wait.
+    monkeypatch.setenv("MFEF_ZOO_TIMEOUT", "0.5")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        with pytest.raises(DownloadError, match="timed out"):
+            pull(f"http://127.0.0.1:{port}/x.tar.gz#sha256={sha}", progress=False)
+    assert time.monotonic() - started < 10
+    assert _cache_files("x") == {".lock"}
+
+
+def test_sources_are_checked_before_any_download(published, tmp_path, monkeypatch, no_network):
+    with pytest.raises(ZooError, match="#sha256="):
+        resolve_preset("https://example.invalid/resnet8_mfef.digits_s0.tar.gz")
+    with pytest.raises(ZooError, match="must be #sha256="):
+        resolve_preset("https://example.invalid/a.tar.gz#md5=abc")
+    with pytest.raises(ZooError, match="Unsupported source"):
+        resolve_preset("ftp://example.invalid/a.tar.gz")
+    with pytest.raises(ZooError, match="not name a preset archive"):
+        resolve_preset("https://example.invalid/model.keras#sha256=" + "0" * 64)
+    with pytest.raises(FileNotFoundError, match="No preset folder or archive"):
+        resolve_preset("./no/such/preset")
+    # A local archive, by path or file:// URL, is hashed, unpacked into the cache and verified.
+    by_path = resolve_preset(published["archive"])
+    assert by_path == resolve_preset(published["archive"].as_uri())
+    assert by_path.name == published["entry"]["sha256"] and by_path.parent.name == NAME
+
+
+def test_unverified_remote_archives_need_explicit_consent(published, tmp_path):
+    with _http_server(published["out"], tmp_path / "server.log") as base_url:
+        url = f"{base_url}/{NAME}.tar.gz"
+        with pytest.raises(ZooError, match="allow_unverified"):
+            pull(url)
+        with pytest.warns(UserWarning, match=published["entry"]["sha256"]):
+            path = pull(url, allow_unverified=True, progress=False)
+    assert path.name == published["entry"]["sha256"]
+
+
+def test_unknown_and_ambiguous_names_are_refused_with_suggestions(published, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="no manifest lists any student"):
+        resolve_preset(NAME)
+    other = "resnet8_mfef.digits_s1"
+    _use_manifest(monkeypatch, tmp_path / "m.json", {NAME: published["entry"], other: published["entry"]})
+    with pytest.raises(ValueError, match=r"Unknown zoo student 'resnet8_mfef\.digit_s0'\. Did you mean 'resnet8_mfef"):
+        resolve_preset("resnet8_mfef.digit_s0")
+    with pytest.raises(
+        ValueError, match="matches several zoo students: resnet8_mfef.digits_s0, resnet8_mfef.digits_s1"
+    ):
+        resolve_preset("resnet8_mfef.*")
+    assert list_models("*_s1") == [other] and model_info("*_s1")["name"] == other
+    assert entry_url(published["entry"], tmp_path / "m.json") == (tmp_path / f"{NAME}.tar.gz").as_uri()
+
+
+def test_cache_defaults_to_the_home_cache_and_is_created(tmp_path, monkeypatch):
+    monkeypatch.delenv("MFEF_ZOO_CACHE")
+    assert cache_dir() == tmp_path / "home" / ".cache" / "mfef_keras" / "zoo" and cache_dir().is_dir()
+
+
+# ---------------------------------------------------------------- unsafe archives
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes = b"x", **attributes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data) if attributes.get("type", tarfile.REGTYPE) == tarfile.REGTYPE else 0
+    for key, value in attributes.items():
+        setattr(info, key, value)
+    tar.addfile(info, io.BytesIO(data) if info.size else None)
+
+
+@pytest.mark.parametrize(
+    "member, attributes, message",
+    [
+        ("../evil.txt", {}, "contains '..'"),
+        ("preset/../../evil.txt", {}, "contains '..'"),
+        ("/tmp/evil.txt", {}, "absolute path"),
+        ("preset/link", {"type": tarfile.SYMTYPE, "linkname": "../../evil.txt"}, "is a link"),
+        ("preset/hard", {"type": tarfile.LNKTYPE, "linkname": "preset/preset.json"}, "is a link"),
+        ("preset/null", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}, "device"),
+        ("preset/preset.json", {}, "appears twice"),
+        ("preset/preset.json/inner", {}, "inside another member"),
+    ],
+)
+def test_unsafe_archives_are_refused_and_nothing_is_written(tmp_path, member, attributes, message):
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        _add(tar, "preset/preset.json", b"{}")
+        _add(tar, member, **attributes)
+    box = tmp_path / "box"
+    with pytest.raises(UnsafeArchiveError, match=message):
+        extract_archive(archive, box / "target")
+    assert [p.name for p in box.iterdir()] == ["target"] and not any((box / "target").iterdir())
+    assert not (tmp_path / "evil.txt").exists()
+    with pytest.raises(UnsafeArchiveError, match=message):
+        resolve_preset(archive)
+    assert _cache_files("evil") == {".lock"}
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_cli_list_info_pull_verify_publish(published, tmp_path, monkeypatch):
+    runner = CliRunner()
+    result = runner.invoke(zoo_group, ["list"])
+    assert result.exit_code == 0 and "No published student matches '*'" in result.output
+
+    monkeypatch.setenv("MFEF_ZOO_MANIFEST", str(published["out"] / "manifest.json"))
+    result = runner.invoke(zoo_group, ["list", "resnet8_*"])
+    assert result.exit_code == 0, result.output
+    header, row = result.output.splitlines()
+    assert header.split() == ["name", "dataset", "backbone", "method", "top-1", "size", "cached"]
+    assert row.split()[:5] == [NAME, "digits", "resnet8", "mfef", "80.00%"] and row.split()[-1] == "no"
+
+    result = runner.invoke(zoo_group, ["info", NAME])
+    assert result.exit_code == 0 and published["entry"]["sha256"] in result.output and "cached" in result.output
+
+    result = runner.invoke(zoo_group, ["pull", NAME])
+    assert result.exit_code == 0, result.output
+    assert "verified" in result.output and published["entry"]["sha256"] in result.output
+    assert runner.invoke(zoo_group, ["list"]).output.splitlines()[1].split()[-1] == "yes"
+
+    result = runner.invoke(zoo_group, ["verify"])
+    assert result.exit_code == 0 and result.output.startswith(f"OK   {NAME}")
+    (cache_dir() / NAME / published["entry"]["sha256"] / "README.md").write_text("edited")
+    result = runner.invoke(zoo_group, ["verify", NAME])
+    assert result.exit_code == 1 and "BAD" in result.output and "README.md" in result.output
+    result = runner.invoke(zoo_group, ["pull", NAME])
+    assert result.exit_code == 0 and "Warning: The cached copy" in result.output and "README.md" in result.output
+    assert runner.invoke(zoo_group, ["verify", "resnet8_*"]).exit_code == 0
+    result = runner.invoke(zoo_group, ["verify", str(published["preset"])])
+    assert result.exit_code == 0 and result.output.startswith("OK")
+
+    result = runner.invoke(zoo_group, ["info", "resnet8_mfef.digit_s0"])
+    assert result.exit_code == 1 and "Did you mean" in result.output and "Traceback" not in result.output
+
+    out = tmp_path / "published"
+    args = ["publish", str(published["run"]), "--name", "resnet8_mfef.digits_s1", "--out", str(out), "--student", "1"]
+    result = runner.invoke(zoo_group, args)
+    assert result.exit_code == 0, result.output
+    verify_preset(out / "resnet8_mfef.digits_s1")
+    result = runner.invoke(zoo_group, args)
+    assert result.exit_code == 1 and "exists already" in result.output and "Traceback" not in result.output
+    result = runner.invoke(zoo_group, ["publish", str(published["run"]), "--name", "bad name", "--out", str(out)])
+    assert result.exit_code == 1 and "is not a zoo name" in result.output
+
+
+# ---------------------------------------------------------------- the shipped zoo
+
+
+def test_the_shipped_manifest_lists_only_archives_that_exist():
+    manifest = shipped_manifest_path()
+    for name, entry in read_manifest(manifest).items():
+        if "url" in entry:
+            assert entry["url"].startswith("https://"), f"{name}: hosted presets are served over https"
+            continue
+        archive = manifest.parent / entry["path"]
+        assert archive.is_file(), f"{name}: {archive} is missing"
+        assert (archive.stat().st_size, sha256_file(archive)) == (entry["size"], entry["sha256"]), name
+
+
+@pytest.mark.parametrize("name", sorted(read_manifest(shipped_manifest_path())))
+def test_shipped_students_reproduce_their_accuracy(name, monkeypatch):
+    from mfef_keras.data import make_dataset
+
+    if "url" in read_manifest(shipped_manifest_path())[name]:
+        pytest.skip(f"{name} is hosted remotely and the tests use no network")
+    model = load_student(name, offline=True)
+    metadata = model.mfef_metadata
+    correct = total = 0
+    for images, labels in make_dataset(metadata["dataset"]["name"], "test", 100, training=False):
+        predicted = np.argmax(model.predict_on_batch(images), axis=-1)
+        correct += int(np.sum(predicted == np.asarray(labels)))
+        total += len(labels)
+    assert total == metadata["dataset"]["splits"]["test"]
+    # One image may flip on another machine's float rounding.
+    assert abs(correct / total - metadata["test_accuracy"]) <= 1 / total + 1e-9

@@ -1,0 +1,179 @@
+"""`mfef zoo`: list, inspect, pull, verify and publish pretrained students (registered by the CLI as ``zoo_group``)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from mfef_keras.zoo.errors import ZooError
+
+# What a user can cause and fix; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ZooError, ValueError, OSError)
+
+
+@contextmanager
+def _plain_errors() -> Iterator[None]:
+    try:
+        yield
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _size(num_bytes: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if num_bytes < 1000 or unit == "GB":
+            return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
+        num_bytes /= 1000
+    raise AssertionError("unreachable")
+
+
+@click.group(name="zoo")
+def zoo_group() -> None:
+    """Pretrained students: list, inspect, download, verify and publish presets.
+
+    \b
+    Cache:     $MFEF_ZOO_CACHE, or ~/.cache/mfef_keras/zoo
+    Offline:   MFEF_ZOO_OFFLINE=1 uses only the cache and never the network
+    Manifests: the package's own, plus files named in $MFEF_ZOO_MANIFEST
+    Timeout:   $MFEF_ZOO_TIMEOUT seconds per network stall (default 10)
+    """
+
+
+@zoo_group.command(name="list")
+@click.argument("pattern", default="*")
+def list_command(pattern: str) -> None:
+    """List published students, or those matching PATTERN.
+
+    PATTERN takes shell wildcards, e.g. 'resnet8_*' or '*.digits_*'."""
+    from mfef_keras.zoo.registry import list_models, model_info
+
+    with _plain_errors():
+        rows = [model_info(name) for name in list_models(pattern)]
+    if not rows:
+        click.echo(f"No published student matches {pattern!r}.")
+        return
+    header = ("name", "dataset", "backbone", "method", "top-1", "size", "cached")
+    table = [header] + [
+        (
+            row["name"],
+            str(row.get("dataset", "?")),
+            str(row.get("backbone", "?")),
+            str(row.get("method", "?")),
+            f"{100 * row['test_accuracy']:.2f}%" if row.get("test_accuracy") is not None else "?",
+            _size(row["size"]),
+            "yes" if row["cached"] else "no",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+@zoo_group.command(name="info")
+@click.argument("name")
+def info_command(name: str) -> None:
+    """Show a published student's details and cache state."""
+    from mfef_keras.zoo.registry import model_info
+
+    with _plain_errors():
+        info = model_info(name)
+    for key in sorted(info):
+        click.echo(f"{key:<16}{info[key]}")
+    click.echo(f'{"load it":<16}from mfef_keras.zoo import load_student; load_student("{info["name"]}")')
+
+
+@zoo_group.command(name="pull")
+@click.argument("name")
+@click.option("--allow-unverified", is_flag=True, help="Accept a remote archive URL that gives no #sha256=.")
+def pull_command(name: str, allow_unverified: bool) -> None:
+    """Download and verify a student into the cache.
+
+    NAME is a zoo name, or the URL of a preset archive (with #sha256=<hex>).
+    """
+    from mfef_keras.zoo.resolve import pull
+
+    with _plain_errors(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = pull(name, allow_unverified=allow_unverified, progress=True)
+    for warning in caught:
+        click.echo(f"Warning: {warning.message}", err=True)
+    click.echo(f"{name}: verified, in {path}")
+
+
+@zoo_group.command(name="verify")
+@click.argument("name", required=False)
+@click.pass_context
+def verify_command(ctx: click.Context, name: str | None) -> None:
+    """Re-hash cached presets and report OK or BAD for each.
+
+    Checks all cached presets, or those of NAME (shell wildcards allowed), or
+    the preset folder NAME. Exits with status 1 if any preset is BAD.
+    """
+    from mfef_keras.zoo.cache import cache_dir
+    from mfef_keras.zoo.preset import verify_preset
+    from mfef_keras.zoo.resolve import verify_cache
+
+    with _plain_errors():
+        if name and Path(name).is_dir():
+            try:
+                verify_preset(name)
+                results = [(name, None)]
+            except ZooError as error:
+                results = [(name, str(error))]
+        else:
+            results = [(f"{entry.key} ({entry.preset})", error) for entry, error in verify_cache(name or "*")]
+            if not results:
+                where = f"for {name!r} " if name else ""
+                click.echo(f"Nothing cached {where}in {cache_dir()}.")
+                return
+    for label, error in results:
+        click.echo(f"OK   {label}" if error is None else f"BAD  {label}: {error}")
+    bad = sum(error is not None for _, error in results)
+    if bad:
+        click.echo(f"{bad} of {len(results)} cached presets are damaged; `mfef zoo pull NAME` replaces one.", err=True)
+        ctx.exit(1)
+
+
+@zoo_group.command(name="publish")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--name", required=True, help="Zoo name arch_method.dataset_tag, e.g. resnet8_mfef.digits_s0.")
+@click.option(
+    "--out",
+    "out_dir",
+    help="Output folder. [default: ./zoo-presets, or the package's zoo/presets with --update-manifest]",
+)
+@click.option("--student", type=int, help="Publish students/sK instead of the best student.")
+@click.option("--license", "license_", default="Apache-2.0", show_default=True, help="License of the weights.")
+@click.option("--update-manifest", is_flag=True, help="Record the entry in the manifest shipped with the package.")
+@click.option("--base-url", help="Record the archive as BASE_URL/NAME.tar.gz (where you will upload it).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing preset of that name.")
+def publish_command(run_dir, name, out_dir, student, license_, update_manifest, base_url, overwrite) -> None:
+    """Publish a run's best student as a zoo preset.
+
+    Writes the preset folder (model, metadata, model card, hashes), its .tar.gz and
+    the manifest entry; --update-manifest lists it in the package's own zoo.
+    """
+    from mfef_keras.zoo.manifest import shipped_manifest_path
+    from mfef_keras.zoo.publish import publish
+
+    if out_dir is None:
+        out_dir = shipped_manifest_path().parent / "presets" if update_manifest else Path("zoo-presets")
+    with _plain_errors():
+        target = publish(
+            run_dir,
+            name,
+            out_dir,
+            license=license_,
+            student=student,
+            overwrite=overwrite,
+            update_shipped_manifest=update_manifest,
+            base_url=base_url,
+        )
+    archive = target.parent / f"{target.name}.tar.gz"
+    manifest = shipped_manifest_path() if update_manifest else target.parent / "manifest.json"
+    click.echo(f"Preset {target}\nArchive {archive}\nManifest {manifest}")

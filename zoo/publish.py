@@ -1,0 +1,181 @@
+"""`publish`: a trained run's student packed as a zoo preset, its archive, hashes, manifest entry and model card."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mfef_keras.zoo.archive import pack_preset
+from mfef_keras.zoo.hashing import file_record
+from mfef_keras.zoo.manifest import (
+    MANIFEST_FILE,
+    parse_name,
+    read_manifest,
+    shipped_manifest_path,
+    write_manifest_entry,
+)
+from mfef_keras.zoo.model_card import render_model_card
+from mfef_keras.zoo.preset import CARD_FILE, METADATA_FILE, MODEL_FILE, verify_preset, write_preset_index
+
+# Descriptive fields copied into the manifest, so `mfef zoo list` needs no download.
+_LISTED = (
+    "backbone",
+    "base_width",
+    "method",
+    "seed",
+    "test_accuracy",
+    "params",
+    "license",
+    "created",
+    "experiment_hash",
+)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path.parent} is not a finished run directory: {what} {path.name} is missing."
+        ) from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
+def _check_name(name: str, metadata: dict) -> None:
+    """Refuse a name whose architecture, method or dataset contradicts the student's metadata."""
+    parts = parse_name(name)
+    dataset = str(metadata["dataset"]["name"])
+    actual = {"arch": str(metadata.get("backbone")), "method": str(metadata.get("method"))}
+    # Folder datasets ("folder:/data/flowers") have no registry name; the name's dataset part is free then.
+    if ":" not in dataset:
+        actual["dataset"] = dataset
+    wrong = [
+        f"{part} {parts[part]!r} (the student's is {value!r})" for part, value in actual.items() if parts[part] != value
+    ]
+    if wrong:
+        raise ValueError(f"Name {name!r} does not match the student: {'; '.join(wrong)}.")
+
+
+def _preset_metadata(name: str, metadata: dict, run: Path, source: Path, params: int, license: str) -> dict:
+    config = _read_json(run / "config.json", "the config")
+    summary = _read_json(run / "summary.json", "the summary")
+    environment = _read_json(run / "environment.json", "the environment record")
+    if metadata.get("experiment_hash") != config.get("experiment_hash"):
+        raise ValueError(
+            f"Student {source} was trained by experiment {metadata.get('experiment_hash')}, "
+            f"but run {run} is experiment {config.get('experiment_hash')}."
+        )
+    dataset = metadata["dataset"]
+    return {
+        **metadata,
+        "name": name,
+        "input": {
+            "shape": dataset["image_shape"],
+            "dtype": "float32",
+            "normalization": "(x / 255 - mean) / std",
+            "mean": dataset["mean"],
+            "std": dataset["std"],
+        },
+        "config": config["config"],
+        "experiment_hash": config["experiment_hash"],
+        "metrics": summary,
+        "environment": {k: environment.get(k) for k in ("packages", "python", "platform")},
+        "params": params,
+        "license": license,
+        "created": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "published_from": str(source.relative_to(run)),
+    }
+
+
+def publish(
+    run_dir: str | os.PathLike,
+    name: str,
+    out_dir: str | os.PathLike,
+    license: str = "Apache-2.0",
+    student: int | None = None,
+    overwrite: bool = False,
+    update_shipped_manifest: bool = False,
+    base_url: str | None = None,
+) -> Path:
+    """Pack a run's best student (or student ``student``) as preset ``name``, with its archive and manifest entry.
+
+    Writes ``out_dir/<name>/`` (model.keras, metadata.json, README.md, preset.json),
+    ``out_dir/<name>.tar.gz`` and the manifest entry: in ``out_dir/manifest.json``, or
+    in the package's shipped manifest with ``update_shipped_manifest`` (``out_dir`` must
+    then lie inside the package's zoo folder).
+
+    Args:
+        run_dir: a finished run directory of `mfef train`.
+        name: the zoo name, ``arch_method.dataset_tag`` (e.g. ``resnet8_mfef.digits_s0``);
+            its architecture, method and dataset must be the student's.
+        out_dir: where the preset and its archive go.
+        license: the license of the weights.
+        student: take ``students/s{student}`` instead of ``best_student``.
+        overwrite: replace an existing preset, archive or manifest entry of that name.
+        update_shipped_manifest: record the entry in the manifest that ships with the package.
+        base_url: record the archive as ``<base_url>/<name>.tar.gz`` (where you will upload
+            it) instead of by its path relative to the manifest.
+
+    Returns:
+        The preset folder.
+    """
+    from mfef_keras.student_dir import load_student_dir, read_metadata, resolve_student_source
+
+    run, out_dir = Path(run_dir), Path(out_dir)
+    parse_name(name)
+    if not (run / "students").is_dir():
+        raise ValueError(f"{run} is not a run directory (it has no students/ folder).")
+    source = resolve_student_source(run, student)
+    metadata = read_metadata(source)
+    _check_name(name, metadata)
+
+    manifest = shipped_manifest_path() if update_shipped_manifest else out_dir / MANIFEST_FILE
+    target, archive = out_dir / name, out_dir / f"{name}.tar.gz"
+    relative = os.path.relpath(archive.resolve(), manifest.parent.resolve())
+    if base_url is None and relative.startswith(".."):
+        raise ValueError(
+            f"The archive must lie inside {manifest.parent} to be listed in {manifest}; "
+            f"publish with an --out folder there (e.g. {manifest.parent / 'presets'})."
+        )
+    existing = [str(p) for p in (target, archive) if p.exists()]
+    if name in read_manifest(manifest, missing_ok=True):
+        existing.append(f"the entry in {manifest}")
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"Preset {name} exists already ({', '.join(existing)}); pass overwrite=True (--overwrite)."
+        )
+
+    model, _ = load_student_dir(source)
+    preset_metadata = _preset_metadata(name, metadata, run, source, int(model.count_params()), license)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
+    try:
+        shutil.copyfile(source / MODEL_FILE, staging / MODEL_FILE)
+        (staging / METADATA_FILE).write_text(json.dumps(preset_metadata, indent=2, sort_keys=True, default=str) + "\n")
+        (staging / CARD_FILE).write_text(render_model_card(name, preset_metadata))
+        write_preset_index(staging, name)
+        verify_preset(staging)
+        # mkdtemp makes a private (0700) folder; the preset is meant to be shared.
+        staging.chmod(0o755)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    pack_preset(target, archive)
+
+    entry = {"url": f"{base_url.rstrip('/')}/{archive.name}"} if base_url else {"path": Path(relative).as_posix()}
+    entry.update(file_record(archive))
+    entry.update(
+        dataset=metadata["dataset"]["name"],
+        num_classes=metadata["dataset"]["num_classes"],
+        image_shape=metadata["dataset"]["image_shape"],
+        **{key: preset_metadata.get(key) for key in _LISTED},
+    )
+    write_manifest_entry(manifest, name, entry)
+    return target
