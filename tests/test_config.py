@@ -101,3 +101,5 @@ def test_summary_takes_best_and_last():
     assert summary["s0"] == {"best": 0.8, "best_epoch": 1, "last": 0.75}
     assert summary["best_student"]["name"] == "s0"
     assert summary["ensemble"]["last"] == 0.8
+    tied = summarize([{**history[1], "epoch": 3}, *history], 2, has_fused=False)
+    assert tied["s0"]["best_epoch"] == 3

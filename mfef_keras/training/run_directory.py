@@ -73,10 +73,11 @@ def summarize(history: list[dict], num_students: int, has_fused: bool) -> dict:
     summary = {}
     for model in models:
         key = f"val_acc_{model}"
-        best = max(history, key=lambda row: row[key])
+        # Ties go to the later epoch: same accuracy after more training.
+        best = max(history, key=lambda row: (row[key], row["epoch"]))
         summary[model] = {"best": best[key], "best_epoch": best["epoch"], "last": history[-1][key]}
     students = [f"s{i}" for i in range(num_students)]
-    best_student = max(students, key=lambda s: summary[s]["best"])
+    best_student = max(students, key=lambda s: (summary[s]["best"], summary[s]["best_epoch"]))
     summary["best_student"] = {"name": best_student, **summary[best_student]}
     return summary
 

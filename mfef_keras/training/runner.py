@@ -163,6 +163,7 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
                 seed=config.seed * 100_003 + epoch,
                 data_dir=config.data_dir,
                 limit=config.train_limit,
+                reshuffle_each_iteration=False,
             )
             learning_rate = float(distiller.student_optimizer.learning_rate)
             started = time.perf_counter()
@@ -179,9 +180,14 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
                     callbacks=[keras.callbacks.TerminateOnNaN()],
                 )
                 row = {k: float(v[-1]) for k, v in fitted.history.items()}
-            if not all(math.isfinite(row.get(key, math.nan)) for key in ("loss", "val_loss")):
+            bad = [
+                f"{key} = {row.get(key, math.nan)}"
+                for key in ("loss", "val_loss")
+                if not math.isfinite(row.get(key, math.nan))
+            ]
+            if bad:
                 raise TrainingDiverged(
-                    f"The training loss became {row.get('loss')} in epoch {epoch + 1}; stopping. The last good "
+                    f"Training diverged in epoch {epoch + 1} ({', '.join(bad)}); stopping. The last good "
                     f"checkpoint (after epoch {epoch}) is kept in {run_dir}. Lower the learning rate "
                     f"(now {config.learning_rate})."
                 )

@@ -1,0 +1,175 @@
+"""Datasets by name: their `DatasetInfo`, their raw arrays and their training/evaluation pipelines."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mfef_keras._names import unknown_name_error
+from mfef_keras.data.info import DatasetInfo
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from mfef_keras.data.source import DatasetSource
+
+DATASETS = ("cifar10", "cifar100", "cinic10", "digits")
+FOLDER_PREFIX = "folder:"
+
+
+def default_data_dir() -> Path:
+    """Where datasets live unless ``data_dir`` is given: ``$MFEF_DATA_DIR``, else ``~/.mfef/data``."""
+    return Path(os.environ.get("MFEF_DATA_DIR") or "~/.mfef/data").expanduser()
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names. Any ``"folder:PATH"`` (an image-folder tree, see `make_dataset`) is accepted too."""
+    return list(DATASETS)
+
+
+def _source(name: str, data_dir: str | os.PathLike | None) -> DatasetSource:
+    # Sources import TensorFlow; importing them here keeps `mfef_keras.data.info` light for other backends.
+    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if name == "digits":
+        from mfef_keras.data.digits import DigitsSource
+
+        return DigitsSource()
+    if name in ("cifar10", "cifar100"):
+        from mfef_keras.data.tfds_cifar import CifarSource
+
+        return CifarSource(name, root)
+    if name == "cinic10":
+        from mfef_keras.data.image_folder import cinic10_source
+
+        return cinic10_source(root)
+    if name.startswith(FOLDER_PREFIX) and name[len(FOLDER_PREFIX) :]:
+        from mfef_keras.data.image_folder import ImageFolderSource
+
+        return ImageFolderSource(name, Path(name[len(FOLDER_PREFIX) :]).expanduser())
+    raise unknown_name_error("dataset", name, [*DATASETS, f"{FOLDER_PREFIX}PATH"])
+
+
+def _positive_int(value: object, what: str) -> int:
+    # numbers.Integral admits numpy integers; bool is excluded because True would silently mean 1.
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _checked(source: DatasetSource, name: str, split: str) -> DatasetInfo:
+    info = source.info()
+    if split not in info.splits:
+        raise unknown_name_error(f"{name} split", split, info.splits)
+    return info
+
+
+def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
+    """The `DatasetInfo` (classes, image shape, normalisation, split sizes) of dataset ``name``.
+
+    CIFAR's is known without the data; image folders are scanned (and, for ``folder:PATH``, a sample of
+    training images decoded for the mean/std).
+
+    Args:
+        name: one of `list_datasets` or ``"folder:PATH"``.
+        data_dir: data directory; defaults to `default_data_dir`.
+
+    Raises:
+        ValueError: unknown dataset (the message lists the known ones and the closest match).
+        FileNotFoundError: an image-folder dataset whose tree is missing.
+    """
+    return _source(name, data_dir).info()
+
+
+def make_dataset(
+    name: str,
+    split: str,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    cache: bool = True,
+    reshuffle_each_iteration: bool = True,
+) -> tf.data.Dataset:
+    """Batches of ``(float32 normalised NHWC images, int32 labels)`` from a split of dataset ``name``.
+
+    Normalisation is ``(x / 255 - mean) / std`` with the `DatasetInfo`'s constants, the formula of
+    `mfef_keras.layers.ImageNormalization`. With ``training=True`` the examples are shuffled (afresh each
+    epoch) and augmented (pad, random crop, flip where the dataset allows it); the same ``seed`` gives the
+    same batches. The last partial batch is kept.
+
+    ``"folder:PATH"`` reads ``PATH/{train,test[,valid]}/<class>/*.{png,jpg,jpeg}``; CINIC-10 is such a tree
+    at ``<data_dir>/cinic10``. CIFAR is prepared by tensorflow-datasets in ``data_dir`` from the official
+    archive placed in ``<data_dir>/downloads/manual/``; nothing is downloaded.
+
+    Args:
+        name: one of `list_datasets` or ``"folder:PATH"``.
+        split: ``"train"`` or ``"test"`` (``"valid"`` too for CINIC-10 and folders that have it).
+        batch_size: examples per batch.
+        training: shuffle and augment.
+        seed: seed of the shuffle order and of the augmentation.
+        data_dir: data directory; defaults to `default_data_dir`.
+        limit: use only the first ``limit`` examples of the split (a fixed random sample).
+        cache: keep decoded images in memory after the first epoch, when they fit.
+        reshuffle_each_iteration: draw a new order and new augmentation each time the dataset is
+            iterated. Turn it off when you build one pipeline per epoch (with a per-epoch seed): the
+            batches then depend only on the seed, not on how many iterators a strategy creates.
+
+    Raises:
+        ValueError: unknown dataset or split, or bad ``batch_size``/``limit``.
+        FileNotFoundError: the data is missing (the message says what to put where).
+    """
+    from mfef_keras.data.pipeline import build_pipeline
+
+    batch_size = _positive_int(batch_size, "batch_size")
+    limit = None if limit is None else _positive_int(limit, "limit")
+    source = _source(name, data_dir)
+    info = _checked(source, name, split)
+    num_examples = info.splits[split] if limit is None else min(limit, info.splits[split])
+    return build_pipeline(
+        source.raw(split, limit),
+        num_examples=num_examples,
+        image_shape=info.image_shape,
+        mean=info.mean,
+        std=info.std,
+        augmentation=source.augmentation,
+        batch_size=batch_size,
+        training=training,
+        seed=seed,
+        cache=cache,
+        reshuffle_each_iteration=reshuffle_each_iteration,
+    )
+
+
+def load_arrays(
+    name: str, split: str, data_dir: str | os.PathLike | None = None, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The raw images (uint8 NHWC, 0..255) and int32 labels of a split, in the order `make_dataset` reads them.
+
+    For calibration, export checks and evaluation outside the pipeline; feed the images to a model that
+    starts with `mfef_keras.layers.ImageNormalization`, or normalise them with the `DatasetInfo`'s constants.
+
+    Args:
+        name: one of `list_datasets` or ``"folder:PATH"``.
+        split: ``"train"`` or ``"test"`` (``"valid"`` where it exists).
+        data_dir: data directory; defaults to `default_data_dir`.
+        limit: only the first ``limit`` examples.
+
+    Raises:
+        ValueError: unknown dataset or split, or bad ``limit``.
+        FileNotFoundError: the data is missing.
+    """
+    limit = None if limit is None else _positive_int(limit, "limit")
+    source = _source(name, data_dir)
+    info = _checked(source, name, split)
+    images = [np.zeros((0, *info.image_shape), np.uint8)]
+    labels = [np.zeros((0,), np.int32)]
+    for image_batch, label_batch in source.raw(split, limit).batch(1024).as_numpy_iterator():
+        images.append(image_batch)
+        labels.append(label_batch)
+    return np.concatenate(images), np.concatenate(labels)

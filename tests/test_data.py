@@ -1,0 +1,420 @@
+"""Dataset registry and input pipeline: digits, CIFAR through tensorflow-datasets, image folders."""
+
+import io
+import tarfile
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+from tensorflow_datasets.core.download import checksums
+from tensorflow_datasets.image_classification import cifar
+
+from mfef_keras.data import dataset_info, default_data_dir, list_datasets, load_arrays, make_dataset
+from mfef_keras.data import digits as digits_module
+from mfef_keras.data.image_folder import CINIC10_MEAN, CINIC10_STD, CINIC10_URL
+from mfef_keras.data.pipeline import augment, normalise
+from mfef_keras.data.source import Augmentation
+from mfef_keras.data.tfds_cifar import ARCHIVES, CLASS_NAMES, MEAN, STD
+from mfef_keras.layers.image_normalization import ImageNormalization
+
+
+def _batches(dataset):
+    return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+
+def _normalised_range(info):
+    mean, std = np.array(info.mean), np.array(info.std)
+    return ((0 - mean) / std).min(), ((1 - mean) / std).max()
+
+
+# ------------------------------------------------------------------ registry
+
+
+def test_list_datasets():
+    assert list_datasets() == ["cifar10", "cifar100", "cinic10", "digits"]
+
+
+@pytest.mark.parametrize(("bad", "suggestion"), [("digit", "digits"), ("cifar1000", "cifar100"), ("cinic", "cinic10")])
+def test_unknown_dataset_lists_names_and_suggests(bad, suggestion):
+    with pytest.raises(ValueError) as error:
+        make_dataset(bad, "train", 8, training=False)
+    message = str(error.value)
+    assert repr(bad) in message and f"Did you mean {suggestion!r}" in message
+    assert "cifar10, cifar100, cinic10, digits, folder:PATH" in message
+
+
+def test_unknown_split_lists_splits():
+    with pytest.raises(ValueError, match=r"'tset'.*Allowed: test, train\. Did you mean 'test'"):
+        load_arrays("digits", "tset")
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"batch_size": True}, {"limit": 0}, {"limit": 2.5}])
+def test_bad_batch_size_or_limit(kwargs):
+    arguments = {"batch_size": 8, **kwargs}
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        make_dataset("digits", "train", arguments.pop("batch_size"), training=False, **arguments)
+
+
+def test_default_data_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("MFEF_DATA_DIR", str(tmp_path))
+    assert default_data_dir() == tmp_path
+    monkeypatch.delenv("MFEF_DATA_DIR")
+    assert default_data_dir().parts[-2:] == (".mfef", "data")
+
+
+# -------------------------------------------------------------------- digits
+
+
+def test_digits_info_and_stratified_split():
+    info = dataset_info("digits")
+    assert info.name == "digits" and info.num_classes == 10 and info.class_names == tuple("0123456789")
+    assert info.image_shape == (32, 32, 1)
+    assert info.splits == {"train": 1437, "test": 360}
+
+    x_train, y_train = load_arrays("digits", "train")
+    x_test, y_test = load_arrays("digits", "test")
+    assert x_train.shape == (1437, 32, 32, 1) and x_test.shape == (360, 32, 32, 1)
+    assert x_train.dtype == np.uint8 and y_train.dtype == np.int32
+    assert x_train.min() == 0 and x_train.max() == 255
+    # Stratified: each class is split 80/20 to within one image.
+    train_counts, test_counts = Counter(y_train.tolist()), Counter(y_test.tolist())
+    for label in range(10):
+        total = train_counts[label] + test_counts[label]
+        assert abs(test_counts[label] - 0.2 * total) <= 1
+    # The stored constants are the train split's statistics.
+    scaled = x_train / 255.0
+    assert info.mean == pytest.approx((scaled.mean(),), abs=5e-5)
+    assert info.std == pytest.approx((scaled.std(),), abs=5e-5)
+    # Different images in the two splits, and the split is fixed.
+    assert not np.array_equal(x_train[:360], x_test)
+    np.testing.assert_array_equal(load_arrays("digits", "test", limit=5)[1], y_test[:5])
+
+
+def test_digits_training_batches():
+    info = dataset_info("digits")
+    dataset = make_dataset("digits", "train", 128, training=True)
+    assert int(dataset.cardinality()) == 12
+    batches = _batches(dataset)
+    assert [len(y) for _, y in batches] == [128] * 11 + [29]  # the last partial batch is kept
+    images, labels = batches[0]
+    assert images.shape == (128, 32, 32, 1) and images.dtype == np.float32 and labels.dtype == np.int32
+    low, high = _normalised_range(info)
+    all_images = np.concatenate([x for x, _ in batches])
+    assert low - 1e-5 <= all_images.min() and all_images.max() <= high + 1e-5
+    # Every training example appears once per epoch.
+    all_labels = np.concatenate([y for _, y in batches])
+    assert Counter(all_labels.tolist()) == Counter(load_arrays("digits", "train")[1].tolist())
+
+
+def test_test_pipeline_is_the_normalisation_layer_in_order():
+    info = dataset_info("digits")
+    images, labels = load_arrays("digits", "test")
+    batches = _batches(make_dataset("digits", "test", 100, training=False))
+    assert [len(y) for _, y in batches] == [100, 100, 100, 60]
+    expected = np.asarray(ImageNormalization(info.mean, info.std)(images))
+    np.testing.assert_allclose(np.concatenate([x for x, _ in batches]), expected, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels)
+
+
+def test_normalise_is_the_layer_formula():
+    images = np.random.default_rng(0).integers(0, 256, (4, 5, 5, 3)).astype(np.uint8)
+    layer = ImageNormalization(MEAN["cifar100"], STD["cifar100"])
+    expected = np.asarray(layer(images))
+    np.testing.assert_allclose(normalise(images, MEAN["cifar100"], STD["cifar100"]).numpy(), expected, atol=1e-6)
+
+
+def test_training_pipeline_is_deterministic_and_reshuffles():
+    def two_epochs(seed):
+        dataset = make_dataset("digits", "train", 64, training=True, seed=seed, limit=200)
+        return _batches(dataset), _batches(dataset)
+
+    first, second = two_epochs(0), two_epochs(0)
+    for epoch_a, epoch_b in zip(first, second):
+        for (xa, ya), (xb, yb) in zip(epoch_a, epoch_b, strict=True):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+    epoch_1, epoch_2 = (np.concatenate([y for _, y in epoch]) for epoch in first)
+    assert not np.array_equal(epoch_1, epoch_2) and sorted(epoch_1) == sorted(epoch_2)
+    other_seed = np.concatenate([y for _, y in two_epochs(1)[0]])
+    assert not np.array_equal(epoch_1, other_seed)
+
+
+def test_limit_takes_the_first_examples():
+    _, labels = load_arrays("digits", "train")
+    batches = _batches(make_dataset("digits", "train", 16, training=False, limit=50))
+    np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), labels[:50])
+    assert len(load_arrays("digits", "test", limit=10_000)[0]) == 360
+    assert len(load_arrays("digits", "test", limit=np.int64(3))[0]) == 3
+
+
+def test_digits_constants_are_recomputable():
+    x_train, _ = digits_module._split_arrays()["train"]
+    assert digits_module.MEAN == (round(float((x_train / 255.0).mean()), 4),)
+    assert digits_module.STD == (round(float((x_train / 255.0).std()), 4),)
+
+
+# -------------------------------------------------------------- augmentation
+
+
+def _windows(padded, size):
+    for top in range(padded.shape[0] - size[0] + 1):
+        for left in range(padded.shape[1] - size[1] + 1):
+            yield padded[top : top + size[0], left : left + size[1]]
+
+
+@pytest.mark.parametrize("mode", ["CONSTANT", "REFLECT"])
+def test_augment_is_a_padded_crop_and_maybe_a_flip(mode):
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    padded = np.pad(image, ((2, 2), (2, 2), (0, 0)), mode="constant" if mode == "CONSTANT" else "reflect")
+    windows = list(_windows(padded, (8, 8)))
+    seen_flips, seen_offsets = set(), set()
+    for seed in range(40):
+        out = augment(tf.constant(image), tf.constant([seed, 7, seed, 11], tf.int64), Augmentation(2, mode, True))
+        out = out.numpy()
+        assert out.shape == image.shape and out.dtype == np.uint8
+        plain = [i for i, w in enumerate(windows) if np.array_equal(out, w)]
+        flipped = [i for i, w in enumerate(windows) if np.array_equal(out, w[:, ::-1])]
+        assert plain or flipped
+        seen_flips.add(bool(flipped))
+        seen_offsets.add((plain or flipped)[0])
+    assert seen_flips == {True, False} and len(seen_offsets) > 5
+
+    never_flipped = Augmentation(2, mode, flip=False)
+    for seed in range(10):
+        out = augment(tf.constant(image), tf.constant([seed, 7, seed, 11], tf.int64), never_flipped).numpy()
+        assert any(np.array_equal(out, w) for w in windows)
+
+
+# --------------------------------------------------------------------- CIFAR
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_through_tfds_mock(name, tmp_path):
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    # Preparation is mocked away; the archive only has to be where the loader looks for it.
+    (manual / ARCHIVES[name].filename).write_bytes(b"placeholder")
+    num_classes = 10 if name == "cifar10" else 100
+    with tfds.testing.mock_data(num_examples=20):
+        info = dataset_info(name, data_dir=tmp_path)
+        images, labels = load_arrays(name, "test", data_dir=tmp_path)
+        train = _batches(make_dataset(name, "train", 8, training=True, data_dir=tmp_path))
+        test = _batches(make_dataset(name, "test", 8, training=False, data_dir=tmp_path))
+    assert info.num_classes == num_classes and info.class_names == CLASS_NAMES[name]
+    assert info.image_shape == (32, 32, 3) and info.splits == {"train": 50_000, "test": 10_000}
+    assert info.mean == MEAN[name] and info.std == STD[name]
+    assert images.shape == (20, 32, 32, 3) and images.dtype == np.uint8
+    assert [len(y) for _, y in train] == [8, 8, 4]
+    x, y = train[0]
+    assert x.shape == (8, 32, 32, 3) and x.dtype == np.float32 and y.dtype == np.int32
+    assert all(0 <= label < num_classes for _, batch in train for label in batch)
+    low, high = _normalised_range(info)
+    assert all(low - 1e-5 <= x.min() and x.max() <= high + 1e-5 for x, _ in train)
+    expected = (images / 255.0 - np.array(info.mean)) / np.array(info.std)
+    np.testing.assert_allclose(np.concatenate([x for x, _ in test]), expected, atol=1e-5)
+    np.testing.assert_array_equal(np.concatenate([y for _, y in test]), labels)
+
+
+def test_cifar_recipe_constants():
+    assert MEAN["cifar100"] == pytest.approx((0.50706, 0.48667, 0.44078), abs=1e-5)
+    assert STD["cifar100"] == pytest.approx((0.26745, 0.25647, 0.27608), abs=1e-5)
+    assert MEAN["cifar10"] == (0.4914, 0.4822, 0.4465) and STD["cifar10"] == (0.2023, 0.1994, 0.2010)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_archive_facts_match_tfds(name):
+    builder_class = cifar.Cifar10 if name == "cifar10" else cifar.Cifar100
+    archive = ARCHIVES[name]
+    registered = builder_class.url_infos[archive.url]
+    assert (registered.size, registered.checksum, registered.filename) == (
+        archive.size,
+        archive.sha256,
+        archive.filename,
+    )
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_without_data_fails_fast(name, tmp_path):
+    archive = ARCHIVES[name]
+    start = time.perf_counter()
+    with pytest.raises(FileNotFoundError) as error:
+        make_dataset(name, "train", 128, training=True, data_dir=tmp_path)
+    assert time.perf_counter() - start < 2.0
+    message = str(error.value)
+    assert str(tmp_path / "downloads" / "manual" / archive.filename) in message
+    assert archive.sha256 in message and f"{archive.size:,}" in message
+
+
+def test_cifar_wrong_archive_names_the_expected_one(tmp_path):
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    (manual / "cifar-10-binary.tar.gz").write_bytes(b"not the archive")
+    with pytest.raises(ValueError) as error:
+        load_arrays("cifar10", "test", data_dir=tmp_path)
+    assert ARCHIVES["cifar10"].sha256 in str(error.value) and "15 bytes" in str(error.value)
+
+
+def _tiny_cifar10_archive(path, names, rng):
+    def batch(count):
+        labels = rng.integers(0, 10, count, dtype=np.uint8)
+        pixels = rng.integers(0, 256, (count, 3072), dtype=np.uint8)
+        images = pixels.reshape(count, 3, 32, 32).transpose(0, 2, 3, 1)
+        return labels, images, np.concatenate([labels[:, None], pixels], axis=1).tobytes()
+
+    with tarfile.open(path, "w:gz") as tar:
+
+        def add(name, data):
+            member = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+
+        add("batches.meta.txt", "\n".join(names).encode() + b"\n")
+        for index in range(1, 6):
+            add(f"data_batch_{index}.bin", batch(2)[2])
+        labels, images, data = batch(3)
+        add("test_batch.bin", data)
+    return labels, images
+
+
+def test_cifar_is_prepared_from_a_manually_placed_archive(tmp_path, monkeypatch):
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    archive_path = manual / "cifar-10-binary.tar.gz"
+    names = [f"class_{i}" for i in range(10)]
+    labels, images = _tiny_cifar10_archive(archive_path, names, np.random.default_rng(0))
+    # A tiny archive in the official format: register its checksum in place of the real one.
+    url_info = checksums.compute_url_info(archive_path)
+    monkeypatch.setattr(cifar.Cifar10, "url_infos", {ARCHIVES["cifar10"].url: url_info})
+
+    loaded_images, loaded_labels = load_arrays("cifar10", "test", data_dir=tmp_path)
+    # tensorflow-datasets stores the examples in its own (fixed) order.
+    assert sorted(zip(loaded_labels.tolist(), (i.tobytes() for i in loaded_images))) == sorted(
+        zip(labels.tolist(), (i.tobytes() for i in images))
+    )
+    assert dataset_info("cifar10", data_dir=tmp_path).class_names == tuple(names)
+    assert sum(len(y) for _, y in make_dataset("cifar10", "train", 4, training=True, data_dir=tmp_path)) == 10
+
+
+# ------------------------------------------------------------- image folders
+
+
+def _image_tree(root, classes=("cat", "dog", "fox"), per_split=None, size=(32, 32), mode="RGB", seed=0):
+    """Random images whose first pixel encodes the class, so labels can be checked from pixels."""
+    rng = np.random.default_rng(seed)
+    channels = 1 if mode == "L" else 3
+    for split, count in (per_split or {"train": 6, "test": 2}).items():
+        for label, name in enumerate(classes):
+            directory = root / split / name
+            directory.mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 256, (*size, channels), dtype=np.uint8)
+                pixels[0, 0] = 50 * label
+                Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels, mode).save(directory / f"{index}.png")
+    # Debris the scan must skip: a non-image file, a macOS resource fork and a hidden directory.
+    (root / "train" / classes[0] / "notes.txt").write_text("not an image")
+    (root / "train" / classes[0] / "._0.png").write_bytes(b"resource fork")
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+
+
+def test_folder_dataset(tmp_path):
+    _image_tree(tmp_path, per_split={"train": 6, "test": 2, "valid": 1})
+    # A differently sized image is resized to the first image's shape.
+    Image.fromarray(np.full((40, 36, 3), 100, np.uint8)).save(tmp_path / "train" / "dog" / "z_big.jpg")
+    name = f"folder:{tmp_path}"
+    info = dataset_info(name)
+    assert info.name == name and info.class_names == ("cat", "dog", "fox") and info.num_classes == 3
+    assert info.image_shape == (32, 32, 3)
+    assert info.splits == {"train": 19, "test": 6, "valid": 3}
+
+    images, labels = load_arrays(name, "train")
+    assert images.shape == (19, 32, 32, 3) and images.dtype == np.uint8
+    assert Counter(labels.tolist()) == {0: 6, 1: 7, 2: 6}
+    # A fixed random order, so a prefix (limit) mixes the classes.
+    assert len(set(labels[:6].tolist())) > 1
+    stamped = images[:, 0, 0, 0] != 100  # the resized image has no class stamp
+    np.testing.assert_array_equal(images[stamped, 0, 0, 0], 50 * labels[stamped])
+    scaled = images / 255.0
+    assert info.mean == pytest.approx(tuple(scaled.mean(axis=(0, 1, 2))), abs=1e-4)
+    assert info.std == pytest.approx(tuple(scaled.std(axis=(0, 1, 2))), abs=1e-4)
+
+    batches = _batches(make_dataset(name, "train", 8, training=True))
+    assert [x.shape for x, _ in batches] == [(8, 32, 32, 3), (8, 32, 32, 3), (3, 32, 32, 3)]
+    low, high = _normalised_range(info)
+    assert all(low - 1e-5 <= x.min() and x.max() <= high + 1e-5 for x, _ in batches)
+    valid = _batches(make_dataset(name, "valid", 8, training=False))
+    assert sorted(valid[0][1].tolist()) == [0, 1, 2]
+
+
+def test_grayscale_folder_has_one_channel(tmp_path):
+    _image_tree(tmp_path, classes=("a", "b"), mode="L")
+    info = dataset_info(f"folder:{tmp_path}")
+    assert info.image_shape == (32, 32, 1) and len(info.mean) == len(info.std) == 1
+    x, _ = next(iter(make_dataset(f"folder:{tmp_path}", "test", 4, training=True)))
+    assert x.shape == (4, 32, 32, 1)
+
+
+def test_corrupt_image_error_names_the_file(tmp_path):
+    _image_tree(tmp_path)
+    broken = tmp_path / "test" / "dog" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    name = f"folder:{tmp_path}"
+    # Raised inside tf.data, it reaches the caller as a TensorFlow error that carries the message.
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        _batches(make_dataset(name, "test", 4, training=False))
+    assert f"Cannot decode image {broken}" in str(error.value)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=str(broken)):
+        load_arrays(name, "test")
+    # In the training split it is found while computing the mean/std.
+    broken.rename(tmp_path / "train" / "dog" / "broken.png")
+    with pytest.raises(ValueError, match=str(tmp_path / "train" / "dog" / "broken.png")):
+        dataset_info(name)
+
+
+def test_missing_folder_names_the_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"does not exist\. Expected the layout .*/\{train,test\[,valid\]\}/"):
+        dataset_info(f"folder:{tmp_path / 'nowhere'}")
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"has no test directory \(found: \['train'\]\)"):
+        dataset_info(f"folder:{tmp_path}")
+    (tmp_path / "test" / "owl").mkdir(parents=True)
+    with pytest.raises(ValueError, match="holds no .png/.jpg/.jpeg images"):
+        dataset_info(f"folder:{tmp_path}")
+
+
+def test_unknown_class_in_test_split(tmp_path):
+    _image_tree(tmp_path)
+    (tmp_path / "test" / "owl").mkdir()
+    with pytest.raises(ValueError, match=r"owl is a class that .* does not have"):
+        dataset_info(f"folder:{tmp_path}")
+
+
+def test_cinic10(tmp_path, monkeypatch):
+    monkeypatch.setenv("MFEF_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as error:
+        dataset_info("cinic10")
+    assert str(tmp_path / "cinic10") in str(error.value) and CINIC10_URL in str(error.value)
+
+    _image_tree(tmp_path / "cinic10", classes=("airplane", "automobile"), per_split={"train": 2, "valid": 1, "test": 1})
+    info = dataset_info("cinic10")
+    assert info.mean == CINIC10_MEAN and info.std == CINIC10_STD
+    assert info.splits == {"train": 4, "test": 2, "valid": 2}
+    x, y = next(iter(make_dataset("cinic10", "valid", 2, training=False)))
+    assert x.shape == (2, 32, 32, 3) and sorted(y.numpy().tolist()) == [0, 1]
+
+
+def test_without_reshuffling_every_iterator_sees_the_same_batches():
+    import numpy as np
+
+    from mfef_keras.data import make_dataset
+
+    dataset = make_dataset("digits", "train", 32, training=True, seed=3, limit=96, reshuffle_each_iteration=False)
+    first = [x.numpy() for x, _ in dataset]
+    second = [x.numpy() for x, _ in dataset]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    reshuffled = make_dataset("digits", "train", 32, training=True, seed=3, limit=96)
+    a, b = [x.numpy() for x, _ in reshuffled], [x.numpy() for x, _ in reshuffled]
+    assert not all(np.array_equal(x, y) for x, y in zip(a, b))
