@@ -51,7 +51,8 @@ from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.run_directory import summarize, write_config, write_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-NAME = "resnet8_mfef.digits_s0"
+NAME = "resnet8_mfef.digits_test0"
+SHIPPED = sorted(read_manifest(shipped_manifest_path()))
 DIGITS = DatasetInfo(
     name="digits",
     num_classes=10,
@@ -323,7 +324,7 @@ def test_pull_load_then_offline_from_cache_then_corruption_is_reported(published
     expected = load_student(published["preset"]).predict(_normalised(_images()), verbose=0)
     with _http_server(published["out"], log) as base_url:
         _use_manifest(monkeypatch, tmp_path / "m.json", {NAME: _url_entry(published, base_url)})
-        assert list_models("resnet8_*") == [NAME] and not model_info(NAME)["cached"]
+        assert list_models("*_test0") == [NAME] and not model_info(NAME)["cached"]
         model = load_student(NAME)
         np.testing.assert_allclose(model.predict(_normalised(_images()), verbose=0), expected, atol=1e-6)
         assert model.mfef_metadata["name"] == NAME
@@ -473,7 +474,7 @@ def test_unverified_remote_archives_need_explicit_consent(published, tmp_path):
 
 
 def test_unknown_and_ambiguous_names_are_refused_with_suggestions(published, tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="no manifest lists any student"):
+    with pytest.raises(ValueError, match=r"Unknown zoo student 'resnet8_mfef\.digits_test0'"):
         resolve_preset(NAME)
     other = "resnet8_mfef.digits_s1"
     _use_manifest(monkeypatch, tmp_path / "m.json", {NAME: published["entry"], other: published["entry"]})
@@ -537,10 +538,12 @@ def test_unsafe_archives_are_refused_and_nothing_is_written(tmp_path, member, at
 def test_cli_list_info_pull_verify_publish(published, tmp_path, monkeypatch):
     runner = CliRunner()
     result = runner.invoke(zoo_group, ["list"])
-    assert result.exit_code == 0 and "No published student matches '*'" in result.output
+    assert result.exit_code == 0 and all(name in result.output for name in SHIPPED)
+    result = runner.invoke(zoo_group, ["list", "nothing*"])
+    assert result.exit_code == 0 and "No published student matches 'nothing*'" in result.output
 
     monkeypatch.setenv("MFEF_ZOO_MANIFEST", str(published["out"] / "manifest.json"))
-    result = runner.invoke(zoo_group, ["list", "resnet8_*"])
+    result = runner.invoke(zoo_group, ["list", "*_test0"])
     assert result.exit_code == 0, result.output
     header, row = result.output.splitlines()
     assert header.split() == ["name", "dataset", "backbone", "method", "top-1", "size", "cached"]
@@ -552,7 +555,7 @@ def test_cli_list_info_pull_verify_publish(published, tmp_path, monkeypatch):
     result = runner.invoke(zoo_group, ["pull", NAME])
     assert result.exit_code == 0, result.output
     assert "verified" in result.output and published["entry"]["sha256"] in result.output
-    assert runner.invoke(zoo_group, ["list"]).output.splitlines()[1].split()[-1] == "yes"
+    assert runner.invoke(zoo_group, ["list", "*_test0"]).output.splitlines()[1].split()[-1] == "yes"
 
     result = runner.invoke(zoo_group, ["verify"])
     assert result.exit_code == 0 and result.output.startswith(f"OK   {NAME}")

@@ -18,7 +18,7 @@ from mfef_keras.zoo.manifest import (
     shipped_manifest_path,
     write_manifest_entry,
 )
-from mfef_keras.zoo.model_card import render_model_card
+from mfef_keras.zoo.model_card import render_model_card, reproduce_command
 from mfef_keras.zoo.preset import CARD_FILE, METADATA_FILE, MODEL_FILE, verify_preset, write_preset_index
 
 # Descriptive fields copied into the manifest, so `mfef zoo list` needs no download.
@@ -84,7 +84,9 @@ def _preset_metadata(name: str, metadata: dict, run: Path, source: Path, params:
         "config": config["config"],
         "experiment_hash": config["experiment_hash"],
         "metrics": summary,
-        "environment": {k: environment.get(k) for k in ("packages", "python", "platform")},
+        "reproduce": reproduce_command(config["config"]),
+        "training_log": _read_json(run / "metrics.json", "the metrics")["epochs"],
+        "environment": {k: environment.get(k) for k in ("packages", "python", "platform", "command")},
         "params": params,
         "license": license,
         "created": datetime.now(UTC).strftime("%Y-%m-%d"),
