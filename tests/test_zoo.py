@@ -24,6 +24,12 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
+from mfef_keras.data.info import DatasetInfo
+from mfef_keras.models import get_backbone
+from mfef_keras.student_dir import save_student_dir
+from mfef_keras.training.config import TrainConfig
+from mfef_keras.training.run_directory import summarize, write_config, write_metrics
 from mfef_keras.zoo import (
     DownloadError,
     IntegrityError,
@@ -43,12 +49,6 @@ from mfef_keras.zoo.archive import extract_archive, pack_preset
 from mfef_keras.zoo.commands import zoo_group
 from mfef_keras.zoo.hashing import sha256_file
 from mfef_keras.zoo.manifest import MANIFEST_FORMAT, entry_url, read_manifest, shipped_manifest_path
-
-from mfef_keras.data.info import DatasetInfo
-from mfef_keras.models import get_backbone
-from mfef_keras.student_dir import save_student_dir
-from mfef_keras.training.config import TrainConfig
-from mfef_keras.training.run_directory import summarize, write_config, write_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "resnet8_mfef.digits_test0"

@@ -1,0 +1,130 @@
+"""The ``mfef export`` and ``mfef predict`` commands.
+
+``predict`` imports only onnxruntime, numpy, pillow and click, so it also runs in the slim inference
+image; ``export`` imports TensorFlow when it runs, not when the CLI starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from mfef_keras.export.errors import ExportError, PredictError
+from mfef_keras.export.metadata import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSET
+
+
+@click.command("export")
+@click.argument("source")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["onnx", "saved_model", "all"]),
+    default="onnx",
+    show_default=True,
+    help="Artefact(s) to write.",
+)
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to create."
+)
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
+@click.option(
+    "--no-preprocess",
+    is_flag=True,
+    help="Export the bare network (normalised float32 input) instead of one taking raw uint8 images.",
+)
+@click.option("--quantize", type=click.Choice(["int8", "fp16"]), help="Also write a quantized ONNX model.")
+@click.option(
+    "--validate-on", metavar="DATASET", help="Report top-1 accuracy on this dataset's test split, Keras beside export."
+)
+@click.option("--student", type=int, metavar="K", help="Export student K of a run directory (default: its best).")
+@click.option(
+    "--calibration-samples",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CALIBRATION_SAMPLES,
+    show_default=True,
+    help="Training images sampled to calibrate int8.",
+)
+@click.option(
+    "--calibrate-synthetic",
+    is_flag=True,
+    help="Calibrate int8 on random images when no training data is available (ranges will not reflect real images).",
+)
+@click.option("--force", is_flag=True, help="Replace --out if it exists and is not empty.")
+def export_command(
+    source: str,
+    format_: str,
+    out_dir: Path,
+    opset: int,
+    no_preprocess: bool,
+    quantize: str | None,
+    validate_on: str | None,
+    student: int | None,
+    calibration_samples: int,
+    calibrate_synthetic: bool,
+    force: bool,
+) -> None:
+    """Export SOURCE for deployment as ONNX and/or SavedModel, validated against the Keras student.
+
+    SOURCE is a run directory, a student directory, a zoo preset name or a .keras file. By default
+    the artefact takes raw uint8 NHWC images of the training size and normalises them itself.
+    Nothing is written unless every artefact matches the Keras student (fp32 logits within 1e-4,
+    same top-1 class).
+    """
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mfef_keras.export.exporter import export_student
+
+    try:
+        report = export_student(
+            source,
+            out_dir,
+            format_,
+            opset=opset,
+            preprocess=not no_preprocess,
+            quantize=quantize,
+            validate_on=validate_on,
+            student=student,
+            calibration_samples=calibration_samples,
+            calibrate_synthetic=calibrate_synthetic,
+            overwrite=force,
+        )
+    except ExportError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(report.summary())
+
+
+@click.command("predict")
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Images per run.")
+@click.option(
+    "--convert-channels",
+    is_flag=True,
+    help="Convert images between RGB(A) and grayscale when their channels differ from the model's (reported).",
+)
+def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_size: int, convert_channels: bool) -> None:
+    """Print the TOP-K classes of each image with their probabilities.
+
+    MODEL is an .onnx file or a directory written by `mfef export`. IMAGES are PNG/JPEG files of
+    the model's input size or .npy batches of raw uint8 NHWC images.
+    """
+    from mfef_keras.export.images import load_images
+    from mfef_keras.export.predictor import Predictor
+
+    try:
+        predictor = Predictor(model, batch_size=batch_size)
+        batch, names, notes = load_images(images, predictor.image_shape, convert_channels)
+        ranked = predictor.top_k(batch, top_k)
+    except PredictError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{predictor.path} on {predictor.provider}", err=True)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    width = max(len(label) for classes in ranked for label, _ in classes)
+    for name, classes in zip(names, ranked):
+        click.echo(name)
+        for rank, (label, probability) in enumerate(classes, start=1):
+            click.echo(f"  {rank}. {label:<{width}}  {probability:.4f}")

@@ -1,0 +1,55 @@
+"""Images for validation and int8 calibration, from the package's dataset registry."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mfef_keras.export.errors import ExportError
+
+
+def load_split(name: str, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw uint8 NHWC images and integer labels of a dataset split.
+
+    Args:
+        name: registry name of the dataset (``"digits"``, ``"cifar100"``...).
+        split: ``"train"`` or ``"test"``.
+        limit: take at most this many examples.
+    """
+    try:
+        from mfef_keras.data import load_arrays
+    except ImportError as error:
+        raise ExportError(f"Cannot load dataset {name!r}: the dataset registry is unavailable ({error}).") from None
+    try:
+        images, labels = load_arrays(name, split, limit=limit)
+    except Exception as error:
+        raise ExportError(f"Cannot load the {split!r} split of dataset {name!r}: {error}") from error
+    return np.asarray(images), np.asarray(labels)
+
+
+def check_images(images: np.ndarray, image_shape: tuple[int, ...], what: str) -> np.ndarray:
+    """``images`` as uint8 after checking they are raw NHWC images of ``image_shape``.
+
+    Args:
+        images: the images to check.
+        image_shape: ``(height, width, channels)`` the model takes.
+        what: where the images come from, for the error message.
+    """
+    images = np.asarray(images)
+    if len(images) == 0:
+        raise ExportError(f"{what} holds no images.")
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(image_shape):
+        raise ExportError(
+            f"{what} has images of shape {tuple(images.shape[1:])}; the model takes {tuple(image_shape)} (H, W, C)."
+        )
+    if images.dtype != np.uint8:
+        if not np.issubdtype(images.dtype, np.integer) or images.min() < 0 or images.max() > 255:
+            raise ExportError(f"{what} must hold raw uint8 images with values 0..255; got dtype {images.dtype}.")
+        images = images.astype(np.uint8)
+    return images
+
+
+def sample(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """At most ``count`` images drawn without replacement (seeded), so calibration sees every class."""
+    if len(images) <= count:
+        return images
+    return images[np.sort(np.random.default_rng(seed).choice(len(images), count, replace=False))]

@@ -1,0 +1,162 @@
+"""`Predictor`: an exported student run by onnxruntime alone (no TensorFlow, no Keras)."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mfef_keras.export.errors import PredictError
+from mfef_keras.export.metadata import METADATA_FILE, ONNX_FILE, card_from_props
+from mfef_keras.export.preprocessing import normalize
+from mfef_keras.export.runtime import CUDA, default_providers, make_session, run_batched
+
+
+class Predictor:
+    """Class probabilities from an ONNX model written by ``mfef export``.
+
+    It runs on CUDA when this onnxruntime build has it and on the CPU otherwise; ``provider``
+    says which one the session really got (onnxruntime-gpu falls back to the CPU silently).
+    Images are raw uint8 NHWC arrays of the training size whatever the export: when the model
+    was exported without its preprocessing, the Predictor normalises them as recorded in the
+    model's metadata. Float arrays are taken as already normalised, and only by such models.
+
+    Args:
+        path: an ``.onnx`` file, or an export directory (its ``metadata.json`` names the model to run:
+            the quantized one when the export made one).
+        providers: onnxruntime execution providers, in order of preference; default CUDA if available, else CPU.
+        batch_size: images per session call.
+        threads: CPU intra-op threads; default one per usable core.
+
+    Example:
+        >>> predictor = Predictor("exported/digits")
+        >>> predictor
+        Predictor('exported/digits/model.onnx', provider='CPUExecutionProvider', input=32x32x1 uint8, classes=10)
+        >>> predictor.top_k(images, k=2)[0]
+        [('7', 0.981), ('1', 0.012)]
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        providers: Sequence[str] | None = None,
+        batch_size: int = 128,
+        threads: int | None = None,
+    ):
+        self.path = _model_file(Path(path))
+        try:
+            self.session = make_session(self.path, providers, threads)
+        except Exception as error:
+            raise PredictError(f"Cannot load the ONNX model {self.path}: {error}") from None
+        self.metadata = card_from_props(self.session.get_modelmeta().custom_metadata_map)
+        if "input" not in self.metadata or "class_names" not in self.metadata:
+            raise PredictError(
+                f"{self.path} has no mfef_keras metadata (its metadata_props lack mfef.input / mfef.class_names); "
+                "the Predictor runs models written by `mfef export`."
+            )
+        self.class_names: list[str] = list(self.metadata["class_names"])
+        self.image_shape: tuple[int, int, int] = tuple(self.metadata["input"]["shape"][1:])
+        self.input_dtype: str = self.metadata["input"]["dtype"]
+        self.preprocess: bool = bool(self.metadata["input"]["preprocess"])
+        self.provider: str = self.session.get_providers()[0]
+        self.batch_size = batch_size
+        requested = list(providers or default_providers())
+        if CUDA in requested and self.provider != CUDA:
+            # onnxruntime-gpu falls back to the CPU without a word when CUDA cannot start (spec §7, pitfall 7).
+            warnings.warn(
+                f"CUDA was requested but onnxruntime runs {self.path} on {self.provider} "
+                "(no usable GPU, or the CUDA 12 / cuDNN 9 libraries are missing).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def __repr__(self) -> str:
+        height, width, channels = self.image_shape
+        return (
+            f"Predictor({str(self.path)!r}, provider={self.provider!r}, "
+            f"input={height}x{width}x{channels} {self.input_dtype}, classes={len(self.class_names)})"
+        )
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """The model's logits, ``(N, classes)`` float32.
+
+        Args:
+            images: ``(N, H, W, C)`` raw uint8 images (or normalised float32 for a model exported without
+                preprocessing).
+        """
+        return run_batched(self.session, self._model_input(images), self.batch_size).astype(np.float32, copy=False)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities, ``(N, classes)`` float32 rows summing to 1.
+
+        Args:
+            images: as for `logits`.
+        """
+        logits = self.logits(images)
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return shifted / shifted.sum(axis=-1, keepdims=True)
+
+    def top_k(self, images: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable classes of each image, as ``(class name, probability)``, most probable first.
+
+        Args:
+            images: as for `logits`.
+            k: classes per image (at most the number of classes).
+        """
+        if k < 1:
+            raise PredictError(f"k must be >= 1; got {k}.")
+        probabilities = self.predict(images)
+        k = min(k, probabilities.shape[-1])
+        order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
+        return [[(self.class_names[i], float(row[i])) for i in indices] for row, indices in zip(probabilities, order)]
+
+    def _model_input(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise PredictError(
+                f"Images of shape {tuple(images.shape)} do not fit: the model takes a batch (N, H, W, C) of "
+                f"{self.image_shape} images."
+            )
+        if len(images) == 0:
+            raise PredictError("No images to predict.")
+        if images.dtype == np.uint8 or (np.issubdtype(images.dtype, np.integer) and _in_pixel_range(images)):
+            raw = images.astype(np.uint8, copy=False)
+            if self.preprocess:
+                return raw
+            normalization = self.metadata.get("normalization")
+            if normalization is None:
+                raise PredictError(
+                    f"{self.path} takes normalised float32 images and records no normalisation, "
+                    "so raw images cannot be fed to it: pass normalised float32 arrays."
+                )
+            return normalize(raw, normalization["mean"], normalization["std"])
+        if self.preprocess:
+            raise PredictError(
+                f"{self.path} takes raw uint8 images (0..255); got {images.dtype}. "
+                "If these are pixel values, convert them with .astype('uint8')."
+            )
+        return images.astype(np.float32, copy=False)
+
+
+def _in_pixel_range(images: np.ndarray) -> bool:
+    return bool(images.min() >= 0 and images.max() <= 255)
+
+
+def _model_file(path: Path) -> Path:
+    """The ONNX file ``path`` names: itself, or the default model of an export directory."""
+    if path.is_dir():
+        metadata_file = path / METADATA_FILE
+        name = ONNX_FILE
+        if metadata_file.is_file():
+            try:
+                name = json.loads(metadata_file.read_text()).get("default_onnx") or ONNX_FILE
+            except json.JSONDecodeError as error:
+                raise PredictError(f"{metadata_file} is not valid JSON: {error}") from None
+        path = path / name
+    if not path.is_file():
+        raise PredictError(f"No ONNX model at {path}: give an .onnx file or a directory written by `mfef export`.")
+    return path
