@@ -221,7 +221,9 @@ def test_mirrored_strategy_matches_one_device():
     single.compile()
     h1 = single.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         mirrored = make("mfef", sync_batchnorm=True)

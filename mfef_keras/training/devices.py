@@ -34,8 +34,14 @@ def make_strategy(name: str):
         return tf.distribute.get_strategy()
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices)
+        if gpus:
+            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        # Collective all-reduces between logical CPUs must run in the same order on every
+        # replica, which two students computed side by side do not guarantee (synchronised
+        # BatchNorm then fails with "Shape mismatch in the collective"); reducing on one
+        # device has no such ordering constraint.
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise unknown_name_error("strategy", name, STRATEGIES)
