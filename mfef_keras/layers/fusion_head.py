@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from mfef_keras.layers.conv_bn import BN_EPSILON, BN_MOMENTUM
+from mfef_keras.layers.batch_norm import BatchNorm
 
 
 @keras.saving.register_keras_serializable(package="mfef_keras")
@@ -45,13 +45,13 @@ class FusionHead(layers.Layer):
         total = sum(shape[-1] for shape in shapes)
         spatial = tuple(shapes[0][:-1])
         filters = self.filters or channels
-        bn = dict(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=self.sync_batchnorm, dtype=self.dtype_policy)
+        bn = dict(synchronized=self.sync_batchnorm, dtype=self.dtype_policy)
         self._depthwise = layers.DepthwiseConv2D(
             3, padding="same", use_bias=False, dtype=self.dtype_policy, name="depthwise"
         )
-        self._depthwise_bn = layers.BatchNormalization(name="depthwise_bn", **bn)
+        self._depthwise_bn = BatchNorm(name="depthwise_bn", **bn)
         self._pointwise = layers.Conv2D(filters, 1, use_bias=False, dtype=self.dtype_policy, name="pointwise")
-        self._pointwise_bn = layers.BatchNormalization(name="pointwise_bn", **bn)
+        self._pointwise_bn = BatchNorm(name="pointwise_bn", **bn)
         self._classifier = layers.Dense(self.num_classes, dtype=self.dtype_policy, name="classifier")
         self._depthwise.build((*spatial, total))
         self._depthwise_bn.build((*spatial, total))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from mfef_keras.layers.conv_bn import BN_EPSILON, BN_MOMENTUM
+from mfef_keras.layers.batch_norm import BatchNorm
 
 
 @keras.saving.register_keras_serializable(package="mfef_keras")
@@ -52,13 +52,7 @@ class MultiScaleBlock(layers.Layer):
         self.sync_batchnorm = bool(sync_batchnorm)
 
     def _bn(self, name):
-        return layers.BatchNormalization(
-            momentum=BN_MOMENTUM,
-            epsilon=BN_EPSILON,
-            synchronized=self.sync_batchnorm,
-            dtype=self.dtype_policy,
-            name=name,
-        )
+        return BatchNorm(synchronized=self.sync_batchnorm, dtype=self.dtype_policy, name=name)
 
     def build(self, input_shape):
         channels = input_shape[-1]

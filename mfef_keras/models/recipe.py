@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from mfef_keras.layers.conv_bn import BN_EPSILON, BN_MOMENTUM
+from mfef_keras.layers.batch_norm import BatchNorm
 
 # A stage builder takes the incoming tensor and a name prefix, creates fresh layers and
 # returns the outgoing tensor. Calling it twice gives two stages with separate weights.
@@ -38,7 +38,5 @@ class LayerFactory:
             filters, kernel, strides=stride, padding="same", use_bias=False, kernel_initializer=init, name=name
         )
 
-    def bn(self, name: str | None = None) -> layers.BatchNormalization:
-        return layers.BatchNormalization(
-            momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=self.sync_batchnorm, name=name
-        )
+    def bn(self, name: str | None = None) -> BatchNorm:
+        return BatchNorm(synchronized=self.sync_batchnorm, name=name)
