@@ -116,6 +116,29 @@ def _random_batch(batch_size: int):
 
 
 # ------------------------------------------------------------------ workers
+def _time_steps(step, args: argparse.Namespace, build_s: float, train_gflop_per_image: float) -> dict:
+    """Warm ``step`` up, then time ``args.steps`` calls; reading the last loss waits for the device."""
+    warmup_s = []
+    for _ in range(args.warmup):
+        start = time.perf_counter()
+        float(step()["loss"])
+        warmup_s.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        logs = step()
+    loss = float(logs["loss"])
+    elapsed = time.perf_counter() - start
+    return dict(
+        img_s=args.steps * args.batch_size / elapsed,
+        step_s=elapsed / args.steps,
+        first_step_s=warmup_s[0],
+        build_s=build_s,
+        rss_mb=_peak_rss_mb(),
+        loss=loss,
+        train_gflop_per_image=train_gflop_per_image,
+    )
+
+
 def keras_worker(args: argparse.Namespace) -> dict:
     """Build the distiller as a user would, warm up its train_function, then time it."""
     import tensorflow as tf
@@ -143,25 +166,8 @@ def keras_worker(args: argparse.Namespace) -> dict:
     distiller.make_train_function()
     build_s = time.perf_counter() - start
 
-    warmup_s = []
-    for _ in range(args.warmup):
-        start = time.perf_counter()
-        float(distiller.train_function(iterator)["loss"])
-        warmup_s.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        logs = distiller.train_function(iterator)
-    loss = float(logs["loss"])  # waits for the last step
-    elapsed = time.perf_counter() - start
-    rss = _peak_rss_mb()
-    return dict(
-        img_s=args.steps * args.batch_size / elapsed,
-        step_s=elapsed / args.steps,
-        first_step_s=warmup_s[0],
-        build_s=build_s,
-        rss_mb=rss,
-        loss=loss,
-        train_gflop_per_image=3 * _keras_forward_flops(distiller) / 1e9,
+    return _time_steps(
+        lambda: distiller.train_function(iterator), args, build_s, 3 * _keras_forward_flops(distiller) / 1e9
     )
 
 
@@ -217,26 +223,7 @@ def torch_worker(args: argparse.Namespace) -> dict:
         # The batch goes host -> device each step, as it does for Keras's tf.data iterator.
         return trainer.step(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
 
-    warmup_s = []
-    for _ in range(args.warmup):
-        start = time.perf_counter()
-        float(step()["loss"])
-        warmup_s.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        terms = step()
-    loss = float(terms["loss"])  # waits for the last step
-    elapsed = time.perf_counter() - start
-    rss = _peak_rss_mb()
-    return dict(
-        img_s=args.steps * args.batch_size / elapsed,
-        step_s=elapsed / args.steps,
-        first_step_s=warmup_s[0],
-        build_s=build_s,
-        rss_mb=rss,
-        loss=loss,
-        train_gflop_per_image=3 * _torch_forward_flops(model, device) / 1e9,
-    )
+    return _time_steps(step, args, build_s, 3 * _torch_forward_flops(model, device) / 1e9)
 
 
 def _torch_forward_flops(model, device) -> float:
