@@ -42,6 +42,22 @@ def _with_l2(grads, variables, decay: float, loss_scale=None):
     return [g if g is None else g + ops.cast(coefficient, g.dtype) * v for g, v in zip(grads, variables)]
 
 
+def _ensemble_probabilities(logits):
+    return ops.mean(ops.stack([ops.softmax(z) for z in logits]), axis=0)
+
+
+def _students_of(net: keras.Model) -> list[keras.Model]:
+    """Each student of a joint network as a standalone model from images to logits (weights shared).
+
+    Separately built students sit in the network as nested ``student_<i>`` models; students
+    built on one input tensor (`build_students`) are paths of the network's own graph.
+    """
+    nested = [layer for layer in net.layers if layer.name.startswith("student_")]
+    if nested:
+        return [keras.Model(branch.inputs, branch.outputs[1], name=branch.name) for branch in nested]
+    return [keras.Model(net.inputs, z, name=f"student_{i}") for i, z in enumerate(net.outputs[1::2])]
+
+
 @keras.saving.register_keras_serializable(package="mfef_keras")
 class OnlineDistiller(keras.Model):
     """Trains n >= 2 students together by online knowledge distillation.
@@ -202,7 +218,7 @@ class OnlineDistiller(keras.Model):
         outputs = {f"s{i}": z for i, z in enumerate(logits)}
         if fused is not None:
             outputs["fused"] = fused
-        outputs["ensemble"] = ops.mean(ops.stack([ops.softmax(z) for z in logits]), axis=0)
+        outputs["ensemble"] = _ensemble_probabilities(logits)
         return outputs
 
     def kd_weight(self):
@@ -246,8 +262,7 @@ class OnlineDistiller(keras.Model):
             self._trackers[f"acc_s{i}"].update_state(labels, z)
         if fused is not None:
             self._trackers["acc_fused"].update_state(labels, fused)
-        ensemble = ops.mean(ops.stack([ops.softmax(z) for z in logits]), axis=0)
-        self._trackers["acc_ensemble"].update_state(labels, ensemble)
+        self._trackers["acc_ensemble"].update_state(labels, _ensemble_probabilities(logits))
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     @staticmethod
@@ -422,13 +437,7 @@ class OnlineDistiller(keras.Model):
         """Student ``index`` as a standalone `keras.Model` from images to logits (weights shared with the distiller)."""
         if not 0 <= int(index) < self.num_students:
             raise ValueError(f"Student index must be in [0, {self.num_students - 1}], got {index!r}.")
-        index = int(index)
-        net = self.students_net
-        nested = [layer for layer in net.layers if layer.name == f"student_{index}"]
-        if nested:
-            branch = nested[0]
-            return keras.Model(branch.inputs, branch.outputs[1], name=f"student_{index}")
-        return keras.Model(net.inputs, net.outputs[2 * index + 1], name=f"student_{index}")
+        return _students_of(self.students_net)[int(index)]
 
     def student_accuracies(self, data, **evaluate_kwargs) -> list[float]:
         """Top-1 accuracy of each student on ``data`` (a dataset or ``(images, labels)``)."""
@@ -464,12 +473,7 @@ class OnlineDistiller(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         net = keras.saving.deserialize_keras_object(config.pop("students"))
-        nested = [layer for layer in net.layers if layer.name.startswith("student_")]
-        if nested:
-            students = [keras.Model(b.inputs, b.outputs[1], name=b.name) for b in nested]
-        else:
-            students = [keras.Model(net.inputs, z, name=f"student_{i}") for i, z in enumerate(net.outputs[1::2])]
-        return cls(students=students, **config)
+        return cls(students=_students_of(net), **config)
 
     def get_compile_config(self):
         if self._optimizer_settings is None:
