@@ -22,14 +22,19 @@ METADATA_FILE = "metadata.json"
 FORMAT = "mfef-student/1"
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON through a temporary file and a rename, so readers never see half a file."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` through a temporary file and a rename, so readers (and a kill) never see half a file."""
     path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(handle.name, path)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON with `write_bytes_atomic`."""
+    write_bytes_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
 def save_student_dir(path: str | os.PathLike, model: keras.Model, metadata: dict) -> Path:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from mfef_keras.student_dir import write_bytes_atomic
 
 CHECKPOINT_FILE = "checkpoint.npz"
 
@@ -34,11 +34,7 @@ def save_checkpoint(directory: Path, distiller, state: dict) -> Path:
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     target = directory / CHECKPOINT_FILE
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".checkpoint.", suffix=".tmp", delete=False) as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, target)
+    write_bytes_atomic(target, buffer.getvalue())
     return target
 
 

@@ -6,10 +6,9 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from mfef_keras.student_dir import write_json_atomic
+from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import TrainConfig
 
 CONFIG_FILE = "config.json"
@@ -62,9 +61,7 @@ def write_metrics(path: Path, history: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(history)
-    with tempfile.NamedTemporaryFile("w", dir=path, suffix=".tmp", delete=False) as handle:
-        handle.write(buffer.getvalue())
-    os.replace(handle.name, path / "metrics.csv")
+    write_bytes_atomic(path / "metrics.csv", buffer.getvalue().encode())
 
 
 def summarize(history: list[dict], num_students: int, has_fused: bool) -> dict:
