@@ -28,7 +28,7 @@ def _floats(_ctx, _param, value):
     try:
         return [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers such as 0.5,0.75, got {value!r}") from None
+        raise click.BadParameter(f"expected comma-separated epochs such as 150,225, got {value!r}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -73,7 +73,8 @@ TRAINING_OPTIONS = {
     "lr_milestones": click.option(
         "--lr-milestones",
         callback=_floats,
-        help=f"Fractions of the epochs where the rate decays, e.g. 0.5,0.75. {_default('lr_milestones')}",
+        help="Epochs at which the rate is multiplied by --lr-decay, e.g. 150,225 (PyTorch MultiStepLR's meaning). "
+        "[default: 150 and 225 of 300, scaled to --epochs]",
     ),
     "lr_decay": click.option(
         "--lr-decay", type=float, help=f"Rate multiplier at each milestone. {_default('lr_decay')}"

@@ -10,6 +10,8 @@ def test_defaults_train_mfef_on_digits():
     config = TrainConfig()
     assert (config.dataset, config.method, config.num_students) == ("digits", "mfef", 2)
     assert config.effective_rampup_epochs == pytest.approx(config.epochs * 80 / 300)
+    # The recipe's milestones (150 and 225 of 300 epochs) scaled to the run's 20 epochs.
+    assert config.lr_milestones is None and config.effective_lr_milestones == [10, 15]
 
 
 def test_command_line_overrides_the_file_which_overrides_defaults(tmp_path):
@@ -21,9 +23,9 @@ def test_command_line_overrides_the_file_which_overrides_defaults(tmp_path):
 
 def test_json_config(tmp_path):
     file = tmp_path / "c.json"
-    file.write_text(json.dumps({"backbone": "resnet20", "lr_milestones": [0.3]}))
+    file.write_text(json.dumps({"backbone": "resnet20", "lr_milestones": [30]}))
     config = resolve_config(str(file))
-    assert config.backbone == "resnet20" and config.lr_milestones == [0.3]
+    assert config.backbone == "resnet20" and config.lr_milestones == [30]
 
 
 def test_unknown_config_key_names_the_key_and_the_file(tmp_path):
@@ -37,7 +39,7 @@ def test_paper_recipe_ships_with_the_package():
     assert "paper-cifar100-resnet32" in shipped_configs()
     config = resolve_config("paper-cifar100-resnet32")
     assert (config.dataset, config.backbone, config.epochs, config.batch_size) == ("cifar100", "resnet32", 300, 128)
-    assert [m * config.epochs for m in config.lr_milestones] == [150, 225]
+    assert config.lr_milestones == config.effective_lr_milestones == [150, 225]
     assert config.effective_rampup_epochs == 80
 
 

@@ -35,7 +35,8 @@ class TrainConfig:
         batch_size: global training batch.
         eval_batch_size: evaluation batch.
         learning_rate: initial SGD rate.
-        lr_milestones: fractions of ``epochs`` where the rate is multiplied by ``lr_decay``.
+        lr_milestones: epochs (from 0) at whose start the rate is multiplied by ``lr_decay``;
+            None scales the recipe's 150 and 225 of 300 epochs to ``epochs``.
         lr_decay: step-decay factor.
         student_weight_decay: L2 on student weights (added to the gradient).
         fusion_weight_decay: L2 on fusion-path weights.
@@ -63,7 +64,7 @@ class TrainConfig:
     batch_size: int = 64
     eval_batch_size: int = 100
     learning_rate: float = 0.1
-    lr_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    lr_milestones: list[int] | None = None
     lr_decay: float = 0.1
     student_weight_decay: float = 1e-4
     fusion_weight_decay: float = 1e-5
@@ -116,6 +117,13 @@ class TrainConfig:
     @property
     def effective_rampup_epochs(self) -> float:
         return self.rampup_epochs if self.rampup_epochs is not None else self.epochs * 80 / 300
+
+    @property
+    def effective_lr_milestones(self) -> list[int]:
+        """The milestones in epochs: the given ones, or the recipe's 150 and 225 of 300 scaled to ``epochs``."""
+        if self.lr_milestones is not None:
+            return list(self.lr_milestones)
+        return [round(self.epochs * 150 / 300), round(self.epochs * 225 / 300)]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
