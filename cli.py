@@ -22,15 +22,6 @@ def _default(name: str) -> str:
     return f"[default: {default}]"
 
 
-def _floats(_ctx, _param, value):
-    if value is None:
-        return None
-    try:
-        return [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated epochs such as 150,225, got {value!r}") from None
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="mfef")
 def main() -> None:
@@ -72,7 +63,7 @@ TRAINING_OPTIONS = {
     ),
     "lr_milestones": click.option(
         "--lr-milestones",
-        callback=_floats,
+        # Passed on as given: TrainConfig splits and checks it like the same string in a config file.
         help="Epochs at which the rate is multiplied by --lr-decay, e.g. 150,225 (PyTorch MultiStepLR's meaning). "
         "[default: 150 and 225 of 300, scaled to --epochs]",
     ),

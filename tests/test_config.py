@@ -1,4 +1,8 @@
 import json
+import math
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -23,7 +27,7 @@ def test_command_line_overrides_the_file_which_overrides_defaults(tmp_path):
 
 def test_json_config(tmp_path):
     file = tmp_path / "c.json"
-    file.write_text(json.dumps({"backbone": "resnet20", "lr_milestones": [30]}))
+    file.write_text(json.dumps({"backbone": "resnet20", "epochs": 40, "lr_milestones": [30]}))
     config = resolve_config(str(file))
     assert config.backbone == "resnet20" and config.lr_milestones == [30]
 
@@ -58,6 +62,91 @@ def test_paper_recipe_ships_with_the_package():
 def test_bad_values_are_named(overrides, match):
     with pytest.raises(ValueError, match=match):
         resolve_config(None, overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        # ints: no bools, no fractions, no words
+        ({"epochs": True}, r"epochs must be an integer, got True\."),
+        ({"batch_size": 1.5}, r"batch_size must be an integer, got 1\.5\."),
+        ({"seed": "three"}, r"seed must be an integer, got 'three'\."),
+        ({"base_width": "wide"}, r"base_width must be an integer or null, got 'wide'\."),
+        # floats: finite numbers, no bools
+        ({"learning_rate": math.nan}, r"learning_rate must be a finite number, got nan\."),
+        ({"learning_rate": "inf"}, r"learning_rate must be a finite number, got 'inf'\."),
+        ({"temperature": False}, r"temperature must be a finite number, got False\."),
+        ({"rampup_epochs": "soon"}, r"rampup_epochs must be a finite number or null, got 'soon'\."),
+        # bools and strings
+        ({"jit": "maybe"}, r"jit must be true or false, got 'maybe'\."),
+        ({"progress": 1}, r"progress must be true or false, got 1\."),
+        ({"dataset": 10}, r"dataset must be a string, got 10\."),
+        # lists
+        ({"lr_milestones": "a,b"}, r"lr_milestones must be a list of integers .*comma-separated.*got 'a,b'"),
+        ({"lr_milestones": 5}, r"lr_milestones must be a list of integers"),
+        ({"ablate": ["attention", 3]}, r"ablate must be a list of names"),
+        ({"ablate": "attention,multiscale"}, r"Unknown ablation 'multiscale'.*Did you mean 'multi_scale'"),
+        # ranges
+        ({"learning_rate": 0}, r"learning_rate must be > 0, got 0\.0\."),
+        ({"lr_decay": -0.1}, r"lr_decay must be > 0 and <= 1, got -0\.1\."),
+        ({"lr_decay": 0}, r"lr_decay must be > 0 and <= 1"),
+        ({"lr_decay": 10}, r"lr_decay must be > 0 and <= 1, got 10\.0\."),
+        ({"student_weight_decay": -1e-4}, r"student_weight_decay must be >= 0"),
+        ({"fusion_weight_decay": -1}, r"fusion_weight_decay must be >= 0"),
+        ({"temperature": 0}, r"temperature must be > 0"),
+        ({"rampup_epochs": -1}, r"rampup_epochs must be >= 0 or null"),
+        ({"base_width": 0}, r"base_width must be a positive integer or null, got 0\."),
+        ({"seed": -1}, r"seed must be >= 0, got -1\."),
+        ({"train_limit": 0}, r"train_limit must be a positive integer or null, got 0\."),
+        ({"cpu_devices": 0}, r"cpu_devices must be a positive integer or null"),
+        ({"lr_milestones": [15, 10]}, r"lr_milestones must be distinct.*\(20\), got \[15, 10\]"),
+        ({"lr_milestones": "10,10"}, r"lr_milestones must be distinct epochs in ascending order"),
+        ({"lr_milestones": [0, 10]}, r"lr_milestones must be distinct epochs.*each > 0"),
+        ({"lr_milestones": [10, 20]}, r"lr_milestones must be distinct epochs.*< epochs \(20\)"),
+    ],
+)
+def test_values_of_the_wrong_type_or_range_are_named(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_config(None, overrides)
+
+
+def test_values_get_their_declared_types():
+    config = resolve_config(
+        None,
+        {"epochs": "30", "batch_size": 32.0, "learning_rate": "1e-2", "temperature": 4, "jit": "yes"}
+        | {"progress": "Off", "ablate": "attention", "lr_milestones": " 15, 25 ", "base_width": "8"},
+    )
+    assert (config.epochs, config.batch_size, config.base_width) == (30, 32, 8)
+    assert type(config.epochs) is int and type(config.batch_size) is int
+    assert (config.learning_rate, config.temperature) == (0.01, 4.0) and type(config.temperature) is float
+    assert (config.jit, config.progress) == (True, False)
+    assert config.ablate == ["attention"] and config.lr_milestones == [15, 25]
+    assert resolve_config(None, {"ablate": "attention,multi_scale"}).ablate == ["attention", "multi_scale"]
+
+
+def test_spelling_of_a_value_does_not_change_the_experiment_hash(tmp_path):
+    spelled = tmp_path / "spelled.yaml"
+    spelled.write_text('learning_rate: 1e-2\nlr_milestones: "10,15"\nablate: attention\ntemperature: 4\n')
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("learning_rate: 0.01\nlr_milestones: [10, 15]\nablate: [attention]\ntemperature: 4.0\n")
+    # YAML reads 1e-2 (no dot) as a string: it must still train at 0.01.
+    assert read_config_file(str(spelled))["learning_rate"] == "1e-2"
+    a, b = resolve_config(str(spelled)), resolve_config(str(plain))
+    assert a.learning_rate == 0.01 and a == b
+    assert a.experiment_hash() == b.experiment_hash() == resolve_config(None, b.to_dict()).experiment_hash()
+    assert a.experiment_hash() != resolve_config(str(plain), {"learning_rate": 0.02}).experiment_hash()
+
+
+def test_cli_refuses_a_bad_value_with_one_clean_line_and_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, KERAS_HOME=str(tmp_path / "keras"), TF_CPP_MIN_LOG_LEVEL="3")
+    command = [sys.executable, "-m", "mfef_keras.cli", "train", "--lr-decay", "-0.1", "--run-dir", str(run)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: lr_decay must be > 0 and <= 1, got -0.1."], result.stderr
+    assert not run.exists()
 
 
 def test_missing_config_file_is_named():

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +19,84 @@ CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Keys that say where and how a run executes, not what it computes: changing them does not
 # make a run directory belong to another experiment.
 EXECUTION_KEYS = ("run_dir", "data_dir", "strategy", "cpu_devices", "progress")
+# Strings YAML 1.1 reads as booleans, for booleans that arrive quoted (JSON, environment, "yes").
+BOOLEAN_WORDS = {
+    **dict.fromkeys(("true", "yes", "on", "y"), True),
+    **dict.fromkeys(("false", "no", "off", "n"), False),
+}
+_KINDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
+_PLURAL_KINDS = {int: "integers", float: "numbers", bool: "booleans", str: "names"}
+
+
+def _describe(annotation) -> str:
+    """What a field of type ``annotation`` accepts, in words for error messages."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return f"{_describe(inner)} or null"
+    if origin is list:
+        plural = _PLURAL_KINDS[typing.get_args(annotation)[0]]
+        return f"a list of {plural} (or one string of comma-separated {plural})"
+    return _KINDS[annotation]
+
+
+def _convert_scalar(value, kind: type):
+    """``value`` as ``kind`` (int, float, bool or str); raises ValueError (without a message) if it is not one."""
+    # bool is a subclass of int: `epochs: true` must not train one epoch.
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in BOOLEAN_WORDS:
+            return BOOLEAN_WORDS[value.strip().lower()]
+    elif isinstance(value, bool):
+        raise ValueError
+    elif kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            return int(value.strip())
+    elif kind is float:
+        # YAML reads 1e-2 (no dot in the mantissa) as a string.
+        if isinstance(value, int | float | str):
+            number = float(value)
+            if math.isfinite(number):
+                return number
+    elif kind is str and isinstance(value, str):
+        return value
+    raise ValueError
+
+
+def convert_value(key: str, value, annotation):
+    """Convert a config value to its field's declared type.
+
+    Args:
+        key: the field's name, for the error message.
+        value: the value as given (from YAML, JSON, the command line or Python).
+        annotation: the field's resolved type hint, e.g. ``int | None`` or ``list[str]``.
+
+    Returns:
+        The value as the declared type; a string for a list field is split at commas.
+
+    Raises:
+        ValueError: naming the key, the value and what the field accepts.
+    """
+    origin = typing.get_origin(annotation)
+    try:
+        if origin in (typing.Union, types.UnionType):
+            if value is None:
+                return None
+            (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+            return convert_value(key, value, inner)
+        if origin is list:
+            items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+            if not isinstance(items, list | tuple):
+                raise ValueError
+            return [_convert_scalar(item, typing.get_args(annotation)[0]) for item in items]
+        return _convert_scalar(value, annotation)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{key} must be {_describe(annotation)}, got {value!r}.") from None
 
 
 @dataclass
@@ -80,10 +161,14 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        # Every value gets its declared type, so that 1e-2 from YAML and 0.01 from the command line
+        # are the same float (and the same experiment_hash).
+        for name, annotation in typing.get_type_hints(TrainConfig).items():
+            setattr(self, name, convert_value(name, getattr(self, name), annotation))
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad value and what is allowed."""
+        """Raise ValueError naming the first bad value and what is allowed (values already have their types)."""
         from mfef_keras.distill import ABLATIONS, METHODS
         from mfef_keras.models import TOPOLOGIES, list_backbones
 
@@ -103,16 +188,34 @@ class TrainConfig:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
         positive["num_students"] = self.num_students
         for key, value in positive.items():
-            if not isinstance(value, int) or value < 1:
+            if value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}.")
         if self.num_students < 2:
             raise ValueError(f"num_students must be >= 2 for online distillation, got {self.num_students}.")
-        if self.train_limit is not None and self.train_limit < 1:
-            raise ValueError(f"train_limit must be a positive integer or null, got {self.train_limit!r}.")
-        if self.cpu_devices is not None and self.cpu_devices < 1:
-            raise ValueError(f"cpu_devices must be a positive integer, got {self.cpu_devices!r}.")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}.")
+        ranges = {
+            "learning_rate": (self.learning_rate > 0, "> 0"),
+            # A decay above 1 grows the rate at every milestone, <= 0 trains by gradient ascent or not at all.
+            "lr_decay": (0 < self.lr_decay <= 1, "> 0 and <= 1"),
+            "student_weight_decay": (self.student_weight_decay >= 0, ">= 0"),
+            "fusion_weight_decay": (self.fusion_weight_decay >= 0, ">= 0"),
+            "temperature": (self.temperature > 0, "> 0"),
+            "rampup_epochs": (self.rampup_epochs is None or self.rampup_epochs >= 0, ">= 0 or null"),
+            "base_width": (self.base_width is None or self.base_width >= 1, "a positive integer or null"),
+            "seed": (self.seed >= 0, ">= 0"),
+            "train_limit": (self.train_limit is None or self.train_limit >= 1, "a positive integer or null"),
+            "cpu_devices": (self.cpu_devices is None or self.cpu_devices >= 1, "a positive integer or null"),
+        }
+        for key, (ok, allowed) in ranges.items():
+            if not ok:
+                raise ValueError(f"{key} must be {allowed}, got {getattr(self, key)!r}.")
+        milestones = self.lr_milestones
+        if milestones is not None and (
+            milestones != sorted(set(milestones)) or any(not 0 < m < self.epochs for m in milestones)
+        ):
+            raise ValueError(
+                f"lr_milestones must be distinct epochs in ascending order, each > 0 and < epochs "
+                f"({self.epochs}), got {milestones!r}."
+            )
 
     @property
     def effective_rampup_epochs(self) -> float:
