@@ -32,41 +32,9 @@ def _keras(module: nn.Module, path: str) -> nn.Module:
     return module
 
 
-class SameConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with TensorFlow's ``"same"`` padding, no bias.
-
-    With stride 1 and an odd kernel the padding is symmetric and PyTorch's own. With a larger
-    stride TensorFlow pads ``total // 2`` before and the rest after (a 3x3 stride-2 conv on an
-    even size pads 0 on top/left and 1 on bottom/right, where ``padding=1`` would pad 1 and 1
-    and sample other pixels), so the input is padded explicitly.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1):
-        symmetric = stride == 1 and kernel % 2 == 1
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding=kernel // 2 if symmetric else 0,
-            groups=groups,
-            bias=False,
-        )
-        self.symmetric = symmetric
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.symmetric:
-            pads = []
-            for size, kernel, stride in zip(reversed(x.shape[2:]), reversed(self.kernel_size), reversed(self.stride)):
-                total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
-                pads += [total // 2, total - total // 2]
-            if any(pads):
-                x = F.pad(x, pads)
-        return super().forward(x)
-
-
-def _conv(cin: int, cout: int, kernel: int, path: str, stride: int = 1, groups: int = 1) -> SameConv2d:
-    return _keras(SameConv2d(cin, cout, kernel, stride, groups), path)
+def _conv(cin: int, cout: int, kernel: int, path: str, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    # padding=k//2 on every side: the official FFL code's convolutions, and the package's.
+    return _keras(nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False), path)
 
 
 def _bn(channels: int, path: str) -> nn.BatchNorm2d:
@@ -296,11 +264,12 @@ class Trainer:
 
     Args:
         model: the distiller.
-        learning_rate: SGD learning rate (constant: the recipe's steps come at epochs 150 and 225).
+        learning_rate: initial SGD learning rate.
         student_weight_decay: L2 added to the students' gradients.
         fusion_weight_decay: L2 added to the fusion path's gradients.
-        steps_per_epoch: turns the step counter into the epoch of the ramp-up.
+        steps_per_epoch: turns the step counter into the epoch of the ramp-up and of the rate's milestones.
         rampup_epochs: epochs of the KD weight's ramp-up.
+        lr_milestones: epochs at which `torch.optim.lr_scheduler.MultiStepLR` multiplies the rate by 0.1.
         autocast: a factory of the mixed-precision context the forward pass runs in (``None``: fp32).
     """
 
@@ -311,8 +280,10 @@ class Trainer:
     steps_per_epoch: int = 391
     rampup_epochs: float = 80.0
     autocast: Callable[[], object] | None = None
+    lr_milestones: Sequence[int] = (150, 225)
     iterations: int = 0
     optimizers: list[torch.optim.Optimizer] = field(init=False)
+    schedulers: list[torch.optim.lr_scheduler.MultiStepLR] = field(init=False)
     # Running totals of the loss terms and accuracies: the per-step work of Keras's metric trackers.
     sums: dict[str, torch.Tensor] = field(init=False, default_factory=dict)
 
@@ -321,6 +292,10 @@ class Trainer:
         self.optimizers = [
             torch.optim.SGD(self.model.student_parameters(), weight_decay=self.student_weight_decay, **sgd),
             torch.optim.SGD(self.model.fusion.parameters(), weight_decay=self.fusion_weight_decay, **sgd),
+        ]
+        self.schedulers = [
+            torch.optim.lr_scheduler.MultiStepLR(optimizer, list(self.lr_milestones), gamma=0.1)
+            for optimizer in self.optimizers
         ]
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -339,6 +314,9 @@ class Trainer:
         for optimizer in self.optimizers:
             optimizer.step()
         self.iterations += 1
+        if self.iterations % self.steps_per_epoch == 0:
+            for scheduler in self.schedulers:
+                scheduler.step()
         with torch.no_grad():
             # What the Keras step tracks too: the loss terms and the accuracy of each head.
             heads = {f"acc_s{i}": z for i, z in enumerate(logits)}
@@ -490,14 +468,17 @@ def compare_one_step(
     steps: int = 2,
     seed: int = 0,
     float64_reference: bool = False,
+    lr_milestones: Sequence[int] = (150, 225),
 ) -> Comparison:
     """Train Keras's `OnlineDistiller` and `TorchDistiller` from the same weights on the same batch and compare.
 
     The Keras side is built as the benchmark builds it and runs its compiled ``train_function``. Each step's
     loss terms are compared, and the weights after each step (see `StepComparison`). The check uses one step
     per epoch and a 2-epoch ramp-up, so step 1 has ``w = exp(-5)`` and step 2 ``w = exp(-1.25)`` and the KD
-    gradients weigh in the second update. With ``float64_reference`` a float64 copy of the PyTorch model
-    takes the same steps, to tell rounding from a real difference. Needs the TensorFlow backend.
+    gradients weigh in the second update; ``lr_milestones=(1,)`` puts a milestone between the two steps,
+    where PyTorch's SGD (momentum on the raw gradient) and Keras's (velocity scaled by the rate) part. With
+    ``float64_reference`` a float64 copy of the PyTorch model takes the same steps, to tell rounding from a
+    real difference. Needs the TensorFlow backend.
     """
     import keras
     import tensorflow as tf
@@ -510,8 +491,8 @@ def compare_one_step(
     keras.utils.set_random_seed(seed)
     students = build_students(backbone, num_classes, 2, topology, base_width=base_width)
     distiller = OnlineDistiller(students, method, rampup_epochs=2)
-    distiller.compile()
-    distiller.prepare(steps_per_epoch=1, epochs=300)
+    distiller.compile(lr_milestones=lr_milestones, steps_per_epoch=1)
+    distiller.prepare()
     keras_vars = distiller.students_net.variables + distiller.fusion.variables
     trainable = sorted(
         v.path for v in distiller.students_net.trainable_variables + distiller.fusion.trainable_variables
@@ -532,7 +513,7 @@ def compare_one_step(
         model = TorchDistiller(int(backbone[len("resnet") :]), num_classes, 2, topology, method, base_width)
         model = model.to(dtype)
         load_keras_weights(model, start)
-        return Trainer(model.train(), steps_per_epoch=1, rampup_epochs=2)
+        return Trainer(model.train(), steps_per_epoch=1, rampup_epochs=2, lr_milestones=lr_milestones)
 
     trainer = torch_trainer(torch.float32)
     reference = torch_trainer(torch.float64) if float64_reference else None
@@ -570,3 +551,65 @@ def compare_one_step(
             )
         )
     return Comparison(results)
+
+
+def _max_rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12))
+
+
+def compare_forward(
+    backbone: str = "resnet32",
+    num_classes: int = 100,
+    topology: str = "shared_trunk",
+    method: str = "ffl",
+    batch_size: int = 16,
+    base_width: int = 16,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Logits and loss terms of Keras's `OnlineDistiller` and `TorchDistiller` from identical weights.
+
+    Returns ``{"train": {...}, "eval": {...}}``: for each mode, ``max|a - b| / max|b|`` of every student's
+    logits (``"s0"``...) and the fused logits (``"fused"``), and the relative difference of each loss term.
+    The defaults are the official FFL model: a shared-trunk resnet32 pair with FFL's fusion module.
+    """
+    import keras
+
+    from mfef_keras.distill import OnlineDistiller
+    from mfef_keras.models import build_students
+
+    keras.utils.set_random_seed(seed)
+    students = build_students(backbone, num_classes, 2, topology, base_width=base_width)
+    distiller = OnlineDistiller(students, method)
+    rng = np.random.default_rng(seed)
+    # Moving statistics away from their initial values, so evaluation mode uses real ones.
+    for v in distiller.students_net.non_trainable_variables + distiller.fusion.non_trainable_variables:
+        shape = tuple(v.shape)
+        v.assign(rng.uniform(0.5, 1.5, shape) if "variance" in v.path else rng.normal(0, 0.1, shape))
+    weights = {v.path: np.array(v.numpy()) for v in distiller.students_net.variables + distiller.fusion.variables}
+    model = TorchDistiller(int(backbone[len("resnet") :]), num_classes, 2, topology, method, base_width)
+    load_keras_weights(model, weights)
+    images = rng.standard_normal((batch_size, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, num_classes, batch_size)
+    torch_images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    result = {}
+    # Evaluation first: a training-mode pass moves the moving statistics, and PyTorch's running variance
+    # is the unbiased batch variance where Keras keeps the biased one.
+    for mode in ("eval", "train"):
+        training = mode == "train"
+        keras_logits, keras_fused = distiller._forward(images, training=training)
+        keras_terms = distiller.loss_terms(labels, keras_logits, keras_fused)
+        model.train(training)
+        with torch.no_grad():
+            torch_logits, torch_fused = model(torch_images)
+            torch_terms = loss_terms(
+                torch_logits, torch_fused, torch.from_numpy(labels), float(keras_terms["kd_weight"])
+            )
+        diffs = {
+            f"s{i}": _max_rel(np.asarray(k), t.numpy()) for i, (k, t) in enumerate(zip(keras_logits, torch_logits))
+        }
+        diffs["fused"] = _max_rel(np.asarray(keras_fused), torch_fused.numpy())
+        diffs.update(
+            {name: _max_rel(np.asarray(keras_terms[name]), value.numpy()) for name, value in torch_terms.items()}
+        )
+        result[mode] = diffs
+    return result

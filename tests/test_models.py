@@ -108,3 +108,44 @@ def test_list_backbones_wildcards():
 def test_bad_backbone_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("size", [8, 7])
+def test_strided_convolutions_pad_symmetrically_like_the_reference(size):
+    # A kernel that copies its centre tap: with PyTorch's padding=1 on every side the stride-2
+    # output (i, j) is centred on input (2i, 2j), the pixel the 1x1 stride-2 shortcut samples.
+    from mfef_keras.models.recipe import LayerFactory
+
+    images = keras.Input((size, size, 1))
+    model = keras.Model(images, LayerFactory().conv(1, 3, stride=2, name="c")(images))
+    kernel = np.zeros((3, 3, 1, 1), "float32")
+    kernel[1, 1] = 1.0
+    model.get_layer("c").set_weights([kernel])
+    x = np.random.default_rng(0).normal(size=(1, size, size, 1)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), x[:, ::2, ::2], atol=1e-6)
+
+    # A full 3x3 kernel against a numpy convolution of the input zero-padded by 1 on all sides.
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 1, 1)).astype("float32")
+    model.get_layer("c").set_weights([kernel])
+    padded = np.pad(x[0, :, :, 0], 1)
+    out = (size + 1) // 2
+    expected = np.array(
+        [
+            [np.sum(padded[2 * i : 2 * i + 3, 2 * j : 2 * j + 3] * kernel[:, :, 0, 0]) for j in range(out)]
+            for i in range(out)
+        ]
+    )
+    np.testing.assert_allclose(model.predict(x, verbose=0)[0, :, :, 0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "wrn10_1"])
+def test_every_strided_convolution_is_padded_explicitly(name):
+    model = get_backbone(name, num_classes=3, base_width=4)
+    strided = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D) and layer.strides != (1, 1)]
+    assert strided
+    for conv in strided:
+        if conv.kernel_size == (1, 1):
+            continue
+        assert conv.padding == "valid"
+        pad = model.get_layer(f"{conv.name}_pad")
+        assert pad.padding == ((1, 1), (1, 1))

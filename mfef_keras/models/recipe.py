@@ -29,14 +29,31 @@ class LayerFactory:
 
     sync_batchnorm: bool = False
 
-    def conv(self, filters: int, kernel: int, stride: int = 1, name: str | None = None) -> layers.Conv2D:
+    def conv(self, filters: int, kernel: int, stride: int = 1, name: str | None = None) -> Callable:
+        """A bias-free convolution padded by ``kernel // 2`` on every side, as PyTorch's ``padding=k//2``.
+
+        Keras's ``"same"`` with stride 2 pads 0 top/left and 1 bottom/right on TensorFlow, which
+        samples other pixels than the reference ResNets and shifts the convolution off its 1x1
+        shortcut; strided convolutions therefore pad explicitly and convolve ``"valid"``.
+        """
         # PyTorch's kaiming_normal_(mode="fan_out") of the reference ResNets. A fresh
         # initializer per layer draws its seed after keras.utils.set_random_seed, so a
         # seeded build gives the same weights in every process.
         init = keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
-        return layers.Conv2D(
-            filters, kernel, strides=stride, padding="same", use_bias=False, kernel_initializer=init, name=name
+        strided = stride > 1 and kernel > 1
+        conv = layers.Conv2D(
+            filters,
+            kernel,
+            strides=stride,
+            padding="valid" if strided else "same",
+            use_bias=False,
+            kernel_initializer=init,
+            name=name,
         )
+        if not strided:
+            return conv
+        pad = layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad" if name else None)
+        return lambda x: conv(pad(x))
 
     def bn(self, name: str | None = None) -> BatchNorm:
         return BatchNorm(synchronized=self.sync_batchnorm, name=name)
