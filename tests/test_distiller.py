@@ -214,11 +214,12 @@ def test_ablations_remove_components():
     assert make("dml").fusion is None
 
 
-def test_mirrored_strategy_matches_one_device():
+def _fit_on_one_device_and_mirrored(method="mfef", **compile_kwargs):
+    """The same model, weights and batch fitted one epoch on one device and mirrored over two CPUs."""
     x, y = batch(8, seed=5)
-    single = make("mfef", sync_batchnorm=True)
+    single = make(method, sync_batchnorm=True)
     weights = single.get_weights()
-    single.compile()
+    single.compile(**compile_kwargs)
     h1 = single.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
 
     strategy = tf.distribute.MirroredStrategy(
@@ -226,14 +227,29 @@ def test_mirrored_strategy_matches_one_device():
     )
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
-        mirrored = make("mfef", sync_batchnorm=True)
+        mirrored = make(method, sync_batchnorm=True)
         mirrored.set_weights(weights)
-        mirrored.compile()
+        mirrored.compile(**compile_kwargs)
     h2 = mirrored.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    return (single, h1), (mirrored, h2)
+
+
+def test_mirrored_strategy_matches_one_device():
+    (single, h1), (mirrored, h2) = _fit_on_one_device_and_mirrored()
     for key in ("loss", "ce_s0", "kd_fused", "acc_s1"):
         assert h2.history[key][0] == pytest.approx(h1.history[key][0], rel=1e-4, abs=1e-6)
     for a, b in zip(single.get_weights(), mirrored.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_mirrored_l2_weight_decay_is_counted_once_not_per_replica():
+    # Keras sums the replicas' gradients, so an L2 term added to each replica's gradient
+    # would decay 2x on two replicas: lr * wd = 0.025 of each weight per step, not 1e-5.
+    (single, _), (mirrored, _) = _fit_on_one_device_and_mirrored(
+        "ffl", learning_rate=0.5, student_weight_decay=0.05, fusion_weight_decay=0.05
+    )
+    for a, b in zip(single.get_weights(), mirrored.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

@@ -36,9 +36,14 @@ def _with_l2(grads, variables, decay: float, loss_scale=None):
     # PyTorch SGD's weight_decay: L2 added to the gradient, so it passes through momentum
     # (Keras's own weight_decay is decoupled, which is a different optimiser). Under loss
     # scaling the gradients are still scaled here, so the L2 term is scaled alike.
+    # These are per-replica gradients, which any Keras optimiser sums across replicas, so
+    # each replica adds its 1/N share. Adding it after aggregation instead would need a hook
+    # inside every optimiser, and a user-supplied optimiser must keep the L2 term too.
     if not decay:
         return list(grads)
-    coefficient = decay if loss_scale is None else decay * loss_scale
+    coefficient = decay / _num_replicas()
+    if loss_scale is not None:
+        coefficient = coefficient * loss_scale
     return [g if g is None else g + ops.cast(coefficient, g.dtype) * v for g, v in zip(grads, variables)]
 
 
