@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mfef_keras.distill import METHODS, OnlineDistiller
+from mfef_keras.distill import METHODS, MultiStepDecay, OnlineDistiller, PyTorchSGD
 from mfef_keras.models import build_students, get_backbone
 
 CLASSES = 4
@@ -145,6 +145,66 @@ def test_l2_weight_decay_is_added_to_the_gradient():
     d._apply_gradients([tf.zeros_like(v) for v in variables], variables, [], None)
     for b, v in zip(before, variables):
         np.testing.assert_allclose(v.numpy(), b * (1 - 0.5 * 0.1), rtol=1e-6)
+
+
+def _torch_sgd_reference(w, grads, learning_rates, momentum=0.9, nesterov=True):
+    """torch.optim.SGD's step (dampening 0, L2 already in the gradient), re-derived in float32 numpy."""
+    m = np.float32(momentum)
+    w, buffer = w.astype("float32").copy(), np.zeros_like(w, dtype="float32")
+    for g, lr in zip(grads, learning_rates):
+        buffer = m * buffer + g
+        w = w - np.float32(lr) * (g + m * buffer if nesterov else buffer)
+    return w
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_pytorch_sgd_follows_torch_across_a_milestone(nesterov):
+    # 2 steps per epoch, x0.1 at epoch 3: three epochs before the milestone, three after it.
+    rng = np.random.default_rng(7)
+    w0 = rng.normal(size=(5, 3)).astype("float32")
+    grads = [rng.normal(size=(5, 3)).astype("float32") for _ in range(12)]
+    schedule = MultiStepDecay(0.1, steps_per_epoch=2, milestones=(3,))
+    rates = [float(schedule(step)) for step in range(12)]
+    assert rates[5] == pytest.approx(0.1) and rates[6] == pytest.approx(0.01)
+
+    def run(optimizer):
+        w = keras.Variable(w0)
+        for g in grads:
+            optimizer.apply([tf.constant(g)], [w])
+        return w.numpy()
+
+    expected = _torch_sgd_reference(w0, grads, rates, nesterov=nesterov)
+    np.testing.assert_allclose(run(PyTorchSGD(schedule, momentum=0.9, nesterov=nesterov)), expected, rtol=1e-6)
+    # Keras's SGD folds the rate into its velocity, so it drifts from torch after the milestone.
+    keras_sgd = run(keras.optimizers.SGD(schedule, momentum=0.9, nesterov=nesterov))
+    assert np.abs(keras_sgd - expected).max() > 1e-3
+
+
+def test_pytorch_sgd_state_is_optimizer_variables_and_config_round_trips():
+    variables = [keras.Variable(np.ones((2, 3), "float32")), keras.Variable(np.ones(3, "float32"))]
+    optimizer = PyTorchSGD(MultiStepDecay(0.1, steps_per_epoch=2, milestones=(150, 225)), momentum=0.9, nesterov=True)
+    optimizer.build(variables)
+    # the step counter and one momentum buffer per variable (a schedule is not a variable)
+    assert [tuple(v.shape) for v in optimizer.variables] == [(), (2, 3), (3,)]
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(clone) is PyTorchSGD and clone.get_config() == optimizer.get_config()
+    assert (clone.momentum, clone.nesterov) == (0.9, True)
+    with pytest.raises(ValueError, match="does not take weight_decay.*0.01.*decoupled"):
+        PyTorchSGD(0.1, weight_decay=0.01)
+
+
+def test_recipe_optimizers_are_pytorch_sgd():
+    x, y = batch(8)
+    d = make("ffl")
+    d.compile()
+    d.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    for optimizer in (d.student_optimizer, d.fusion_optimizer):
+        assert type(optimizer) is PyTorchSGD and (optimizer.momentum, optimizer.nesterov) == (0.9, True)
+    user = keras.optimizers.SGD(0.05, momentum=0.5)
+    d = make("ffl")
+    d.compile(student_optimizer=user)
+    d.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert d.student_optimizer is user and type(d.fusion_optimizer) is PyTorchSGD
 
 
 def test_rampup_follows_the_step_counter():

@@ -3,6 +3,7 @@
 from mfef_keras.distill.fusion_module import build_fusion_module
 from mfef_keras.distill.losses import KDLoss, rampup_weight
 from mfef_keras.distill.online_distiller import ABLATIONS, METHODS, OnlineDistiller
+from mfef_keras.distill.pytorch_sgd import PyTorchSGD
 from mfef_keras.distill.schedules import MultiStepDecay
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "KDLoss",
     "MultiStepDecay",
     "OnlineDistiller",
+    "PyTorchSGD",
     "build_fusion_module",
     "rampup_weight",
 ]

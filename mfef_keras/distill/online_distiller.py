@@ -12,6 +12,7 @@ from keras import ops
 from mfef_keras._names import unknown_name_error
 from mfef_keras.distill.fusion_module import build_fusion_module
 from mfef_keras.distill.losses import KDLoss, rampup_weight
+from mfef_keras.distill.pytorch_sgd import PyTorchSGD
 from mfef_keras.distill.schedules import MultiStepDecay
 from mfef_keras.models.registry import feature_layer
 
@@ -389,7 +390,7 @@ class OnlineDistiller(keras.Model):
         schedule = MultiStepDecay(
             s["learning_rate"], steps_per_epoch, [round(m * epochs) for m in s["lr_milestones"]], s["lr_decay"]
         )
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, name=name)
+        optimizer = PyTorchSGD(schedule, momentum=0.9, nesterov=True, name=name)
         return self._maybe_loss_scaled(optimizer)
 
     def prepare(self, steps_per_epoch: int, epochs: int) -> None:
