@@ -51,7 +51,7 @@ from mfef_keras.export.metadata import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSE
     is_flag=True,
     help="Calibrate int8 on random images when no training data is available (ranges will not reflect real images).",
 )
-@click.option("--force", is_flag=True, help="Replace --out if it exists and is not empty.")
+@click.option("--force", is_flag=True, help="Replace --out if it holds a previous export (never any other folder).")
 def export_command(
     source: str,
     format_: str,

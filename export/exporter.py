@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import keras
 import numpy as np
@@ -20,6 +21,7 @@ from mfef_keras.export.errors import ExportError
 from mfef_keras.export.metadata import (
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_OPSET,
+    EXPORT_FORMAT,
     METADATA_FILE,
     ONNX_FILE,
     QUANTIZED_FILES,
@@ -169,7 +171,9 @@ def export_student(
             the activation ranges then do not reflect real images.
         validation_data: ``(raw uint8 NHWC images, labels)`` to validate on instead of ``validate_on``.
         calibration_images: raw uint8 NHWC images to calibrate on instead of the training split.
-        overwrite: replace ``out_dir`` if it exists and is not empty.
+        overwrite: replace ``out_dir`` if it is a previous export (its metadata lists everything in it);
+            any other non-empty folder is refused, as is an ``out_dir`` that is, holds or lies inside the
+            source, or holds the current directory or the home.
     """
     if keras.backend.backend() != "tensorflow":
         # tf2onnx and SavedModel trace the student as TensorFlow code.
@@ -186,7 +190,7 @@ def export_student(
     if "onnx" in formats:
         check_opset(opset)
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
+    _check_out_dir(out_dir, source, overwrite)
 
     resolved = _resolve(load_source(source, student), preprocess)
     validation = _validation(resolved, validate_on, validation_data, quantize, calibrate_synthetic)
@@ -200,7 +204,7 @@ def export_student(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         report = _write(resolved, staging, formats, opset, quantize, validation, calibration)
-        _publish(staging, out_dir)
+        _publish(staging, out_dir, source, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -217,17 +221,71 @@ def _formats(formats: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(name for name in FORMATS if name in requested)
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+def _check_out_dir(out_dir: Path, source: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse an ``out_dir`` whose replacement could destroy anything but a previous export."""
+    allowed = "--out must be a new or empty directory, or a previous export to replace with --force"
     if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"--out {out_dir} exists and is not a directory.")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ExportError(f"--out {out_dir} exists and is not empty; choose another directory or pass --force.")
+        raise ExportError(f"--out {out_dir} exists and is not a directory; {allowed}.")
+    target = out_dir.resolve()
+    if target == Path(target.anchor):
+        raise ExportError(f"--out {out_dir} is the filesystem root; {allowed}.")
+    for place, what in ((Path.cwd().resolve(), "the current directory"), (Path.home().resolve(), "your home")):
+        # Replacing a folder that holds the current directory or the home would delete them with it.
+        if place.is_relative_to(target):
+            raise ExportError(f"--out {out_dir} ({target}) is or contains {what}; {allowed}.")
+    origin = Path(source).resolve() if Path(source).exists() else None
+    if origin is not None and (target.is_relative_to(origin) or origin.is_relative_to(target)):
+        raise ExportError(
+            f"--out {out_dir} ({target}) overlaps the source {source} ({origin}); "
+            f"write the export outside the source and not around it: {allowed}."
+        )
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise ExportError(
+            f"--out {out_dir} exists and is not empty; choose another directory, or pass --force if it is a "
+            "previous export to replace."
+        )
+    _check_previous_export(out_dir, allowed)
 
 
-def _publish(staging: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(staging, out_dir)
+def _check_previous_export(out_dir: Path, allowed: str) -> None:
+    """Refuse unless ``out_dir`` holds an export's metadata and nothing besides the artefacts it lists."""
+    try:
+        metadata = json.loads((out_dir / METADATA_FILE).read_text())
+        listed = {PurePosixPath(entry["path"]).parts[0] for entry in metadata["artifacts"].values()}
+        recognised = metadata["format"] == EXPORT_FORMAT
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        recognised = False
+    if not recognised:
+        raise ExportError(
+            f"--out {out_dir} is not a previous export (no {METADATA_FILE} of format {EXPORT_FORMAT}); "
+            f"--force replaces only an export, never another folder: {allowed}."
+        )
+    unexpected = sorted(p.name for p in out_dir.iterdir() if p.name != METADATA_FILE and p.name not in listed)
+    if unexpected:
+        raise ExportError(
+            f"--out {out_dir} is an export but also holds {', '.join(unexpected)}, which its metadata does not "
+            f"list; --force would delete them: move them away or choose another directory ({allowed})."
+        )
+
+
+def _publish(staging: Path, out_dir: Path, source: str | os.PathLike, overwrite: bool) -> None:
+    # Checked again: --out may have changed while the artefacts were built and validated.
+    _check_out_dir(out_dir, source, overwrite)
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        os.replace(staging, out_dir)
+        return
+    # The previous export is set aside, not deleted, until the new one is in place.
+    aside = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.previous-", dir=out_dir.parent))
+    os.replace(out_dir, aside / out_dir.name)
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        os.replace(aside / out_dir.name, out_dir)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _resolve(loaded: LoadedSource, preprocess: bool) -> _Student:

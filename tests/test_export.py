@@ -244,13 +244,88 @@ def test_failed_parity_leaves_nothing_behind(student_dir, tmp_path, monkeypatch)
     assert failure.value.results and not failure.value.results[0].passed
     assert list(tmp_path.iterdir()) == []
     # An existing export that --force would replace survives a failed one.
-    out.mkdir()
-    (out / "keep.txt").write_text("previous export")
+    previous = _fake_export(out)
     with pytest.raises(ParityError):
         export_student(student_dir, out, "onnx", overwrite=True)
-    assert [p.name for p in tmp_path.iterdir()] == ["exported"] and [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["exported"] and _tree(out) == previous
     with pytest.raises(ExportError, match="not empty.*--force"):
         export_student(student_dir, out, "onnx")
+
+
+def _fake_export(out: Path) -> dict[str, bytes]:
+    """A folder that looks like a previous export: its metadata and the artefact it lists."""
+    out.mkdir(parents=True)
+    (out / "model.onnx").write_bytes(b"old onnx")
+    metadata = {"format": "mfef-export/1", "artifacts": {"onnx": {"path": "model.onnx"}}}
+    (out / "metadata.json").write_text(json.dumps(metadata))
+    return _tree(out)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its content, to show that nothing changed."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def run_in_workdir(student_dir, tmp_path):
+    """work/run (a run directory) beside work/notes.txt, an unrelated file."""
+    run = tmp_path / "work" / "run"
+    for name in ("students/s0", "best_student"):
+        shutil.copytree(student_dir, run / name)
+    (run / "metrics.csv").write_text("epoch,loss\n0,1.0\n")
+    (tmp_path / "work" / "notes.txt").write_text("unrelated")
+    return run
+
+
+@pytest.mark.parametrize(
+    "out, cwd, message",
+    [
+        ("{run}", None, "overlaps the source"),
+        ("{run}/exports/onnx", None, "overlaps the source"),
+        ("{work}", None, "overlaps the source"),
+        (".", "{work}", "is or contains the current directory"),
+        ("..", "{run}/best_student", "is or contains the current directory"),
+        ("{home}", None, "is or contains your home"),
+        ("/", None, "is the filesystem root"),
+    ],
+)
+def test_export_out_overlapping_the_source_cwd_or_home_is_refused(
+    run_in_workdir, tmp_path, monkeypatch, out, cwd, message
+):
+    run, work = run_in_workdir, run_in_workdir.parent
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    values = {"run": run, "work": work, "home": home}
+    if cwd:
+        monkeypatch.chdir(cwd.format(**values))
+    before = _tree(tmp_path)
+    result, output = _invoke(export_command, [run, "--out", out.format(**values), "--force"])
+    assert result.exit_code != 0 and message in output, output
+    assert "--out must be a new or empty directory, or a previous export to replace with --force" in output
+    assert "Traceback" not in output and _tree(tmp_path) == before
+    assert not (run / "exports").exists()
+
+
+def test_force_replaces_only_a_previous_export(student_dir, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("not an export")
+    with pytest.raises(ExportError, match=f"--out {other} is not a previous export.*never another folder"):
+        export_student(student_dir, other, "onnx", overwrite=True)
+    padded = tmp_path / "padded"
+    _fake_export(padded)
+    (padded / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="also holds notes.txt, which its metadata does not list"):
+        export_student(student_dir, padded, "onnx", overwrite=True)
+    assert (other / "keep.txt").read_text() == "not an export" and (padded / "notes.txt").read_text() == "mine"
+
+    previous = tmp_path / "previous"
+    _fake_export(previous)
+    report = export_student(student_dir, previous, "onnx", overwrite=True)
+    assert sorted(p.name for p in previous.iterdir()) == ["metadata.json", "model.onnx"]
+    assert (previous / "model.onnx").read_bytes() != b"old onnx" and report.metadata["source"] == str(student_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "padded", "previous"]
 
 
 def test_no_preprocess_export_takes_normalised_floats(student_dir, student, tmp_path):
