@@ -11,7 +11,7 @@ import keras
 
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.export.errors import ExportError
-from mfef_keras.student_dir import METADATA_FILE, MODEL_FILE, load_student_dir, resolve_student_source
+from mfef_keras.student_dir import METADATA_FILE, MODEL_FILE, load_keras_file, load_student_dir, resolve_student_source
 
 ACCEPTED = (
     "a run directory (with students/ and best_student/), a student directory (model.keras + metadata.json), "
@@ -78,7 +78,7 @@ def _load_student_dir(path: Path, student: int | None, description: str) -> Load
 
 def _load_keras_file(path: Path) -> LoadedSource:
     try:
-        model = keras.saving.load_model(path, safe_mode=True)
+        model = load_keras_file(path)
     except Exception as error:
         raise ExportError(f"Cannot load the Keras model {path}: {error}") from error
     # A model.keras taken out of a student directory still has its metadata beside it.

@@ -77,12 +77,26 @@ def read_metadata(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path / METADATA_FILE} is not valid JSON: {error}") from None
 
 
+def load_keras_file(path: str | os.PathLike) -> keras.Model:
+    """Load a ``.keras`` file in Keras safe mode (no code from the file runs), the package's layers registered.
+
+    Students are saved as plain Keras networks, but those written before that (and other models the
+    package saves) hold its layers, which Keras finds only once `mfef_keras.layers` is imported.
+
+    Args:
+        path: the ``.keras`` file.
+    """
+    import mfef_keras.layers  # noqa: F401
+
+    return keras.saving.load_model(path, safe_mode=True)
+
+
 def load_student_dir(path: str | os.PathLike) -> tuple[keras.Model, dict]:
-    """Load the model (Keras safe mode on: no code from the file runs) and the metadata of a student directory."""
+    """Load the model (with `load_keras_file`) and the metadata of a student directory."""
     path = Path(path)
     metadata = read_metadata(path)
     try:
-        model = keras.saving.load_model(path / MODEL_FILE, safe_mode=True)
+        model = load_keras_file(path / MODEL_FILE)
     except Exception as error:
         raise ValueError(f"Cannot load the student model {path / MODEL_FILE}: {error}") from error
     return model, metadata

@@ -1,8 +1,9 @@
-"""keras-hub-style checks shared by the layer and backbone tests."""
+"""Helpers shared by the tests: keras-hub-style layer checks and the environment of child processes."""
 
 from __future__ import annotations
 
 import inspect
+import os
 
 import keras
 import numpy as np
@@ -51,3 +52,15 @@ def check_layer(layer: keras.layers.Layer, input_shapes, expected_output_shape, 
     assert np.isfinite(history.history["loss"][0])
     changed = [not np.allclose(b, w.numpy()) for b, w in zip(before, fresh.trainable_weights)]
     assert any(changed), "one fit step changed none of the layer's weights"
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    """The environment for a child process of a test: this one's (private KERAS_HOME included), unbuffered.
+
+    Args:
+        **overrides: variables to set in the child.
+    """
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **overrides)
+    # A cluster description left in the environment would make every child wait for its workers.
+    env.pop("TF_CONFIG", None)
+    return env

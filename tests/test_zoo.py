@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.models import get_backbone
-from mfef_keras.student_dir import save_student_dir
+from mfef_keras.student_dir import load_student_dir, save_student_dir
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.run_directory import summarize, write_config, write_metrics
 from mfef_keras.zoo import (
@@ -314,6 +314,17 @@ def test_include_preprocessing_takes_raw_uint8_images(published):
     np.testing.assert_allclose(
         raw.predict(images, verbose=0), bare.predict(_normalised(images), verbose=0), rtol=1e-5, atol=1e-5
     )
+
+
+def test_a_run_saved_with_the_package_layers_is_published_as_a_plain_keras_network(published):
+    # The fake run's students are raw backbones with the package's BatchNorm, as runs were saved before.
+    trained, _ = load_student_dir(published["run"] / "best_student")
+    preset, _ = load_student_dir(published["preset"])
+    assert any(type(layer).__module__.startswith("mfef_keras") for layer in trained.layers)
+    assert all(type(layer).__module__.startswith("keras.") for layer in [preset, *preset.layers])
+    assert [layer.name for layer in preset.layers] == [layer.name for layer in trained.layers]
+    images = _normalised(_images())
+    np.testing.assert_array_equal(preset.predict(images, verbose=0), trained.predict(images, verbose=0))
 
 
 # ---------------------------------------------------------------- pulling over HTTP, the cache

@@ -57,8 +57,6 @@ def load_student(
         >>> model = load_student("resnet8_mfef.digits_s0", include_preprocessing=True)  # doctest: +SKIP
         >>> model.mfef_metadata["dataset"]["class_names"]  # doctest: +SKIP
     """
-    # Registers the package's layers, so safe-mode loading can rebuild a student that uses them.
-    import mfef_keras.layers  # noqa: F401
     from mfef_keras.student_dir import load_student_dir
 
     path = resolve_preset(source, offline=offline, allow_unverified=allow_unverified)

@@ -106,7 +106,7 @@ def publish(
 ) -> Path:
     """Pack a run's best student (or student ``student``) as preset ``name``, with its archive and manifest entry.
 
-    Writes ``out_dir/<name>/`` (model.keras, metadata.json, README.md, preset.json),
+    Writes ``out_dir/<name>/`` (model.keras as a plain Keras network, metadata.json, README.md, preset.json),
     ``out_dir/<name>.tar.gz`` and the manifest entry: in ``out_dir/manifest.json``, or
     in the package's shipped manifest with ``update_shipped_manifest`` (``out_dir`` must
     then lie inside the package's zoo folder).
@@ -126,6 +126,7 @@ def publish(
     Returns:
         The preset folder.
     """
+    from mfef_keras.models.plain_keras import to_plain_keras
     from mfef_keras.student_dir import load_student_dir, read_metadata, resolve_student_source
 
     run, out_dir = Path(run_dir), Path(out_dir)
@@ -157,7 +158,8 @@ def publish(
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
     try:
-        shutil.copyfile(source / MODEL_FILE, staging / MODEL_FILE)
+        # Runs written before students were saved as plain Keras networks still hold the package's layers.
+        to_plain_keras(model).save(staging / MODEL_FILE)
         (staging / METADATA_FILE).write_text(json.dumps(preset_metadata, indent=2, sort_keys=True, default=str) + "\n")
         (staging / CARD_FILE).write_text(render_model_card(name, preset_metadata))
         write_preset_index(staging, name)

@@ -440,10 +440,20 @@ class OnlineDistiller(keras.Model):
 
     # -------------------------------------------------------------- students
     def get_student(self, index: int) -> keras.Model:
-        """Student ``index`` as a standalone `keras.Model` from images to logits (weights shared with the distiller)."""
+        """Student ``index`` as a standalone plain Keras network from images to logits.
+
+        The student is a copy (`mfef_keras.models.plain_keras.to_plain_keras`) holding a snapshot of the
+        current weights, not shared with the distiller: it uses Keras built-in layers only, so its saved
+        file loads without ``mfef_keras`` on any backend. Call again after more training for new weights.
+
+        Args:
+            index: the student's index, in ``[0, num_students)``.
+        """
+        from mfef_keras.models.plain_keras import to_plain_keras
+
         if not 0 <= int(index) < self.num_students:
             raise ValueError(f"Student index must be in [0, {self.num_students - 1}], got {index!r}.")
-        return _students_of(self.students_net)[int(index)]
+        return to_plain_keras(_students_of(self.students_net)[int(index)])
 
     def student_accuracies(self, data, **evaluate_kwargs) -> list[float]:
         """Top-1 accuracy of each student on ``data`` (a dataset or ``(images, labels)``)."""

@@ -6,16 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mfef_keras.student_dir import load_student_dir, resolve_student_source, write_json_atomic
+from mfef_keras.student_dir import load_keras_file, load_student_dir, resolve_student_source, write_json_atomic
 from mfef_keras.training.plots import plot_confusion_matrix
 
 
 def _load(source: str, student: int | None):
-    import keras
-
     path = Path(source)
     if path.is_file() and path.suffix == ".keras":
-        return keras.saving.load_model(path, safe_mode=True), {}, path.parent / f"{path.stem}-eval"
+        return load_keras_file(path), {}, path.parent / f"{path.stem}-eval"
     directory = resolve_student_source(path, student)
     model, metadata = load_student_dir(directory)
     return model, metadata, directory / "eval"

@@ -1,0 +1,168 @@
+"""Standalone students are plain Keras networks: built-in layers only, loadable without mfef_keras on any backend."""
+
+import importlib.util
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from mfef_keras.data import dataset_info
+from mfef_keras.distill import OnlineDistiller
+from mfef_keras.layers import BatchNorm, ImageNormalization
+from mfef_keras.models import build_students, get_backbone, to_plain_keras
+from mfef_keras.student_dir import save_student_dir
+from tests.helpers import subprocess_env
+
+SHAPE = (32, 32, 1)
+CLASSES = 10
+
+
+def _randomise(model: keras.Model, seed: int = 0) -> None:
+    """Weights far from their initial values (BatchNorm moving statistics included), as after training."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        low = 0.5 if variable.path.endswith("moving_variance") else -0.5
+        variable.assign(rng.uniform(low, low + 1.0, size=variable.shape).astype(variable.dtype))
+
+
+def _images(count: int = 4) -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(count, *SHAPE)).astype("float32")
+
+
+def _package_layers(model: keras.Model) -> list[str]:
+    return [layer.name for layer in [model, *model.layers] if type(layer).__module__.startswith("mfef_keras")]
+
+
+@pytest.mark.parametrize("topology", ["independent", "shared_trunk"])
+def test_to_plain_keras_uses_builtin_batch_norm_with_the_same_weights_and_outputs(topology):
+    students = build_students("resnet8", CLASSES, 2, topology=topology, input_shape=SHAPE, base_width=4)
+    for student in students:
+        _randomise(student)
+    images = _images()
+    for student in students:
+        plain = to_plain_keras(student)
+        assert any(isinstance(layer, BatchNorm) for layer in student.layers)
+        norms = [layer for layer in plain.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms and all(type(layer) is keras.layers.BatchNormalization for layer in norms)
+        assert _package_layers(plain) == []
+        assert [layer.name for layer in plain.layers] == [layer.name for layer in student.layers]
+        assert [w.path for w in plain.weights] == [w.path for w in student.weights]
+        for original, copy in zip(student.weights, plain.weights):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(copy), keras.ops.convert_to_numpy(original))
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(plain(images, training=False)),
+            keras.ops.convert_to_numpy(student(images, training=False)),
+        )
+
+
+def test_synchronized_batch_norm_is_dropped_and_layers_without_a_builtin_are_refused():
+    student = get_backbone("resnet8", CLASSES, input_shape=SHAPE, sync_batchnorm=True, base_width=4)
+    assert all(layer.synchronized for layer in student.layers if isinstance(layer, BatchNorm))
+    plain = to_plain_keras(student)
+    assert not any(layer.synchronized for layer in plain.layers if isinstance(layer, keras.layers.BatchNormalization))
+
+    images = keras.Input(SHAPE)
+    model = keras.Model(images, ImageNormalization(mean=(0.5,), std=(0.25,), name="norm")(images))
+    with pytest.raises(ValueError, match="'norm' \\(ImageNormalization\\) has no Keras built-in equivalent"):
+        to_plain_keras(model)
+
+
+def test_get_student_is_a_plain_snapshot_and_from_config_keeps_the_training_layers():
+    distiller = OnlineDistiller(
+        build_students("resnet8", CLASSES, 2, topology="shared_trunk", input_shape=SHAPE, base_width=4), method="dml"
+    )
+    _randomise(distiller.students_net)
+    images = _images()
+    student = distiller.get_student(1)
+    before = distiller.predict(images, verbose=0)["s1"]
+    assert _package_layers(student) == []
+    np.testing.assert_allclose(student.predict(images, verbose=0), before, atol=1e-6)
+
+    # The student holds its own copy: training the distiller further does not change it.
+    _randomise(distiller.students_net, seed=1)
+    assert not np.allclose(distiller.predict(images, verbose=0)["s1"], before, atol=1e-3)
+    np.testing.assert_allclose(student.predict(images, verbose=0), before, atol=1e-6)
+
+    rebuilt = OnlineDistiller.from_config(distiller.get_config())
+    assert any(isinstance(layer, BatchNorm) for layer in rebuilt.students_net.layers)
+
+
+@pytest.fixture(scope="module")
+def written_student(tmp_path_factory):
+    """A distiller's student saved as `mfef train` saves it, with images and the logits the distiller gave them."""
+    root = tmp_path_factory.mktemp("written")
+    students = build_students(
+        "resnet8", CLASSES, 2, topology="shared_trunk", input_shape=SHAPE, sync_batchnorm=True, base_width=4
+    )
+    distiller = OnlineDistiller(students, method="dml")
+    _randomise(distiller.students_net)
+    images = _images(5)
+    np.save(root / "images.npy", images)
+    np.save(root / "logits.npy", distiller.predict(images, verbose=0)["s1"])
+    save_student_dir(root / "student", distiller.get_student(1), {"dataset": dataset_info("digits").to_dict()})
+    return root
+
+
+# Run in a child that never imports mfef_keras: only what Keras itself knows may be needed.
+_LOAD_WITH_PLAIN_KERAS = """
+import os, sys
+root, backend = sys.argv[1], sys.argv[2]
+os.environ["KERAS_BACKEND"] = backend
+import keras
+import numpy as np
+
+assert keras.backend.backend() == backend
+model = keras.saving.load_model(os.path.join(root, "student", "model.keras"))
+logits = keras.ops.convert_to_numpy(model.predict(np.load(os.path.join(root, "images.npy")), verbose=0))
+np.testing.assert_allclose(logits, np.load(os.path.join(root, "logits.npy")), rtol=0, atol=1e-5)
+modules = {type(layer).__module__ for layer in [model, *model.layers]}
+assert all(module.startswith("keras.") for module in modules), modules
+assert not [name for name in sys.modules if name.split(".")[0] == "mfef_keras"]
+print("loaded", len(model.layers), "layers")
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_a_saved_student_loads_with_plain_keras_in_a_fresh_process(written_student, backend, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITH_PLAIN_KERAS, str(written_student), backend],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=subprocess_env(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "loaded" in result.stdout
+
+
+# Whatever loads a student must register the package's layers itself: nothing else here imports them.
+_LOAD_OLD_STUDENT = """
+import sys
+from mfef_keras.student_dir import load_keras_file, load_student_dir
+
+assert "mfef_keras.layers" not in sys.modules
+model, _ = load_student_dir(sys.argv[1])
+bare = load_keras_file(sys.argv[1] + "/model.keras")
+print(sorted({type(layer).__name__ for layer in model.layers + bare.layers}))
+"""
+
+
+def test_students_saved_with_the_package_layers_still_load_in_a_fresh_process(tmp_path):
+    # Students were saved with the package's BatchNorm before they became plain Keras networks.
+    old = get_backbone("resnet8", CLASSES, input_shape=SHAPE, base_width=4)
+    save_student_dir(tmp_path / "old", old, {"dataset": dataset_info("digits").to_dict()})
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_OLD_STUDENT, str(tmp_path / "old")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=subprocess_env(KERAS_BACKEND="tensorflow"),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "'BatchNorm'" in result.stdout
