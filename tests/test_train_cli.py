@@ -120,10 +120,21 @@ def test_interrupted_run_continues_like_an_uninterrupted_one(tmp_path):
         assert resumed.history[-1][key] == pytest.approx(straight.history[-1][key], rel=2e-3), key
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import mfef_keras.data
+
+    make_dataset = mfef_keras.data.make_dataset
+
+    def nan_images_in_epoch_two(*args, seed=0, **kwargs):
+        dataset = make_dataset(*args, seed=seed, **kwargs)
+        # The runner seeds epoch e's pipeline with seed * 100_003 + e (seed 0 here).
+        if kwargs["training"] and seed == 1:
+            dataset = dataset.map(lambda images, labels: (images * float("nan"), labels))
+        return dataset
+
+    monkeypatch.setattr(mfef_keras.data, "make_dataset", nan_images_in_epoch_two)
     run = tmp_path / "run"
-    args = ["--epochs", "3", "--lr", "0.05", "--lr-milestones", "0.34", "--lr-decay", "1e12", "--run-dir", str(run)]
-    result = _run(["train", *args, *TINY])
+    result = _run(["train", "--epochs", "3", "--run-dir", str(run), *TINY])
     assert result.exit_code != 0
     assert "Training diverged in epoch 2 (" in result.output and "Lower the learning rate" in result.output
     assert "nan" in result.output
@@ -181,12 +192,14 @@ def test_multiworker_with_two_processes_on_localhost(tmp_path):
         (["--backbone", "resnet9"], "Unknown backbone 'resnet9'"),
         (["--method", "dmll"], "Unknown method 'dmll'.*Did you mean 'dml'"),
         (["--strategy", "mirror"], "Unknown strategy 'mirror'.*Did you mean 'mirrored'"),
-        (["--lr-milestones", "a,b"], "comma-separated numbers"),
+        (["--lr-milestones", "a,b"], "lr_milestones must be a list of integers .*comma-separated.*'a,b'"),
+        (["--lr-decay", "1.5"], r"lr_decay must be > 0 and <= 1, got 1\.5"),
+        (["--base-width", "0"], "base_width must be a positive integer or null, got 0"),
     ],
 )
 def test_bad_options_are_refused_before_training(tmp_path, args, message):
     run = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", "--run-dir", str(run), *args, *TINY])
+    result = CliRunner().invoke(main, ["train", "--run-dir", str(run), *TINY, *args])
     assert result.exit_code != 0
     assert __import__("re").search(message, result.output), result.output
     assert not run.exists()
@@ -210,16 +223,56 @@ def test_run_directory_of_another_config_is_refused(tmp_path):
     assert sorted(p.name for p in run.rglob("*")) == before
 
 
-def test_corrupt_image_in_a_folder_dataset_is_named_and_nothing_is_left(tmp_path):
+def _images(folder, count, start=0):
     from PIL import Image
 
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + count):
+        Image.fromarray(np.full((32, 32, 3), 20 * i, np.uint8)).save(folder / f"{i}.png")
+
+
+def test_resume_after_the_training_folder_changed_is_refused_and_nothing_is_written(tmp_path):
+    root = tmp_path / "data"
+    for label in ("a", "b"):
+        _images(root / "train" / label, 4)
+        _images(root / "test" / label, 2)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "mfef_keras.cli", "train", "--dataset", f"folder:{root}", "--epochs", "1"]
+    command += ["--run-dir", str(run), *TINY]
+    first = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert json.loads((run / "data.json").read_text())["splits"] == {"train": 8, "test": 4}
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    for label in ("a", "b"):
+        _images(root / "train" / label, 4, start=4)
+    again = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
+    assert again.returncode != 0
+    assert "Traceback" not in again.stdout + again.stderr
+    assert "train split: 8 -> 16 images" in again.stderr and "training examples used: 8 -> 16" in again.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_checkpoint_of_another_model_is_refused_naming_the_variable(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--epochs", "1", "--run-dir", str(run), *TINY]
+    assert _run(args).exit_code == 0
+    with np.load(run / "checkpoint.npz") as checkpoint:
+        arrays = dict(checkpoint)
+    renamed = next(k for k in arrays if k.startswith("weights/") and k.endswith("/kernel"))
+    arrays[renamed.replace("/kernel", "/kernel_v2")] = arrays.pop(renamed)
+    np.savez(run / "checkpoint.npz", **arrays)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"missing from the checkpoint: {renamed}" in result.output, result.output
+    assert "Delete " in result.output and "--run-dir" in result.output
+
+
+def test_corrupt_image_in_a_folder_dataset_is_named_and_nothing_is_left(tmp_path):
     root = tmp_path / "data"
     for split in ("train", "test"):
         for label in ("a", "b"):
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(3):
-                Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+            _images(root / split / label, 3)
     (root / "train" / "b" / "broken.png").write_bytes(b"not a png at all")
     run = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", "--dataset", f"folder:{root}", "--run-dir", str(run), *TINY])

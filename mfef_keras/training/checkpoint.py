@@ -1,4 +1,8 @@
-"""Atomic training checkpoints: model weights, both optimisers' state and the run's history in one file."""
+"""Atomic training checkpoints: model weights, both optimisers' state and the run's history in one file.
+
+Variables are stored under their Keras paths (not their positions), so a checkpoint restores into a
+model only if every variable finds its counterpart with the same shape.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,55 @@ from pathlib import Path
 
 import numpy as np
 
+from mfef_keras import __version__
 from mfef_keras.student_dir import write_bytes_atomic
 
 CHECKPOINT_FILE = "checkpoint.npz"
+# Bump when the layout of the file changes; 1 was the positional layout (weight_0, optimizer_0...).
+FORMAT_VERSION = 2
+_META_KEY = "meta"
+_STATE_KEY = "state"
+# How many names of missing, unexpected or reshaped variables an error message lists.
+_LISTED = 5
 
 
-def _optimizer_variables(distiller):
-    variables = list(distiller.student_optimizer.variables)
-    if distiller.fusion_optimizer is not None:
-        variables += list(distiller.fusion_optimizer.variables)
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be restored into this model."""
+
+
+def _advice(path: Path) -> str:
+    # The whole directory: its students and metrics belong to the checkpoint's run.
+    return f"Delete the run directory {path.parent} to start over, or choose another --run-dir."
+
+
+def _json_array(data: dict) -> np.ndarray:
+    return np.frombuffer(json.dumps(data).encode(), dtype=np.uint8)
+
+
+def _variables_by_key(distiller) -> dict:
+    """Every variable a checkpoint holds, keyed ``weights/<path>`` or ``<optimizer attribute>/<path>``.
+
+    An optimiser's variables are created under its own name, which Keras numbers per process
+    (``sgd``, ``sgd_1``...), so that leading name is replaced by the attribute holding the optimiser.
+
+    Raises:
+        CheckpointError: two variables share a path, so they could not be told apart on restore.
+    """
+    groups = {"weights": ("", distiller.weights)}
+    for attribute in ("student_optimizer", "fusion_optimizer"):
+        optimizer = getattr(distiller, attribute)
+        if optimizer is not None:
+            groups[attribute] = (f"{optimizer.name}/", optimizer.variables)
+    variables = {}
+    for group, (prefix, members) in groups.items():
+        for variable in members:
+            key = f"{group}/{variable.path.removeprefix(prefix)}"
+            if key in variables:
+                raise CheckpointError(
+                    f"Two variables share the path {variable.path!r}, so a checkpoint cannot tell them apart. "
+                    "Give the layers that own them distinct names."
+                )
+            variables[key] = variable
     return variables
 
 
@@ -25,12 +69,17 @@ def save_checkpoint(directory: Path, distiller, state: dict) -> Path:
 
     The file is written under a temporary name and renamed over the previous one, so a
     kill during the write leaves the previous checkpoint intact.
+
+    Args:
+        directory: the run directory.
+        distiller: the `OnlineDistiller`, compiled and with its optimisers built.
+        state: JSON-serialisable training state (completed epochs, history).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arrays = {f"weight_{i}": np.asarray(v) for i, v in enumerate(distiller.weights)}
-    arrays.update({f"optimizer_{i}": np.asarray(v) for i, v in enumerate(_optimizer_variables(distiller))})
-    arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+    arrays = {key: np.asarray(variable) for key, variable in _variables_by_key(distiller).items()}
+    arrays[_META_KEY] = _json_array({"format_version": FORMAT_VERSION, "mfef_keras_version": __version__})
+    arrays[_STATE_KEY] = _json_array(state)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     target = directory / CHECKPOINT_FILE
@@ -38,23 +87,67 @@ def save_checkpoint(directory: Path, distiller, state: dict) -> Path:
     return target
 
 
+def _mismatch(path: Path, meta: dict, missing: list, unexpected: list, reshaped: list) -> CheckpointError:
+    def listed(names: list[str]) -> str:
+        more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+        return ", ".join(names[:_LISTED]) + more
+
+    problems = []
+    if missing:
+        problems.append(f"missing from the checkpoint: {listed(missing)}")
+    if unexpected:
+        problems.append(f"not in this model: {listed(unexpected)}")
+    if reshaped:
+        problems.append(f"shape differs (checkpoint vs model): {listed(reshaped)}")
+    return CheckpointError(
+        f"Checkpoint {path} (written by mfef_keras {meta.get('mfef_keras_version', '?')}) does not fit this model; "
+        f"{'; '.join(problems)}. It was written by other code or another configuration. {_advice(path)}"
+    )
+
+
 def load_checkpoint(directory: Path, distiller) -> dict | None:
-    """Restore a checkpoint into ``distiller`` (optimisers already built); returns its state, or None if absent."""
+    """Restore a checkpoint into ``distiller``; returns its state, or None if there is none.
+
+    Nothing is assigned unless every variable of the model is in the checkpoint with its shape.
+
+    Args:
+        directory: the run directory.
+        distiller: the `OnlineDistiller`, compiled and with its optimisers built.
+
+    Raises:
+        CheckpointError: the file is of another format, or a variable is missing, extra or reshaped
+            (the message names them).
+    """
+    # Checked before looking for the file, so that a fresh run fails before its first epoch, not after.
+    variables = _variables_by_key(distiller)
     path = Path(directory) / CHECKPOINT_FILE
     if not path.exists():
         return None
     with np.load(path) as data:
-        weights = distiller.weights
-        optimizer_vars = _optimizer_variables(distiller)
-        n_weights = sum(k.startswith("weight_") for k in data.files)
-        n_optimizer = sum(k.startswith("optimizer_") for k in data.files)
-        if (n_weights, n_optimizer) != (len(weights), len(optimizer_vars)):
-            raise ValueError(
-                f"Checkpoint {path} holds {n_weights} weights and {n_optimizer} optimizer variables; this model has "
-                f"{len(weights)} and {len(optimizer_vars)}. It was written by a different configuration."
+        if _META_KEY not in data.files:
+            raise CheckpointError(
+                f"Checkpoint {path} was written by an older mfef_keras (variables stored by position), which "
+                f"this version cannot restore safely. {_advice(path)}"
             )
-        for i, variable in enumerate(weights):
-            variable.assign(data[f"weight_{i}"])
-        for i, variable in enumerate(optimizer_vars):
-            variable.assign(data[f"optimizer_{i}"])
-        return json.loads(bytes(data["state"]).decode())
+        meta = json.loads(bytes(data[_META_KEY]).decode())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"Checkpoint {path} has format version {meta.get('format_version')!r} (mfef_keras "
+                f"{meta.get('mfef_keras_version', '?')}); this mfef_keras {__version__} reads version "
+                f"{FORMAT_VERSION}. {_advice(path)}"
+            )
+        # In the model's and the file's order: weights (stage by stage) before optimiser slots.
+        stored = [key for key in data.files if key not in (_META_KEY, _STATE_KEY)]
+        missing = [key for key in variables if key not in stored]
+        unexpected = [key for key in stored if key not in variables]
+        arrays = {key: data[key] for key in variables if key in stored}
+        reshaped = [
+            f"{key} {arrays[key].shape} vs {tuple(variables[key].shape)}"
+            for key in arrays
+            if arrays[key].shape != tuple(variables[key].shape)
+        ]
+        if missing or unexpected or reshaped:
+            raise _mismatch(path, meta, missing, unexpected, reshaped)
+        for key, array in arrays.items():
+            variables[key].assign(array)
+        return json.loads(bytes(data[_STATE_KEY]).decode())

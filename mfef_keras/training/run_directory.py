@@ -12,6 +12,7 @@ from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import TrainConfig
 
 CONFIG_FILE = "config.json"
+DATA_FILE = "data.json"
 
 
 class RunDirectoryError(ValueError):
@@ -49,6 +50,67 @@ def write_config(path: Path, config: TrainConfig) -> None:
     write_json_atomic(
         Path(path) / CONFIG_FILE, {"experiment_hash": config.experiment_hash(), "config": config.to_dict()}
     )
+
+
+def data_fingerprint(info, train_examples: int) -> dict:
+    """What a run's checkpoint depends on in its data: classes, split sizes, image shape, normalisation.
+
+    Args:
+        info: the dataset's `DatasetInfo`.
+        train_examples: training examples the run uses (the train split, or ``train_limit`` of it).
+    """
+    data = info.to_dict()
+    return {
+        "class_names": data["class_names"],
+        "splits": data["splits"],
+        "train_examples": train_examples,
+        "image_shape": data["image_shape"],
+        "mean": data["mean"],
+        "std": data["std"],
+    }
+
+
+def write_data_fingerprint(path: Path, fingerprint: dict) -> None:
+    """Record ``fingerprint`` (see `data_fingerprint`) in the run directory ``path``."""
+    write_json_atomic(Path(path) / DATA_FILE, fingerprint)
+
+
+def check_data_fingerprint(path: Path, fingerprint: dict) -> None:
+    """Refuse to resume the run in ``path`` if its data differs from the data it was started on.
+
+    Args:
+        path: the run directory.
+        fingerprint: `data_fingerprint` of the data now.
+
+    Raises:
+        RunDirectoryError: naming each change, e.g. ``train split: 1437 -> 2874 images``.
+    """
+    file = Path(path) / DATA_FILE
+    if not file.exists():
+        return
+    stored = json.loads(file.read_text())
+    changes = [
+        f"{split} split: {stored['splits'].get(split, 0)} -> {fingerprint['splits'].get(split, 0)} images"
+        for split in sorted(set(stored["splits"]) | set(fingerprint["splits"]))
+        if stored["splits"].get(split) != fingerprint["splits"].get(split)
+    ]
+    labels = {
+        "train_examples": "training examples used",
+        "class_names": "classes",
+        "image_shape": "image shape",
+        "mean": "normalisation mean",
+        "std": "normalisation std",
+    }
+    changes += [
+        f"{label}: {stored.get(key)} -> {fingerprint[key]}"
+        for key, label in labels.items()
+        if stored.get(key) != fingerprint[key]
+    ]
+    if changes:
+        raise RunDirectoryError(
+            f"Run directory {path} was started on different data ({'; '.join(changes)}), so its checkpoint "
+            "cannot be resumed. Restore the data, or choose another --run-dir, or delete that directory to start over."
+        )
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:

@@ -11,17 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfef_keras.student_dir import save_student_dir, write_json_atomic
-from mfef_keras.training.checkpoint import load_checkpoint, save_checkpoint
+from mfef_keras.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.custom_loop import CustomLoop
 from mfef_keras.training.devices import configure_cpu_devices, make_strategy
 from mfef_keras.training.environment import describe_environment
 from mfef_keras.training.plots import plot_training_curves
 from mfef_keras.training.run_directory import (
+    check_data_fingerprint,
     check_run_dir,
+    data_fingerprint,
     format_summary,
     summarize,
     write_config,
+    write_data_fingerprint,
     write_metrics,
 )
 
@@ -90,13 +93,14 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
         )
         distiller.compile(
             learning_rate=config.learning_rate,
-            lr_milestones=config.lr_milestones,
+            lr_milestones=config.effective_lr_milestones,
             lr_decay=config.lr_decay,
             student_weight_decay=config.student_weight_decay,
             fusion_weight_decay=config.fusion_weight_decay,
+            steps_per_epoch=steps_per_epoch,
             jit_compile=bool(config.jit),
         )
-        distiller.prepare(steps_per_epoch, config.epochs)
+        distiller.prepare()
     return distiller
 
 
@@ -127,6 +131,11 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
     info = dataset_info(config.dataset, config.data_dir)
     train_size = min(info.splits["train"], config.train_limit or info.splits["train"])
     steps_per_epoch = math.ceil(train_size / config.batch_size)
+    fingerprint = data_fingerprint(info, train_size)
+    if (run_dir / CHECKPOINT_FILE).exists():
+        # A checkpoint trained on other data (say, a folder that gained images) must not be resumed
+        # as if nothing changed; without one the run starts over and records the data anew.
+        check_data_fingerprint(run_dir, fingerprint)
 
     keras.mixed_precision.set_global_policy(config.precision)
     strategy = make_strategy(config.strategy)
@@ -146,6 +155,7 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
         state = load_checkpoint(checkpoint_source, distiller)
         if state is None:
             write_config(run_dir, config)
+            write_data_fingerprint(run_dir, fingerprint)
             write_json_atomic(run_dir / "environment.json", describe_environment(config.seed))
             state = {"epoch": 0, "history": []}
         elif state["epoch"] < config.epochs:
