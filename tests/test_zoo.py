@@ -457,6 +457,80 @@ def test_network_failures_fail_fast_with_a_clear_message(tmp_path, monkeypatch):
     assert _cache_files("x") == {".lock"}
 
 
+@contextlib.contextmanager
+def _endless_server(trickle: bool):
+    """An HTTP server on 127.0.0.1 whose body never ends: one byte per 0.2 s, or 64 kB blocks as fast as it can.
+
+    Yields its URL and a list whose single item counts the body bytes sent.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent, stop = [0], threading.Event()
+
+    def serve():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/gzip\r\n\r\n")
+            block = b"\0" if trickle else b"\0" * (1 << 16)
+            with contextlib.suppress(OSError):
+                while not stop.is_set():
+                    connection.sendall(block)
+                    sent[0] += len(block)
+                    if trickle:
+                        time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/endless.tar.gz#sha256={'0' * 64}", sent
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_a_trickling_download_ends_at_the_deadline(tmp_path, monkeypatch):
+    monkeypatch.setenv("MFEF_ZOO_DEADLINE", "1")
+    started = time.monotonic()
+    with _endless_server(trickle=True) as (url, sent):
+        with pytest.raises(DownloadError, match=r"took longer than \$MFEF_ZOO_DEADLINE=1 s"):
+            pull(url, progress=False)
+    assert time.monotonic() - started < 3 and sent[0] >= 3
+    assert _cache_files("endless") == {".lock"}
+
+
+def test_an_endless_download_stops_at_its_size_or_the_byte_cap(tmp_path, monkeypatch):
+    monkeypatch.setenv("MFEF_ZOO_MAX_BYTES", str(1 << 20))
+    with _endless_server(trickle=False) as (url, sent):
+        with pytest.raises(DownloadError, match=r"sent (\d+) bytes, more than \$MFEF_ZOO_MAX_BYTES=1048576") as caught:
+            pull(url, progress=False)
+    # Refused at the first read past the cap; the server got no further than its socket buffers allow.
+    received = int(re.search(r"sent (\d+) bytes", str(caught.value)).group(1))
+    assert 1 << 20 < received <= (1 << 20) + (1 << 16) and sent[0] < 16 << 20
+    assert _cache_files("endless") == {".lock"}
+    # A size pinned in the URL is the cap: the download stops at the first read beyond it.
+    with _endless_server(trickle=False) as (url, sent):
+        with pytest.raises(IntegrityError, match=r"more bytes than recorded.: expected 1000 bytes, got \d+\."):
+            pull(url + "&size=1000", progress=False)
+    assert _cache_files("endless") == {".lock"} and sent[0] < 16 << 20
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("MFEF_ZOO_DEADLINE", "-1"),
+        ("MFEF_ZOO_DEADLINE", "abc"),
+        ("MFEF_ZOO_MAX_BYTES", "1.5"),
+        ("MFEF_ZOO_TIMEOUT", "nan"),
+    ],
+)
+def test_bad_download_limits_are_refused_before_any_download(tmp_path, monkeypatch, no_network, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=rf"\${variable} must be a positive .*got '{value}'"):
+        pull(f"http://127.0.0.1:9/x.tar.gz#sha256={'0' * 64}", progress=False)
+    assert _cache_files("x") == {".lock"}
+
+
 def test_sources_are_checked_before_any_download(published, tmp_path, monkeypatch, no_network):
     with pytest.raises(ZooError, match="#sha256="):
         resolve_preset("https://example.invalid/resnet8_mfef.digits_s0.tar.gz")

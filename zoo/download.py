@@ -1,5 +1,8 @@
 """Fetching an archive by URL into a temporary file, with short timeouts, a progress bar and checks.
 
+Every download is bounded: ``$MFEF_ZOO_TIMEOUT`` per stall, ``$MFEF_ZOO_DEADLINE`` in all, and its
+recorded size (or ``$MFEF_ZOO_MAX_BYTES`` when none is recorded) in bytes.
+
 Implemented with urllib rather than `keras.utils.get_file`, which falls back to another
 folder when its cache folder is missing, keeps files that fail the hash check, and
 re-downloads a bad cached file instead of reporting it (spec §7, pitfall 3).
@@ -9,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import math
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,7 +26,11 @@ from mfef_keras.zoo.cache import ENV_OFFLINE, PART_PREFIX
 from mfef_keras.zoo.errors import DownloadError, IntegrityError
 
 ENV_TIMEOUT = "MFEF_ZOO_TIMEOUT"
+ENV_DEADLINE = "MFEF_ZOO_DEADLINE"
+ENV_MAX_BYTES = "MFEF_ZOO_MAX_BYTES"
 DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_DEADLINE_S = 3600.0
+DEFAULT_MAX_BYTES = 2 << 30
 NETWORK_SCHEMES = ("http", "https")
 CHUNK_BYTES = 1 << 16
 
@@ -31,13 +40,34 @@ def is_network_url(url: str) -> bool:
     return urllib.parse.urlsplit(url).scheme.lower() in NETWORK_SCHEMES
 
 
-def timeout_s() -> float:
-    """Seconds a connection or a read may stall: ``$MFEF_ZOO_TIMEOUT`` or 10."""
-    raw = os.environ.get(ENV_TIMEOUT)
+def _positive_env(name: str, default: float, convert: type, unit: str) -> float:
+    """``$name`` as a positive finite ``convert`` (int or float), or ``default`` when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        return float(raw) if raw else DEFAULT_TIMEOUT_S
+        value = convert(raw)
     except ValueError:
-        raise ValueError(f"${ENV_TIMEOUT} must be a number of seconds, got {raw!r}.") from None
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        what = "whole number" if convert is int else "number"
+        raise ValueError(f"${name} must be a positive {what} of {unit}, got {raw!r}.")
+    return value
+
+
+def timeout_s() -> float:
+    """Seconds a connection or a single read may stall: ``$MFEF_ZOO_TIMEOUT`` or 10."""
+    return _positive_env(ENV_TIMEOUT, DEFAULT_TIMEOUT_S, float, "seconds")
+
+
+def deadline_s() -> float:
+    """Seconds a whole download may take, however steadily bytes arrive: ``$MFEF_ZOO_DEADLINE`` or 3600."""
+    return _positive_env(ENV_DEADLINE, DEFAULT_DEADLINE_S, float, "seconds")
+
+
+def max_bytes() -> int:
+    """The most bytes a download of unrecorded size may bring: ``$MFEF_ZOO_MAX_BYTES`` or 2 GiB."""
+    return _positive_env(ENV_MAX_BYTES, DEFAULT_MAX_BYTES, int, "bytes")
 
 
 def _failure(label: str, url: str, reason: object) -> DownloadError:
@@ -51,6 +81,13 @@ def _size_error(label: str, expected: int, actual: int, when: str) -> IntegrityE
         file=label,
         expected=str(expected),
         actual=str(actual),
+    )
+
+
+def _too_large(label: str, count: int, verb: str) -> DownloadError:
+    return DownloadError(
+        f"{label} {verb} {count} bytes, more than ${ENV_MAX_BYTES}={max_bytes()}, the most a download of "
+        f"unrecorded size may bring. Pin its size (#sha256=<hex>&size=<bytes>) or raise ${ENV_MAX_BYTES}."
     )
 
 
@@ -71,7 +108,7 @@ def download(
         url: ``https://``, ``http://`` or ``file://`` URL of the archive.
         folder: where the temporary file goes (the cache folder, so the rename is atomic).
         sha256: expected hex sha256, or None to accept any content (the hash is returned).
-        size: expected size in bytes, or None if unknown.
+        size: expected size in bytes, or None if unknown (then at most ``$MFEF_ZOO_MAX_BYTES`` are accepted).
         progress: show a progress bar on stderr.
         label: how to name the download in messages (default: the URL).
 
@@ -79,16 +116,22 @@ def download(
         The temporary file and its sha256.
 
     Raises:
-        DownloadError: no connection, a timeout or an HTTP error.
+        DownloadError: no connection, a stall longer than ``$MFEF_ZOO_TIMEOUT``, a download longer than
+            ``$MFEF_ZOO_DEADLINE``, an unrecorded size above ``$MFEF_ZOO_MAX_BYTES``, or an HTTP error.
+        ValueError: one of those variables is not a positive number.
         IntegrityError: the size or the sha256 differs; the message gives both values.
     """
     # Imported here so that `import mfef_keras.zoo` needs nothing beyond the standard library.
     from tqdm.auto import tqdm
 
     label = label or url
+    # Read first, so that a bad setting is refused before anything is fetched or written.
+    stall_s, allowed_s = timeout_s(), deadline_s()
+    limit = size if size is not None else max_bytes()
+    started = time.monotonic()
     request = urllib.request.Request(url, headers={"User-Agent": f"mfef-keras/{__version__}"})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout_s())
+        response = urllib.request.urlopen(request, timeout=stall_s)
     except urllib.error.HTTPError as error:
         raise _failure(label, url, f"HTTP {error.code} {error.reason}") from None
     except urllib.error.URLError as error:
@@ -97,25 +140,35 @@ def download(
         raise _failure(label, url, error) from None
     with response:
         announced = response.headers.get("Content-Length")
-        if size is not None and announced is not None and announced.isdigit() and int(announced) != size:
-            raise _size_error(label, size, int(announced), "(announced by the server)")
-        total = size if size is not None else (int(announced) if announced and announced.isdigit() else None)
+        announced = int(announced) if announced and announced.isdigit() else None
+        if size is not None and announced is not None and announced != size:
+            raise _size_error(label, size, announced, "(announced by the server)")
+        if size is None and announced is not None and announced > limit:
+            raise _too_large(label, announced, "announces")
         handle = tempfile.NamedTemporaryFile(dir=folder, prefix=PART_PREFIX, delete=False)
         try:
             digest, received = hashlib.sha256(), 0
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress)
+            bar = tqdm(total=size or announced, unit="B", unit_scale=True, desc=label, disable=not progress)
             with handle, bar:
                 while True:
                     try:
-                        chunk = response.read(CHUNK_BYTES)
+                        # read1 returns what has arrived; read() would wait for a whole chunk of a trickle.
+                        chunk = response.read1(CHUNK_BYTES)
                     except (OSError, http.client.HTTPException) as error:
                         raise _failure(label, url, error) from None
+                    if time.monotonic() - started > allowed_s:
+                        raise DownloadError(
+                            f"Cannot fetch {label} from {url}: it took longer than ${ENV_DEADLINE}={allowed_s:g} s "
+                            f"({received} bytes received). Raise ${ENV_DEADLINE} for a slow connection."
+                        )
                     if not chunk:
                         break
                     received += len(chunk)
-                    # Stop as soon as the file is longer than recorded instead of filling the disk.
-                    if size is not None and received > size:
-                        raise _size_error(label, size, received, "(more bytes than recorded)")
+                    # Stop as soon as the file is longer than recorded (or allowed) instead of filling the disk.
+                    if received > limit:
+                        if size is not None:
+                            raise _size_error(label, size, received, "(more bytes than recorded)")
+                        raise _too_large(label, received, "sent")
                     digest.update(chunk)
                     handle.write(chunk)
                     bar.update(len(chunk))

@@ -35,7 +35,7 @@ from mfef_keras.zoo.hashing import check_file, sha256_file
 from mfef_keras.zoo.preset import PRESET_FILE, verify_preset
 from mfef_keras.zoo.registry import find_entry
 
-_FRAGMENT = re.compile(r"^sha256=([0-9a-fA-F]{64})$")
+_FRAGMENT = re.compile(r"^sha256=([0-9a-fA-F]{64})(?:&size=([0-9]+))?$")
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,14 @@ class Source:
     folder: Path | None = None
 
 
-def _fragment_sha256(fragment: str, url: str) -> str | None:
+def _fragment_pins(fragment: str, url: str) -> tuple[str | None, int | None]:
+    """The (sha256, size) a URL fragment ``sha256=<hex>[&size=<bytes>]`` pins; (None, None) without one."""
     if not fragment:
-        return None
+        return None, None
     match = _FRAGMENT.match(fragment)
     if not match:
-        raise ZooError(f"The URL fragment of {url} must be #sha256=<64 hex digits>, got #{fragment}.")
-    return match.group(1).lower()
+        raise ZooError(f"The URL fragment of {url} must be #sha256=<64 hex digits>[&size=<bytes>], got #{fragment}.")
+    return match.group(1).lower(), None if match.group(2) is None else int(match.group(2))
 
 
 def _local_source(path: Path, sha256: str | None, label: str) -> Source:
@@ -78,7 +79,13 @@ def _local_source(path: Path, sha256: str | None, label: str) -> Source:
     if path.is_file() and is_archive_name(path.name):
         # A local archive needs no pinned hash: hash it now, so its cache entry can be found.
         pinned = sha256 or sha256_file(path)
-        return Source(label=label, key=_archive_key(path.name), url=path.resolve().as_uri(), sha256=pinned)
+        return Source(
+            label=label,
+            key=_archive_key(path.name),
+            url=path.resolve().as_uri(),
+            sha256=pinned,
+            size=path.stat().st_size,
+        )
     if path.exists():
         raise ZooError(f"{path} is neither a preset folder nor a .tar.gz preset archive.")
     raise FileNotFoundError(f"No preset folder or archive at {path}.")
@@ -95,7 +102,8 @@ def parse_source(source: str | os.PathLike, allow_unverified: bool = False) -> S
     Args:
         source: a zoo name (or a pattern matching one), a preset folder, a ``.tar.gz``
             path, a ``file://`` URL, or an ``https://``/``http://`` URL of a ``.tar.gz``
-            with ``#sha256=<hex>`` (unless ``allow_unverified``).
+            with ``#sha256=<hex>`` (unless ``allow_unverified``) and optionally ``&size=<bytes>``, which
+            stops the download as soon as more bytes arrive.
         allow_unverified: accept a remote archive whose sha256 is not given.
     """
     if isinstance(source, os.PathLike):
@@ -104,7 +112,7 @@ def parse_source(source: str | os.PathLike, allow_unverified: bool = False) -> S
     if "://" in text:
         parts = urllib.parse.urlsplit(text)
         scheme = parts.scheme.lower()
-        sha256 = _fragment_sha256(parts.fragment, text)
+        sha256, size = _fragment_pins(parts.fragment, text)
         if scheme == "file":
             if parts.netloc not in ("", "localhost"):
                 raise ZooError(f"{text}: file:// URLs must name a local path (file:///path).")
@@ -121,7 +129,7 @@ def parse_source(source: str | os.PathLike, allow_unverified: bool = False) -> S
                 "or pass allow_unverified=True (--allow-unverified) to accept any content."
             )
         url = urllib.parse.urlunsplit(parts._replace(fragment=""))
-        return Source(label=text, key=_archive_key(Path(parts.path).name), url=url, sha256=sha256)
+        return Source(label=text, key=_archive_key(Path(parts.path).name), url=url, sha256=sha256, size=size)
     path = Path(text).expanduser()
     if path.exists() or os.sep in text or text.startswith(".") or is_archive_name(text):
         return _local_source(path, None, text)
