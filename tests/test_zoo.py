@@ -599,13 +599,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes = b"x", **attributes) -> N
         ("preset/hard", {"type": tarfile.LNKTYPE, "linkname": "preset/preset.json"}, "is a link"),
         ("preset/null", {"type": tarfile.CHRTYPE, "devmajor": 1, "devminor": 3}, "device"),
         ("preset/preset.json", {}, "appears twice"),
-        ("preset/preset.json/inner", {}, "inside another member"),
+        ("preset/preset.json/inner", {"type": tarfile.DIRTYPE}, "inside another member"),
     ],
 )
 def test_unsafe_archives_are_refused_and_nothing_is_written(tmp_path, member, attributes, message):
     archive = tmp_path / "evil.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        _add(tar, "preset/preset.json", b"{}")
+        _add(tar, "preset/preset.json", json.dumps({"files": {}}).encode())
         _add(tar, member, **attributes)
     box = tmp_path / "box"
     with pytest.raises(UnsafeArchiveError, match=message):
@@ -615,6 +615,68 @@ def test_unsafe_archives_are_refused_and_nothing_is_written(tmp_path, member, at
     with pytest.raises(UnsafeArchiveError, match=message):
         resolve_preset(archive)
     assert _cache_files("evil") == {".lock"}
+
+
+def _preset_archive(path: Path, members: dict[str, int], listed: dict[str, int]) -> Path:
+    """A .tar.gz whose preset.json lists ``listed`` (name -> size) and which holds ``members`` (name -> zero bytes)."""
+    index = {"format": "mfef-zoo-preset/1", "files": {n: {"sha256": "0" * 64, "size": k} for n, k in listed.items()}}
+    with tarfile.open(path, "w:gz") as tar:
+        _add(tar, "preset/preset.json", json.dumps(index).encode())
+        for name, size in members.items():
+            info = tarfile.TarInfo(f"preset/{name}")
+            info.size = size
+            tar.addfile(info, io.BytesIO(bytes(size)))
+    return path
+
+
+def test_an_archive_member_larger_than_its_preset_json_says_is_refused_before_writing(tmp_path):
+    # 16 MiB of zeros pack into 16 kB: a member that preset.json says holds 100 bytes.
+    archive = _preset_archive(tmp_path / "bomb.tar.gz", {"model.keras": 16 << 20}, {"model.keras": 100})
+    assert archive.stat().st_size < 100_000
+    with pytest.raises(UnsafeArchiveError, match="'preset/model.keras' declares 16777216 bytes but .* lists 100"):
+        extract_archive(archive, tmp_path / "target")
+    assert not any((tmp_path / "target").iterdir())
+    with pytest.raises(UnsafeArchiveError, match="declares 16777216 bytes"):
+        resolve_preset(archive)
+    assert _cache_files("bomb") == {".lock"}
+
+    # Files packed before preset.json are compared with it once it is read.
+    late = tmp_path / "late.tar.gz"
+    with tarfile.open(late, "w:gz") as tar:
+        _add(tar, "preset/model.keras", bytes(1000))
+        _add(tar, "preset/preset.json", json.dumps({"files": {"model.keras": {"size": 100}}}).encode())
+    with pytest.raises(UnsafeArchiveError, match="'preset/model.keras' declares 1000 bytes but .* lists 100"):
+        extract_archive(late, tmp_path / "target")
+    unlisted = _preset_archive(tmp_path / "unlisted.tar.gz", {"extra.bin": 10}, {})
+    with pytest.raises(UnsafeArchiveError, match="'preset/extra.bin' is not listed in preset/preset.json"):
+        extract_archive(unlisted, tmp_path / "target")
+    assert not any((tmp_path / "target").iterdir())
+
+
+def test_an_archive_larger_than_the_byte_cap_is_refused_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setenv("MFEF_ZOO_MAX_BYTES", str(1 << 20))
+    sizes = {"model.keras": 1 << 19, "metadata.json": (1 << 19) + 1}
+    archive = _preset_archive(tmp_path / "big.tar.gz", sizes, sizes)
+    message = r"metadata.json. brings the archive to \d+ bytes unpacked, more than \$MFEF_ZOO_MAX_BYTES=1048576"
+    with pytest.raises(UnsafeArchiveError, match=message):
+        extract_archive(archive, tmp_path / "target")
+    assert not any((tmp_path / "target").iterdir())
+
+
+def test_a_member_stream_longer_than_its_header_stops_at_the_declared_size(tmp_path, monkeypatch):
+    archive = _preset_archive(tmp_path / "liar.tar.gz", {"model.keras": 100}, {"model.keras": 100})
+    extractfile = tarfile.TarFile.extractfile
+
+    def longer(self, member):
+        stream = extractfile(self, member)
+        if not member.name.endswith("model.keras"):
+            return stream
+        return io.BytesIO(stream.read() + bytes(1 << 20))
+
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", longer)
+    with pytest.raises(UnsafeArchiveError, match="'preset/model.keras' holds more than the 100 bytes it declares"):
+        extract_archive(archive, tmp_path / "target")
+    assert (tmp_path / "target" / "preset" / "model.keras").stat().st_size <= 100
 
 
 # ---------------------------------------------------------------- the command line

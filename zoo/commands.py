@@ -41,7 +41,8 @@ def zoo_group() -> None:
     Manifests: the package's own, plus files named in $MFEF_ZOO_MANIFEST
     Timeout:   $MFEF_ZOO_TIMEOUT seconds per network stall (default 10)
     Deadline:  $MFEF_ZOO_DEADLINE seconds per download in all (default 3600)
-    Max size:  $MFEF_ZOO_MAX_BYTES bytes per download of unrecorded size (default 2147483648)
+    Max size:  $MFEF_ZOO_MAX_BYTES bytes per download of unrecorded size, and per unpacked preset
+               (default 2147483648)
     """
 
 
