@@ -194,3 +194,14 @@ def test_summary_takes_best_and_last():
     assert summary["ensemble"]["last"] == 0.8
     tied = summarize([{**history[1], "epoch": 3}, *history], 2, has_fused=False)
     assert tied["s0"]["best_epoch"] == 3
+
+
+def test_a_run_written_with_other_spellings_of_the_same_values_is_the_same_experiment(tmp_path):
+    # config.json as an earlier version wrote it: integers where floats are declared, its own hash.
+    run = tmp_path / "run"
+    run.mkdir()
+    stored = TrainConfig(epochs=3).to_dict() | {"rampup_epochs": 1, "learning_rate": 1}
+    (run / "config.json").write_text(json.dumps({"experiment_hash": "0" * 16, "config": stored}))
+    assert check_run_dir(run, TrainConfig(epochs=3, rampup_epochs=1.0, learning_rate=1.0))
+    with pytest.raises(RunDirectoryError, match=r"differs in: learning_rate, rampup_epochs\)"):
+        check_run_dir(run, TrainConfig(epochs=3))

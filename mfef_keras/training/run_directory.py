@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
-from mfef_keras.training.config import TrainConfig
+from mfef_keras.training.config import EXECUTION_KEYS, TrainConfig
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
@@ -28,9 +28,8 @@ def check_run_dir(path: Path, config: TrainConfig) -> bool:
         config_file = path / CONFIG_FILE
         if config_file.exists():
             stored = json.loads(config_file.read_text())
-            if stored.get("experiment_hash") != config.experiment_hash():
-                current = config.to_dict()
-                changed = sorted(k for k, v in stored.get("config", {}).items() if current.get(k) != v)
+            changed = _differences(stored.get("config", {}), config)
+            if stored.get("experiment_hash") != config.experiment_hash() and changed:
                 raise RunDirectoryError(
                     f"Run directory {path} belongs to a different configuration (differs in: {', '.join(changed)}). "
                     "Choose another --run-dir, or delete that directory to start over."
@@ -44,6 +43,22 @@ def check_run_dir(path: Path, config: TrainConfig) -> bool:
     if not os.access(parent, os.W_OK):
         raise RunDirectoryError(f"Cannot create run directory {path}: {parent} is not writable.")
     return False
+
+
+def _differences(stored: dict, config: TrainConfig) -> list[str]:
+    """The keys of what a run computes in which ``stored`` (a run's config.json) differs from ``config``.
+
+    The stored values pass through `TrainConfig` first, so a run written before a value's spelling or type
+    was normalised (``80`` for ``80.0``) still counts as the same experiment.
+    """
+    try:
+        stored = TrainConfig(**stored).to_dict()
+    except (TypeError, ValueError):
+        pass
+    current = config.to_dict()
+    return sorted(
+        k for k in stored.keys() | current.keys() if k not in EXECUTION_KEYS and stored.get(k) != current.get(k)
+    )
 
 
 def write_config(path: Path, config: TrainConfig) -> None:
