@@ -98,7 +98,7 @@ def main() -> None:
 
     distiller = OnlineDistiller([get_backbone("resnet32", 100) for _ in range(2)], method="mfef")
     distiller.compile()
-    distiller.prepare(steps_per_epoch=100, epochs=300)
+    distiller.prepare(steps_per_epoch=100)
     rng = np.random.default_rng(0)
     batch = (
         rng.normal(size=(BATCH, *CIFAR_SHAPE)).astype(np.float32),

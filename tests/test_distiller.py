@@ -38,7 +38,7 @@ def _kd(teacher, student, t=3.0):
 def test_fusion_objective_matches_hand_computation_at_epoch_40():
     d = make("ffl")
     d.compile()
-    d.prepare(steps_per_epoch=10, epochs=300)
+    d.prepare(steps_per_epoch=10)
     d.student_optimizer.iterations.assign(405)  # epoch 40
     rng = np.random.default_rng(1)
     z = [rng.normal(size=(6, CLASSES)).astype("float32") for _ in range(2)]
@@ -99,7 +99,7 @@ def test_each_method_lowers_the_training_loss(method):
     x, y = batch(16)
     d = make(method, rampup_epochs=0)
     d.compile(learning_rate=0.05)
-    d.prepare(steps_per_epoch=1, epochs=100)
+    d.prepare(steps_per_epoch=1)
 
     def loss_now():
         return float(d.loss_terms(y, *d._forward(x, training=True))["loss"])
@@ -124,22 +124,23 @@ def test_fit_and_evaluate_report_every_term_and_accuracy():
 def test_two_optimizers_with_their_own_weight_decay_and_schedule():
     x, y = batch(8)
     d = make("mfef")
-    d.compile(student_weight_decay=1e-4, fusion_weight_decay=1e-5)
+    d.compile(student_weight_decay=1e-4, fusion_weight_decay=1e-5, lr_milestones=(2, 3))
     d.fit(x, y, batch_size=8, epochs=4, verbose=0)
     assert d.student_optimizer is not d.fusion_optimizer
     assert int(d.student_optimizer.iterations) == 4 and int(d.fusion_optimizer.iterations) == 4
     student_ids = {id(v) for v in d.students_net.trainable_variables}
     assert {id(v) for v in d.fusion_optimizer._trainable_variables}.isdisjoint(student_ids)
-    # the recipe's schedule: x0.1 at half and three quarters of the epochs given to fit
-    lr = d.student_optimizer.learning_rate
-    assert float(lr) == pytest.approx(0.001)
+    # x0.1 at epochs 2 and 3: the fourth epoch (index 3) ran at 0.001
+    d.student_optimizer.iterations.assign(3)
+    d.fusion_optimizer.iterations.assign(3)
+    assert float(d.student_optimizer.learning_rate) == float(d.fusion_optimizer.learning_rate) == pytest.approx(1e-3)
 
 
 def test_l2_weight_decay_is_added_to_the_gradient():
     # With a zero loss gradient, one SGD step (no momentum history) moves w by lr * wd * w.
     d = make("independent")
     d.compile(student_optimizer=keras.optimizers.SGD(0.5), student_weight_decay=0.1)
-    d.prepare(steps_per_epoch=1, epochs=1)
+    d.prepare(steps_per_epoch=1)
     variables = d.students_net.trainable_variables
     before = [v.numpy().copy() for v in variables]
     d._apply_gradients([tf.zeros_like(v) for v in variables], variables, [], None)
@@ -207,6 +208,68 @@ def test_recipe_optimizers_are_pytorch_sgd():
     assert d.student_optimizer is user and type(d.fusion_optimizer) is PyTorchSGD
 
 
+def test_recipe_learning_rate_decays_at_epochs_150_and_225():
+    d = make("ffl")
+    d.compile()
+    d.prepare(steps_per_epoch=10)
+    for optimizer in (d.student_optimizer, d.fusion_optimizer):
+        rates = []
+        for step in (0, 1499, 1500, 2249, 2250, 2999):
+            optimizer.iterations.assign(step)
+            rates.append(float(optimizer.learning_rate))
+        assert rates == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def _fit_recording_rates(d, x, y, epochs, per_call):
+    """Fits ``epochs`` epochs, ``per_call`` at a time; the learning rate each epoch began with and the logs."""
+    rates = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: rates.append(float(d.student_optimizer.learning_rate))
+    )
+    kd_weights = []
+    for start in range(0, epochs, per_call):
+        history = d.fit(
+            x,
+            y,
+            batch_size=4,
+            epochs=start + per_call,
+            initial_epoch=start,
+            verbose=0,
+            shuffle=False,
+            callbacks=[record],
+        )
+        kd_weights += history.history["kd_weight"]
+    return rates, kd_weights
+
+
+def test_fit_in_a_loop_follows_the_same_schedule_as_one_fit_call():
+    x, y = batch(8)
+    one_call = make("ffl", rampup_epochs=3)
+    weights = one_call.get_weights()
+    one_call.compile(lr_milestones=(1, 2))
+    loop = make("ffl", rampup_epochs=3)
+    loop.set_weights(weights)
+    loop.compile(lr_milestones=(1, 2))
+    rates, kd_weights = _fit_recording_rates(one_call, x, y, epochs=4, per_call=4)
+    assert (rates, kd_weights) == _fit_recording_rates(loop, x, y, epochs=4, per_call=1)
+    assert one_call.steps_per_epoch == loop.steps_per_epoch == 2
+    assert rates == pytest.approx([0.1, 0.01, 0.001, 0.001])
+    assert kd_weights == pytest.approx([np.exp(-5 * (1 - min(e, 3) / 3) ** 2) for e in range(4)], rel=1e-6)
+    for a, b in zip(one_call.get_weights(), loop.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_steps_per_epoch_given_to_compile_wins_over_the_data_and_stays_fixed():
+    x, y = batch(8)
+    d = make("ffl")
+    d.compile(steps_per_epoch=5)
+    d.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert d.steps_per_epoch == 5 and d.get_compile_config()["steps_per_epoch"] == 5
+    d.prepare(steps_per_epoch=5)
+    with pytest.raises(ValueError, match="steps_per_epoch is fixed at 5.*got 2"):
+        d.prepare(steps_per_epoch=2)
+
+
 def test_rampup_follows_the_step_counter():
     x, y = batch(8)
     d = make("ffl", rampup_epochs=80)
@@ -239,13 +302,33 @@ def test_get_student_and_best_student_are_standalone(tmp_path):
 def test_distiller_keras_round_trip(tmp_path, topology):
     x, y = batch(8)
     d = make("mfef", topology=topology, ablate=("spatial_attention",))
-    d.compile(learning_rate=0.02)
-    d.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    d.compile(learning_rate=0.02, lr_milestones=(30, 45), fusion_weight_decay=0)
+    d.fit(x, y, batch_size=4, epochs=1, verbose=0)
     path = tmp_path / "distiller.keras"
     d.save(path)
     loaded = keras.saving.load_model(path)
     assert (loaded.method, loaded.ablate, loaded.num_students) == ("mfef", ("spatial_attention",), 2)
-    assert loaded.get_compile_config()["learning_rate"] == 0.02
+    assert (
+        loaded.get_compile_config()
+        == d.get_compile_config()
+        == dict(
+            learning_rate=0.02,
+            lr_milestones=[30, 45],
+            lr_decay=0.1,
+            student_weight_decay=1e-4,
+            fusion_weight_decay=0.0,
+            steps_per_epoch=2,
+        )
+    )
+    # the optimisers come back built, with their state: step counter and one buffer per variable
+    for ours, theirs, net in (
+        (d.student_optimizer, loaded.student_optimizer, d.students_net),
+        (d.fusion_optimizer, loaded.fusion_optimizer, d.fusion),
+    ):
+        assert len(theirs.variables) == len(ours.variables) == 1 + len(net.trainable_variables)
+        assert int(theirs.iterations) == 2
+        for a, b in zip(ours.variables, theirs.variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
     a, b = d.predict(x, verbose=0), loaded.predict(x, verbose=0)
     for key in a:
         np.testing.assert_allclose(a[key], b[key], atol=1e-5)
@@ -363,11 +446,35 @@ def test_bad_distiller_arguments(call, match):
         call()
 
 
-def test_bad_compile_and_student_index():
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"lr_milestones": (150, -1)},
+            r"lr_milestones must be a sequence of epochs \(finite numbers >= 0\), got \(150, -1\)",
+        ),
+        ({"lr_milestones": 150}, "lr_milestones must be a sequence of epochs.*got 150"),
+        ({"lr_milestones": (0.5, "x")}, "lr_milestones must be a sequence of epochs"),
+        ({"learning_rate": 0}, "learning_rate must be a finite number > 0, got 0"),
+        ({"learning_rate": float("nan")}, "learning_rate must be a finite number > 0, got nan"),
+        ({"lr_decay": float("inf")}, "lr_decay must be a finite number > 0, got inf"),
+        ({"student_weight_decay": -1}, "student_weight_decay must be a finite number >= 0, got -1"),
+        ({"fusion_weight_decay": None}, "fusion_weight_decay must be a finite number >= 0, got None"),
+        ({"steps_per_epoch": 0}, "steps_per_epoch must be an integer >= 1, got 0"),
+        ({"steps_per_epoch": 2.5}, "steps_per_epoch must be an integer >= 1, got 2.5"),
+    ],
+)
+def test_bad_compile_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make("ffl").compile(**kwargs)
+
+
+def test_bad_prepare_and_student_index():
     d = make("ffl")
-    with pytest.raises(ValueError, match="student_weight_decay must be >= 0"):
-        d.compile(student_weight_decay=-1)
     with pytest.raises(ValueError, match=r"Student index must be in \[0, 1\], got 2"):
         d.get_student(2)
     with pytest.raises(RuntimeError, match="compile"):
-        d.prepare(1, 1)
+        d.prepare(1)
+    d.compile()
+    with pytest.raises(ValueError, match="steps per epoch are not known yet"):
+        d.prepare()

@@ -13,7 +13,13 @@ from mfef_keras._names import unknown_name_error
 from mfef_keras.distill.fusion_module import build_fusion_module
 from mfef_keras.distill.losses import KDLoss, rampup_weight
 from mfef_keras.distill.pytorch_sgd import PyTorchSGD
-from mfef_keras.distill.schedules import MultiStepDecay
+from mfef_keras.distill.schedules import (
+    MultiStepDecay,
+    checked_milestones,
+    checked_number,
+    checked_steps_per_epoch,
+    epoch_at_step,
+)
 from mfef_keras.models.registry import feature_layer
 
 METHODS = ("mfef", "ffl", "dml", "independent")
@@ -159,9 +165,6 @@ class OnlineDistiller(keras.Model):
                 kernel_size=self.kernel_size,
                 sync_batchnorm=self.sync_batchnorm,
             )
-        self._steps_per_epoch = self.add_weight(
-            shape=(), dtype="int64", initializer="ones", trainable=False, name="steps_per_epoch"
-        )
         self._ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="ce")
         self._kd = KDLoss(temperature=self.temperature, epsilon=1e-7)
         self._mutual_kl = KDLoss(temperature=1.0, epsilon=0.0, name="mutual_kl")
@@ -227,12 +230,20 @@ class OnlineDistiller(keras.Model):
         outputs["ensemble"] = _ensemble_probabilities(logits)
         return outputs
 
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps per epoch, which turn the step counter into epochs; None until fixed.
+
+        Given to `compile`, or else fixed by the first `fit` (or `prepare`) and kept from then on.
+        The learning-rate schedule and ``w(t)`` both read it, so they cannot disagree on the epoch.
+        """
+        return None if self._optimizer_settings is None else self._optimizer_settings["steps_per_epoch"]
+
     def kd_weight(self):
         """The current ramp-up weight ``w(t)``, with ``t`` the epoch read from the student optimizer's step."""
-        if self.student_optimizer is None:
+        if self.student_optimizer is None or self.steps_per_epoch is None:
             return rampup_weight(0, self.rampup_epochs)
-        epoch = ops.floor_divide(ops.cast(self.student_optimizer.iterations, "int64"), self._steps_per_epoch)
-        return rampup_weight(epoch, self.rampup_epochs)
+        return rampup_weight(epoch_at_step(self.student_optimizer.iterations, self.steps_per_epoch), self.rampup_epochs)
 
     def loss_terms(self, labels, logits: list, fused=None) -> dict:
         """Each loss term (batch mean, scaled for `tf.distribute`) and the total under ``"loss"``."""
@@ -324,29 +335,36 @@ class OnlineDistiller(keras.Model):
         student_optimizer: keras.optimizers.Optimizer | None = None,
         fusion_optimizer: keras.optimizers.Optimizer | None = None,
         learning_rate: float = 0.1,
-        lr_milestones: Sequence[float] = (0.5, 0.75),
+        lr_milestones: Sequence[float] = (150, 225),
         lr_decay: float = 0.1,
         student_weight_decay: float = 1e-4,
         fusion_weight_decay: float = 1e-5,
+        steps_per_epoch: int | None = None,
         jit_compile: bool | str = "auto",
         steps_per_execution: int = 1,
     ):
         """Configure training; with no arguments, the FFL recipe.
 
-        The default optimisers are SGD (momentum 0.9, Nesterov) with a step schedule:
-        ``learning_rate``, multiplied by ``lr_decay`` at the fractions ``lr_milestones``
-        of the epochs given to `fit` (150 and 225 of 300 in the recipe). They are made
-        by `fit` (or `prepare`) once the steps per epoch are known.
+        The default optimisers are `PyTorchSGD` (PyTorch's momentum form; momentum 0.9,
+        Nesterov) with a step schedule: ``learning_rate``, multiplied by ``lr_decay`` at
+        each epoch of ``lr_milestones`` (like PyTorch's ``MultiStepLR``). The schedule and
+        the ramp-up ``w(t)`` read the epoch from the student optimiser's step counter and
+        `steps_per_epoch`, so any way of calling `fit` (one call for all epochs, or one call
+        per epoch with ``initial_epoch``) trains with the same rates. The optimisers are made
+        by `fit` (or `prepare`) once the steps per epoch are known. A user-supplied optimiser
+        keeps its own update rule and schedule; the L2 terms are added for it too.
 
         Args:
             student_optimizer: optimiser for every student weight (default: recipe SGD).
             fusion_optimizer: optimiser for the fusion path (default: recipe SGD).
             learning_rate: initial rate of the default optimisers.
-            lr_milestones: fractions of the training epochs at which the rate decays.
+            lr_milestones: epochs (from 0) at whose start the rate is multiplied by ``lr_decay``.
             lr_decay: decay factor at each milestone.
             student_weight_decay: L2 coefficient added to student gradients (PyTorch
                 SGD ``weight_decay`` meaning, not decoupled).
             fusion_weight_decay: L2 coefficient added to fusion-path gradients.
+            steps_per_epoch: optimiser steps per epoch; None lets the first `fit` take them
+                from its data. Fixed from then on.
             jit_compile: XLA compilation of the steps (``"auto"`` is off on CPU).
             steps_per_execution: batches run per `tf.function` call.
         """
@@ -354,22 +372,13 @@ class OnlineDistiller(keras.Model):
             raise RuntimeError(
                 f"OnlineDistiller trains with the TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}."
             )
-        for name, value in (
-            ("student_weight_decay", student_weight_decay),
-            ("fusion_weight_decay", fusion_weight_decay),
-        ):
-            if float(value) < 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}.")
-        if any(not 0 < float(m) <= 1 for m in lr_milestones):
-            raise ValueError(
-                f"lr_milestones are fractions of the training epochs in (0, 1], got {list(lr_milestones)}."
-            )
         self._optimizer_settings = dict(
-            learning_rate=float(learning_rate),
-            lr_milestones=tuple(float(m) for m in lr_milestones),
-            lr_decay=float(lr_decay),
-            student_weight_decay=float(student_weight_decay),
-            fusion_weight_decay=float(fusion_weight_decay),
+            learning_rate=checked_number("learning_rate", learning_rate, inclusive=False),
+            lr_milestones=checked_milestones(lr_milestones),
+            lr_decay=checked_number("lr_decay", lr_decay, inclusive=False),
+            student_weight_decay=checked_number("student_weight_decay", student_weight_decay),
+            fusion_weight_decay=checked_number("fusion_weight_decay", fusion_weight_decay),
+            steps_per_epoch=None if steps_per_epoch is None else checked_steps_per_epoch(steps_per_epoch),
         )
         self.student_optimizer = self._maybe_loss_scaled(student_optimizer)
         self.fusion_optimizer = self._maybe_loss_scaled(fusion_optimizer) if self.fusion is not None else None
@@ -385,32 +394,43 @@ class OnlineDistiller(keras.Model):
     def _uses_float16(self) -> bool:
         return any(layer.compute_dtype == "float16" for layer in self.students_net.layers)
 
-    def _default_optimizer(self, steps_per_epoch: int, epochs: int, name: str):
+    def _default_optimizer(self, name: str):
         s = self._optimizer_settings
-        schedule = MultiStepDecay(
-            s["learning_rate"], steps_per_epoch, [round(m * epochs) for m in s["lr_milestones"]], s["lr_decay"]
-        )
-        optimizer = PyTorchSGD(schedule, momentum=0.9, nesterov=True, name=name)
-        return self._maybe_loss_scaled(optimizer)
+        schedule = MultiStepDecay(s["learning_rate"], self.steps_per_epoch, s["lr_milestones"], s["lr_decay"])
+        return self._maybe_loss_scaled(PyTorchSGD(schedule, momentum=0.9, nesterov=True, name=name))
 
-    def prepare(self, steps_per_epoch: int, epochs: int) -> None:
-        """Create the default optimisers for ``epochs`` of ``steps_per_epoch`` steps and build their state.
+    def prepare(self, steps_per_epoch: int | None = None) -> None:
+        """Fix the steps per epoch, create the default optimisers and build the optimisers' state.
 
         `fit` calls this; call it yourself to restore optimiser state before training.
+
+        Args:
+            steps_per_epoch: optimiser steps per epoch, if `compile` or an earlier `fit` or
+                `prepare` has not fixed them yet; once fixed, only the same value is accepted.
         """
         if self._optimizer_settings is None:
             raise RuntimeError("Call compile() before fit() or prepare().")
-        steps_per_epoch = int(steps_per_epoch)
-        if steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}.")
-        self._steps_per_epoch.assign(steps_per_epoch)
+        if steps_per_epoch is not None:
+            steps_per_epoch = checked_steps_per_epoch(steps_per_epoch)
+            if self.steps_per_epoch is None:
+                self._optimizer_settings["steps_per_epoch"] = steps_per_epoch
+            elif steps_per_epoch != self.steps_per_epoch:
+                raise ValueError(
+                    f"steps_per_epoch is fixed at {self.steps_per_epoch} (the schedule and w(t) count epochs in "
+                    f"it), got {steps_per_epoch}; compile() again to change it."
+                )
+        if self.steps_per_epoch is None:
+            raise ValueError(
+                "The steps per epoch are not known yet: pass prepare(steps_per_epoch=...) or "
+                "compile(steps_per_epoch=...), or call fit()."
+            )
         # Optimiser state must live in the model's strategy (mirrored under tf.distribute),
         # even when fit() is called outside strategy.scope() as Keras allows.
         with self.distribute_strategy.scope():
             if self.student_optimizer is None:
-                self.student_optimizer = self._default_optimizer(steps_per_epoch, epochs, "student_sgd")
+                self.student_optimizer = self._default_optimizer("student_sgd")
             if self.fusion is not None and self.fusion_optimizer is None:
-                self.fusion_optimizer = self._default_optimizer(steps_per_epoch, epochs, "fusion_sgd")
+                self.fusion_optimizer = self._default_optimizer("fusion_sgd")
             if not self.student_optimizer.built:
                 self.student_optimizer.build(self.students_net.trainable_variables)
             if self.fusion_optimizer is not None and not self.fusion_optimizer.built:
@@ -434,8 +454,11 @@ class OnlineDistiller(keras.Model):
         raise ValueError("Cannot tell the steps per epoch of this input; pass steps_per_epoch.")
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, steps_per_epoch=None, **kwargs):
-        """`keras.Model.fit`, after making the default optimisers for this many epochs."""
-        self.prepare(self._steps_in(x, batch_size, steps_per_epoch), epochs)
+        """`keras.Model.fit`, after `prepare`; the first call fixes the steps per epoch from its data if not fixed."""
+        if self._optimizer_settings is not None and self.steps_per_epoch is None:
+            self.prepare(self._steps_in(x, batch_size, steps_per_epoch))
+        else:
+            self.prepare()
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch, **kwargs)
 
     # -------------------------------------------------------------- students
@@ -498,3 +521,7 @@ class OnlineDistiller(keras.Model):
 
     def compile_from_config(self, config):
         self.compile(**config)
+        if self.steps_per_epoch is not None:
+            # Build the optimisers now, as Keras does for its own, so that a saved model's
+            # optimiser state has variables to load into.
+            self.prepare()

@@ -2,10 +2,49 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import keras
 from keras import ops
+
+
+def checked_number(name: str, value, minimum: float = 0.0, inclusive: bool = True) -> float:
+    """``value`` as a float, or a ValueError naming it and what is allowed (finite, >= or > ``minimum``)."""
+    finite = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not finite or value < minimum or (value == minimum and not inclusive):
+        raise ValueError(f"{name} must be a finite number {'>=' if inclusive else '>'} {minimum:g}, got {value!r}.")
+    return float(value)
+
+
+def checked_steps_per_epoch(value) -> int:
+    """``value`` as an int, or a ValueError unless it is an integer >= 1."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"steps_per_epoch must be an integer >= 1, got {value!r}.")
+    return int(value)
+
+
+def checked_milestones(milestones: Sequence[float]) -> tuple[float, ...]:
+    """The milestones as floats, or a ValueError unless they are epochs: finite numbers >= 0."""
+    values = list(milestones) if isinstance(milestones, Sequence) and not isinstance(milestones, str) else None
+    if values is None or not all(
+        isinstance(m, numbers.Real) and not isinstance(m, bool) and math.isfinite(m) and m >= 0 for m in values
+    ):
+        raise ValueError(f"lr_milestones must be a sequence of epochs (finite numbers >= 0), got {milestones!r}.")
+    return tuple(float(m) for m in values)
+
+
+def epoch_at_step(step, steps_per_epoch: int):
+    """The epoch (from 0) that optimizer step ``step`` (from 0) belongs to, as an int64 tensor.
+
+    Integer division, so it stays exact at any step count (float32 is not past 2**24 steps).
+
+    Example:
+        >>> int(epoch_at_step(781, steps_per_epoch=391))
+        1
+    """
+    return ops.floor_divide(ops.cast(step, "int64"), int(steps_per_epoch))
 
 
 @keras.saving.register_keras_serializable(package="mfef_keras")
@@ -31,15 +70,13 @@ class MultiStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         milestones: Sequence[float] = (150, 225),
         gamma: float = 0.1,
     ):
-        if int(steps_per_epoch) < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch!r}.")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.milestones = tuple(float(m) for m in milestones)
-        self.gamma = float(gamma)
+        self.initial_learning_rate = checked_number("initial_learning_rate", initial_learning_rate, inclusive=False)
+        self.steps_per_epoch = checked_steps_per_epoch(steps_per_epoch)
+        self.milestones = checked_milestones(milestones)
+        self.gamma = checked_number("gamma", gamma, inclusive=False)
 
     def __call__(self, step):
-        epoch = ops.floor(ops.cast(step, "float32") / self.steps_per_epoch)
+        epoch = ops.cast(epoch_at_step(step, self.steps_per_epoch), "float32")
         passed = sum(ops.cast(epoch >= m, "float32") for m in self.milestones) if self.milestones else 0.0
         return self.initial_learning_rate * ops.power(self.gamma, passed)
 
