@@ -13,10 +13,12 @@ from mfef_keras.distill import OnlineDistiller
 from mfef_keras.layers import BatchNorm, ImageNormalization
 from mfef_keras.models import build_students, get_backbone, to_plain_keras
 from mfef_keras.student_dir import save_student_dir
+from mfef_keras.zoo.manifest import read_manifest, shipped_manifest_path
 from tests.helpers import subprocess_env
 
 SHAPE = (32, 32, 1)
 CLASSES = 10
+SHIPPED = sorted(name for name, entry in read_manifest(shipped_manifest_path()).items() if "url" not in entry)
 
 
 def _randomise(model: keras.Model, seed: int = 0) -> None:
@@ -166,3 +168,41 @@ def test_students_saved_with_the_package_layers_still_load_in_a_fresh_process(tm
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "'BatchNorm'" in result.stdout
+
+
+# The shipped presets, loaded the way a user without the package would: plain Keras, any backend.
+_CHECK_SHIPPED_PRESET = """
+import os, sys
+os.environ["KERAS_BACKEND"] = sys.argv[2]
+import keras
+
+model = keras.saving.load_model(sys.argv[1])
+strided = [l for l in model.layers if isinstance(l, keras.layers.Conv2D) and l.strides != (1, 1)]
+padded = [l for l in strided if l.kernel_size != (1, 1)]
+assert padded, "no strided 3x3 convolution"
+for conv in padded:
+    pad = model.get_layer(conv.name + "_pad")
+    assert conv.padding == "valid" and pad.padding == ((1, 1), (1, 1)), conv.name
+assert all(type(l).__module__.startswith("keras.") for l in model.layers)
+assert not [name for name in sys.modules if name.split(".")[0] == "mfef_keras"]
+print("symmetric", len(padded))
+"""
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_presets_are_plain_keras_with_the_reference_padding(name, tmp_path, monkeypatch):
+    from mfef_keras.zoo.resolve import resolve_preset
+
+    monkeypatch.setenv("MFEF_ZOO_CACHE", str(tmp_path / "cache"))
+    preset = resolve_preset(name, offline=True)
+    backend = "jax" if importlib.util.find_spec("jax") else "tensorflow"
+    result = subprocess.run(
+        [sys.executable, "-c", _CHECK_SHIPPED_PRESET, str(preset / "model.keras"), backend],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=subprocess_env(),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "symmetric 2" in result.stdout
