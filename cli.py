@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import click  # noqa: E402
 
 from mfef_keras import __version__  # noqa: E402
+from mfef_keras._outputs import user_errors  # noqa: E402
 from mfef_keras.training.config import PRECISIONS, STRATEGIES, TrainConfig, shipped_configs  # noqa: E402
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, RuntimeError)
@@ -142,10 +143,8 @@ def train(config_file, ablate, **options):
     """
     from mfef_keras.training.runner import train as run_training
 
-    try:
+    with user_errors(*USER_ERRORS):
         run_training(_resolve(config_file, ablate, options), echo=click.echo)
-    except USER_ERRORS as error:
-        raise click.ClickException(str(error)) from None
 
 
 @main.command(name="eval")
@@ -163,10 +162,8 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size):
     """
     from mfef_keras.training.evaluation import evaluate_student
 
-    try:
+    with user_errors(*USER_ERRORS):
         results = evaluate_student(source, dataset, data_dir, student, out_dir, batch_size)
-    except USER_ERRORS as error:
-        raise click.ClickException(str(error)) from None
     top_k = next(k for k in results if k.startswith("top") and k != "top1")
     click.echo(
         f"{results['dataset']} test ({results['examples']} images): top-1 {100 * results['top1']:.2f}%  "
@@ -197,13 +194,11 @@ def study(config_file, methods, num_seeds, ablation, out_dir, **options):
 
     if num_seeds < 1:
         raise click.BadParameter(f"must be >= 1, got {num_seeds}", param_hint="--seeds")
-    try:
+    with user_errors(*USER_ERRORS):
         base = _resolve(config_file, (), options)
         out = out_dir or f"studies/{base.dataset.replace('folder:', 'folder-').replace('/', '_')}-{base.backbone}"
         names = [m.strip() for m in methods.split(",") if m.strip()]
         run_study(base, names, list(range(num_seeds)), out, ablation=ablation, echo=click.echo)
-    except USER_ERRORS as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"Wrote {out}/table.md, {out}/comparison.png and {out}/study.json")
 
 

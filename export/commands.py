@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from mfef_keras._outputs import user_errors
 from mfef_keras.export.errors import ExportError, PredictError
 from mfef_keras.export.metadata import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSET
 
@@ -76,7 +77,7 @@ def export_command(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from mfef_keras.export.exporter import export_student
 
-    try:
+    with user_errors(ExportError):
         report = export_student(
             source,
             out_dir,
@@ -90,8 +91,6 @@ def export_command(
             calibrate_synthetic=calibrate_synthetic,
             overwrite=force,
         )
-    except ExportError as error:
-        raise click.ClickException(str(error)) from None
     click.echo(report.summary())
 
 
@@ -112,14 +111,14 @@ def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_siz
     the model's input size or .npy batches of raw uint8 NHWC images.
     """
     from mfef_keras.export.images import load_images
+    from mfef_keras.export.npy_files import check_npy_sizes
     from mfef_keras.export.predictor import Predictor
 
-    try:
+    with user_errors(PredictError):
+        check_npy_sizes(images)
         predictor = Predictor(model, batch_size=batch_size)
         batch, names, notes = load_images(images, predictor.image_shape, convert_channels)
         ranked = predictor.top_k(batch, top_k)
-    except PredictError as error:
-        raise click.ClickException(str(error)) from None
     click.echo(f"{predictor.path} on {predictor.provider}", err=True)
     for note in notes:
         click.echo(f"note: {note}", err=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import zip_longest
+
 import numpy as np
 
 from mfef_keras.export.errors import ExportError
@@ -24,6 +27,31 @@ def load_split(name: str, split: str, limit: int | None = None) -> tuple[np.ndar
     except Exception as error:
         raise ExportError(f"Cannot load the {split!r} split of dataset {name!r}: {error}") from error
     return np.asarray(images), np.asarray(labels)
+
+
+def check_classes(name: str, class_names: Sequence[str]) -> None:
+    """Refuse dataset ``name`` unless its classes are ``class_names``, in the same order.
+
+    Args:
+        name: registry name of the dataset to validate on.
+        class_names: the student's classes, in label order.
+    """
+    try:
+        from mfef_keras.data import dataset_info
+
+        found = [str(c) for c in dataset_info(name).class_names]
+    except Exception as error:
+        raise ExportError(f"Cannot read the classes of dataset {name!r}: {error}") from error
+    expected = [str(c) for c in class_names]
+    if found == expected:
+        return
+    pairs = zip_longest(found, expected, fillvalue=None)
+    differences = [f"label {i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(pairs) if a != b]
+    raise ExportError(
+        f"Dataset {name!r} has other classes than the student: {len(found)} classes against the student's "
+        f"{len(expected)}; first differences (dataset vs student): {'; '.join(differences[:3])}. "
+        "Validate on a dataset with the student's classes, in the same order."
+    )
 
 
 def check_images(images: np.ndarray, image_shape: tuple[int, ...], what: str) -> np.ndarray:

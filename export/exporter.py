@@ -15,8 +15,9 @@ import keras
 import numpy as np
 import onnx
 
+from mfef_keras._outputs import check_output_dir, writing_to
 from mfef_keras.export import parity, runtime
-from mfef_keras.export.datasets import check_images, load_split, sample
+from mfef_keras.export.datasets import check_classes, check_images, load_split, sample
 from mfef_keras.export.errors import ExportError
 from mfef_keras.export.metadata import (
     DEFAULT_CALIBRATION_SAMPLES,
@@ -200,14 +201,15 @@ def export_student(
         else None
     )
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        report = _write(resolved, staging, formats, opset, quantize, validation, calibration)
-        _publish(staging, out_dir, source, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with writing_to(out_dir):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+        try:
+            report = _write(resolved, staging, formats, opset, quantize, validation, calibration)
+            _publish(staging, out_dir, source, overwrite)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     report.out_dir = out_dir
     report.artifacts = {name: out_dir / path.relative_to(staging) for name, path in report.artifacts.items()}
     return report
@@ -223,9 +225,9 @@ def _formats(formats: str | Sequence[str]) -> tuple[str, ...]:
 
 def _check_out_dir(out_dir: Path, source: str | os.PathLike, overwrite: bool) -> None:
     """Refuse an ``out_dir`` whose replacement could destroy anything but a previous export."""
-    allowed = "--out must be a new or empty directory, or a previous export to replace with --force"
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"--out {out_dir} exists and is not a directory; {allowed}.")
+    wanted = "a new or empty directory, or a previous export to replace with --force"
+    check_output_dir(out_dir, allowed=wanted, error=ExportError)
+    allowed = f"--out must be {wanted}"
     target = out_dir.resolve()
     if target == Path(target.anchor):
         raise ExportError(f"--out {out_dir} is the filesystem root; {allowed}.")
@@ -332,6 +334,9 @@ def _validation(
         images, labels = validation_data
         what = "the given validation data"
     elif validate_on:
+        if info is not None:
+            # Labels index the class names: another dataset's labels would score the student on the wrong classes.
+            check_classes(validate_on, info.class_names)
         images, labels = load_split(validate_on, "test")
         what = f"{validate_on} test split"
     elif quantize == "int8" and not calibrate_synthetic and info is not None:

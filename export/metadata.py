@@ -127,5 +127,19 @@ def onnx_props(card: Mapping) -> dict[str, str]:
 
 
 def card_from_props(props: Mapping[str, str]) -> dict:
-    """The card stored by `onnx_props` (empty when the model was not exported by mfef_keras)."""
-    return {key[len(PROP_PREFIX) :]: json.loads(value) for key, value in props.items() if key.startswith(PROP_PREFIX)}
+    """The card stored by `onnx_props` (empty when the model was not exported by mfef_keras).
+
+    Args:
+        props: the ONNX model's ``metadata_props``.
+
+    Raises:
+        ValueError: an ``mfef.`` entry that is not JSON (the message names the entry).
+    """
+    card = {}
+    for key, value in props.items():
+        if key.startswith(PROP_PREFIX):
+            try:
+                card[key[len(PROP_PREFIX) :]] = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"its metadata_props entry {key!r} is not valid JSON ({error})") from None
+    return card

@@ -52,12 +52,7 @@ class Predictor:
             self.session = make_session(self.path, providers, threads)
         except Exception as error:
             raise PredictError(f"Cannot load the ONNX model {self.path}: {error}") from None
-        self.metadata = card_from_props(self.session.get_modelmeta().custom_metadata_map)
-        if "input" not in self.metadata or "class_names" not in self.metadata:
-            raise PredictError(
-                f"{self.path} has no mfef_keras metadata (its metadata_props lack mfef.input / mfef.class_names); "
-                "the Predictor runs models written by `mfef export`."
-            )
+        self.metadata = _model_card(self.path, self.session)
         self.class_names: list[str] = list(self.metadata["class_names"])
         self.image_shape: tuple[int, int, int] = tuple(self.metadata["input"]["shape"][1:])
         self.input_dtype: str = self.metadata["input"]["dtype"]
@@ -146,16 +141,67 @@ def _in_pixel_range(images: np.ndarray) -> bool:
     return bool(images.min() >= 0 and images.max() <= 255)
 
 
+def _model_card(path: Path, session) -> dict:
+    """The model card in the ONNX file's ``metadata_props``, checked against the model's outputs."""
+    rerun = "re-export the student with `mfef export`"
+    try:
+        card = card_from_props(session.get_modelmeta().custom_metadata_map)
+    except ValueError as error:
+        raise PredictError(f"{path} has malformed mfef_keras metadata: {error}; {rerun}.") from None
+    if "input" not in card or "class_names" not in card:
+        raise PredictError(
+            f"{path} has no mfef_keras metadata (its metadata_props lack mfef.input / mfef.class_names); "
+            "the Predictor runs models written by `mfef export`."
+        )
+    names, spec, normalization = card["class_names"], card["input"], card.get("normalization")
+    try:
+        well_formed = (
+            isinstance(names, list)
+            and len(spec["shape"]) == 4
+            and all(isinstance(v, int) for v in spec["shape"][1:])
+            and spec["dtype"] in ("uint8", "float32")
+            and isinstance(spec["preprocess"], bool)
+            and (normalization is None or all(isinstance(normalization[k], list) for k in ("mean", "std")))
+        )
+    except (TypeError, KeyError):
+        well_formed = False
+    if not well_formed:
+        raise PredictError(
+            f"{path} has malformed mfef_keras metadata: mfef.class_names must be a list, mfef.input hold shape "
+            f"[N, H, W, C], dtype uint8 or float32 and preprocess, mfef.normalization mean and std; got "
+            f"mfef.class_names={names!r:.80}, mfef.input={spec!r:.200}; {rerun}."
+        )
+    outputs = session.get_outputs()[0].shape[-1]
+    if isinstance(outputs, int) and outputs != len(names):
+        raise PredictError(
+            f"{path} lists {len(names)} class names in its metadata (mfef.class_names) but the model has "
+            f"{outputs} outputs; {rerun}."
+        )
+    return card
+
+
 def _model_file(path: Path) -> Path:
-    """The ONNX file ``path`` names: itself, or the default model of an export directory."""
+    """The ONNX file ``path`` names: itself, or the default model of an export directory (never one outside it)."""
     if path.is_dir():
         metadata_file = path / METADATA_FILE
         name = ONNX_FILE
         if metadata_file.is_file():
             try:
-                name = json.loads(metadata_file.read_text()).get("default_onnx") or ONNX_FILE
-            except json.JSONDecodeError as error:
+                metadata = json.loads(metadata_file.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise PredictError(f"{metadata_file} is not valid JSON: {error}") from None
+            if not isinstance(metadata, dict) or not isinstance(metadata.get("default_onnx"), str | None):
+                raise PredictError(
+                    f"{metadata_file} is not an export's metadata: expected a JSON object whose default_onnx names "
+                    "the model file to run."
+                )
+            name = metadata.get("default_onnx") or ONNX_FILE
+            if not (path / name).resolve().is_relative_to(path.resolve()):
+                # A copied or tampered export must not make predict run a model from elsewhere.
+                raise PredictError(
+                    f"{metadata_file}: default_onnx {name!r} points outside the export folder {path}; "
+                    "it must name a model inside it."
+                )
         path = path / name
     if not path.is_file():
         raise PredictError(f"No ONNX model at {path}: give an .onnx file or a directory written by `mfef export`.")

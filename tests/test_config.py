@@ -154,6 +154,14 @@ def test_missing_config_file_is_named():
         read_config_file("nope.yaml")
 
 
+def test_a_directory_or_binary_file_as_config_is_named(tmp_path):
+    with pytest.raises(ValueError, match=f"Config file '{tmp_path}' is a directory; give a YAML or JSON file"):
+        read_config_file(str(tmp_path))
+    (tmp_path / "c.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ValueError, match=r"c\.yaml is not UTF-8 text"):
+        read_config_file(str(tmp_path / "c.yaml"))
+
+
 def test_run_directory_of_another_config_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

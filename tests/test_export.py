@@ -364,6 +364,7 @@ def test_validate_on_and_int8_calibration_use_the_dataset_registry(student, tmp_
         return data[split]
 
     monkeypatch.setattr(mfef_keras.data, "load_arrays", load_arrays, raising=False)
+    monkeypatch.setattr(mfef_keras.data, "dataset_info", lambda name: toy_info(name), raising=False)
     save_student_dir(tmp_path / "student", student, {"dataset": toy_info().to_dict()})
     report = export_student(tmp_path / "student", tmp_path / "q", "onnx", quantize="int8", calibration_samples=64)
     # The int8 accuracy change is measured on the student's own test split even without --validate-on.
@@ -377,8 +378,12 @@ def test_validate_on_and_int8_calibration_use_the_dataset_registry(student, tmp_
 
 
 def test_validate_on_a_registered_dataset(student, tmp_path):
-    # The real registry: digits has the toy student's input shape and class count.
-    save_student_dir(tmp_path / "student", student, {"dataset": toy_info("digits").to_dict()})
+    # The real registry: digits has the toy student's input shape and class count, but not its class names.
+    save_student_dir(tmp_path / "waves", student, {"dataset": toy_info("digits").to_dict()})
+    with pytest.raises(ExportError, match=r"'digits' has other classes .* label 0: '0' vs 'wave0'"):
+        export_student(tmp_path / "waves", tmp_path / "out", "onnx", validate_on="digits")
+    digits = DatasetInfo(**{**toy_info("digits").to_dict(), "class_names": tuple(str(i) for i in range(10))})
+    save_student_dir(tmp_path / "student", student, {"dataset": digits.to_dict()})
     report = export_student(tmp_path / "student", tmp_path / "out", "onnx", validate_on="digits")
     assert report.validation_data == "digits test split (360 images)"
     assert report.accuracy["onnx"] == report.accuracy["keras"]
@@ -485,7 +490,7 @@ def test_export_and_predict_commands(student_dir, tmp_path, data):
         (["{student}", "--out", "{tmp}/o", "--opset", "99"], "Opset 99 is not supported"),
         (["{student}", "--out", "{tmp}/o", "--format", "tflite"], "Invalid value for '--format'"),
         (["{student}", "--out", "{tmp}/o", "--student", "1"], "--student applies to run directories"),
-        (["{student}", "--out", "{tmp}/o", "--validate-on", "nope"], "Cannot load the 'test' split of dataset 'nope'"),
+        (["{student}", "--out", "{tmp}/o", "--validate-on", "nope"], "Cannot read the classes of dataset 'nope'"),
     ],
 )
 def test_export_command_errors(student_dir, tmp_path, args, message):

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -80,3 +81,15 @@ def test_table_format():
 def test_unknown_method_in_a_study():
     with pytest.raises(ValueError, match="Unknown method 'mfeff'"):
         study_variants(["mfeff"], ablation=False)
+
+
+def test_a_study_without_methods_or_with_a_file_as_folder_is_refused_before_training(tmp_path):
+    calls = []
+    train = _fake_train(ACC, calls)
+    with pytest.raises(ValueError, match="No method to study: --methods needs one or more of dml, ffl, independent"):
+        run_study(TrainConfig(epochs=1), [], [0], tmp_path / "study", train_fn=train)
+    (tmp_path / "file").write_text("x")
+    message = f"--out {tmp_path / 'file' / 'study'} is not a directory (its parent {tmp_path / 'file'} is a file)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_study(TrainConfig(epochs=1), ["dml"], [0], tmp_path / "file" / "study", train_fn=train)
+    assert calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["file"]

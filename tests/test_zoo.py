@@ -729,6 +729,14 @@ def test_cli_list_info_pull_verify_publish(published, tmp_path, monkeypatch):
     assert result.exit_code == 1 and "is not a zoo name" in result.output
 
 
+def test_a_manifest_path_that_is_a_directory_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("MFEF_ZOO_MANIFEST", str(tmp_path))
+    with pytest.raises(ZooError, match=f"Manifest {tmp_path} is a directory; .* e.g. {tmp_path / 'manifest.json'}"):
+        list_models()
+    with pytest.raises(ZooError, match="is a directory"):
+        read_manifest(tmp_path, missing_ok=True)
+
+
 # ---------------------------------------------------------------- the shipped zoo
 
 

@@ -86,13 +86,17 @@ def read_manifest(path: str | os.PathLike, missing_ok: bool = False) -> dict[str
         missing_ok: return no entries (instead of raising) when the file does not exist.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ZooError(
+            f"Manifest {path} is a directory; ${ENV_MANIFEST} names manifest files, e.g. {path / MANIFEST_FILE}."
+        )
     if not path.is_file():
         if missing_ok:
             return {}
         raise ZooError(f"Manifest {path} does not exist (check ${ENV_MANIFEST}).")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ZooError(f"Manifest {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("presets"), dict):
         raise ZooError(f"Manifest {path} is not a zoo manifest (expected format {MANIFEST_FORMAT!r} with 'presets').")

@@ -251,6 +251,11 @@ def read_config_file(path: str) -> dict:
     import yaml
 
     file = Path(path)
+    if file.is_dir():
+        raise ValueError(
+            f"Config file {path!r} is a directory; give a YAML or JSON file, or a shipped config: "
+            f"{', '.join(shipped_configs())}."
+        )
     if not file.exists():
         if path in shipped_configs():
             file = CONFIGS_DIR / f"{path}.yaml"
@@ -258,7 +263,10 @@ def read_config_file(path: str) -> dict:
             raise FileNotFoundError(
                 f"Config file {path!r} not found (shipped configs: {', '.join(shipped_configs())})."
             )
-    text = file.read_text()
+    try:
+        text = file.read_text()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Config file {file} is not UTF-8 text ({error}); give a YAML or JSON file.") from None
     try:
         data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:

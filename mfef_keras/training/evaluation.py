@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mfef_keras._outputs import check_output_dir, writing_to
 from mfef_keras.student_dir import load_keras_file, load_student_dir, resolve_student_source, write_json_atomic
 from mfef_keras.training.plots import plot_confusion_matrix
 
@@ -30,7 +33,8 @@ def evaluate_student(
     """Evaluate a run's best student (or student ``student``), a student directory or a ``.keras`` file.
 
     Writes ``metrics.json`` and ``confusion_matrix.png`` to ``out_dir`` (default: an
-    ``eval`` folder beside the student) and returns the metrics.
+    ``eval`` folder beside the student) and returns the metrics. Both are written aside and moved
+    into place together, so a failure (a full disk...) leaves no half-written results.
 
     Args:
         source: run directory, student directory or ``.keras`` file.
@@ -43,6 +47,7 @@ def evaluate_student(
     from mfef_keras.data import dataset_info, make_dataset
 
     model, metadata, default_out = _load(source, student)
+    out = check_output_dir(out_dir or default_out)
     dataset = dataset or metadata.get("dataset", {}).get("name")
     if not dataset:
         raise ValueError(f"{source} carries no dataset metadata; pass --dataset.")
@@ -74,9 +79,21 @@ def evaluate_student(
         },
         "confusion_matrix": matrix.tolist(),
     }
-    out = Path(out_dir) if out_dir else default_out
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "metrics.json", results)
-    plot_confusion_matrix(matrix, list(info.class_names), out / "confusion_matrix.png", f"{dataset} test")
+    _write_results(out, results, matrix, list(info.class_names), f"{dataset} test")
     results["out_dir"] = str(out)
     return results
+
+
+def _write_results(out: Path, results: dict, matrix: np.ndarray, class_names: list[str], title: str) -> None:
+    created = not out.exists()
+    with writing_to(out):
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            with tempfile.TemporaryDirectory(prefix=".eval.partial-", dir=out) as staging:
+                write_json_atomic(Path(staging) / "metrics.json", results)
+                plot_confusion_matrix(matrix, class_names, Path(staging) / "confusion_matrix.png", title)
+                for name in ("metrics.json", "confusion_matrix.png"):
+                    os.replace(Path(staging) / name, out / name)
+        finally:
+            if created and not any(out.iterdir()):
+                out.rmdir()

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mfef_keras._names import unknown_name_error
+from mfef_keras._outputs import check_output_dir
 from mfef_keras.distill import METHODS
 from mfef_keras.student_dir import write_json_atomic
 from mfef_keras.training.config import TrainConfig
@@ -23,7 +24,14 @@ ABLATION_VARIANTS = {
 
 
 def study_variants(methods: Sequence[str], ablation: bool) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """The runs of a study: each method as is, plus the MFEF ablations when ``ablation``."""
+    """The runs of a study: each method as is, plus the MFEF ablations when ``ablation``.
+
+    Args:
+        methods: the methods to compare; at least one, each one of `METHODS`.
+        ablation: add the MFEF ablations.
+    """
+    if not methods:
+        raise ValueError(f"No method to study: --methods needs one or more of {', '.join(sorted(METHODS))}.")
     for method in methods:
         if method not in METHODS:
             raise unknown_name_error("method", method, METHODS)
@@ -67,9 +75,9 @@ def run_study(
     """
     if train_fn is None:
         from mfef_keras.training.runner import train as train_fn
-    out = Path(out_dir)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
     variants = study_variants(methods, ablation)
+    out = check_output_dir(out_dir)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[int, dict]] = {}
     runs: dict[str, dict[int, str]] = {}
     started = time.perf_counter()
