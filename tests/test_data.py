@@ -1,8 +1,14 @@
 """Dataset registry and input pipeline: digits, CIFAR through tensorflow-datasets, image folders."""
 
 import io
+import os
+import signal
+import struct
+import subprocess
+import sys
 import tarfile
 import time
+import zlib
 from collections import Counter
 
 import numpy as np
@@ -13,8 +19,17 @@ from PIL import Image
 from tensorflow_datasets.core.download import checksums
 from tensorflow_datasets.image_classification import cifar
 
-from mfef_keras.data import dataset_info, default_data_dir, list_datasets, load_arrays, make_dataset
+from mfef_keras.data import (
+    dataset_info,
+    default_data_dir,
+    image_files,
+    image_folder,
+    list_datasets,
+    load_arrays,
+    make_dataset,
+)
 from mfef_keras.data import digits as digits_module
+from mfef_keras.data.image_files import ImageFileError, load_image
 from mfef_keras.data.image_folder import CINIC10_MEAN, CINIC10_STD, CINIC10_URL
 from mfef_keras.data.pipeline import augment, normalise
 from mfef_keras.data.source import Augmentation
@@ -320,12 +335,14 @@ def _image_tree(root, classes=("cat", "dog", "fox"), per_split=None, size=(32, 3
     (root / "train" / ".ipynb_checkpoints").mkdir()
 
 
-def test_folder_dataset(tmp_path):
+def test_folder_dataset(tmp_path, capsys):
     _image_tree(tmp_path, per_split={"train": 6, "test": 2, "valid": 1})
-    # A differently sized image is resized to the first image's shape.
-    Image.fromarray(np.full((40, 36, 3), 100, np.uint8)).save(tmp_path / "train" / "dog" / "z_big.jpg")
+    # A differently sized image, first in sorted order, is resized to the most common size.
+    Image.fromarray(np.full((40, 36, 3), 100, np.uint8)).save(tmp_path / "train" / "dog" / "0_big.jpg")
     name = f"folder:{tmp_path}"
     info = dataset_info(name)
+    note = "note: 1 image of another size is resized to 32x32, the most common size of the 19 training images under"
+    assert f"{note} {tmp_path}.\n" in capsys.readouterr().err
     assert info.name == name and info.class_names == ("cat", "dog", "fox") and info.num_classes == 3
     assert info.image_shape == (32, 32, 3)
     assert info.splits == {"train": 19, "test": 6, "valid": 3}
@@ -357,21 +374,153 @@ def test_grayscale_folder_has_one_channel(tmp_path):
     assert x.shape == (4, 32, 32, 1)
 
 
-def test_corrupt_image_error_names_the_file(tmp_path):
+def _png_bomb(path, side=100_000):
+    """A PNG of a few dozen bytes whose header declares ``side`` x ``side`` pixels."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def _truncated_png(path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def test_every_bad_file_is_named_before_any_training(tmp_path, monkeypatch):
     _image_tree(tmp_path)
     broken = tmp_path / "test" / "dog" / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    truncated = tmp_path / "train" / "fox" / "truncated.png"
+    _truncated_png(truncated)
     name = f"folder:{tmp_path}"
-    # Raised inside tf.data, it reaches the caller as a TensorFlow error that carries the message.
-    with pytest.raises(tf.errors.InvalidArgumentError) as error:
-        _batches(make_dataset(name, "test", 4, training=False))
-    assert f"Cannot decode image {broken}" in str(error.value)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=str(broken)):
-        load_arrays(name, "test")
-    # In the training split it is found while computing the mean/std.
-    broken.rename(tmp_path / "train" / "dog" / "broken.png")
-    with pytest.raises(ValueError, match=str(tmp_path / "train" / "dog" / "broken.png")):
+    with pytest.raises(ValueError) as error:
+        make_dataset(name, "train", 4, training=True)
+    message = str(error.value)
+    assert message.startswith(f"2 of the 26 image files under {tmp_path} cannot be used:")
+    assert f"Cannot decode image {broken}: not an image format PIL knows" in message
+    assert f"Cannot decode image {truncated}: image file is truncated" in message
+    # Past a limit, the rest are counted rather than listed.
+    monkeypatch.setattr(image_folder, "MAX_LISTED_BAD_FILES", 1)
+    with pytest.raises(ValueError, match=r"2 of the 26 .*\n  .*\n  \.\.\. and 1 more\.\nRemove or replace them"):
         dataset_info(name)
+
+
+def test_a_file_broken_after_the_check_is_named_by_the_pipeline(tmp_path):
+    _image_tree(tmp_path)
+    dataset = make_dataset(f"folder:{tmp_path}", "test", 4, training=False)
+    victim = tmp_path / "test" / "dog" / "0.png"
+    victim.write_bytes(b"garbage")
+    # Raised inside tf.data, it reaches the caller as a TensorFlow error that carries the message.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"Cannot decode image {victim}"):
+        _batches(dataset)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    _image_tree(tmp_path)
+    fifo = tmp_path / "train" / "cat" / "x.png"
+    os.mkfifo(fifo)
+
+    def blocked(*_):
+        raise AssertionError(f"opening {fifo} blocked")
+
+    # Opening a FIFO that no one writes to blocks forever; the alarm turns that into a failure.
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(10)
+    try:
+        with pytest.raises(ImageFileError, match=f"{fifo} is a FIFO, not a regular file"):
+            load_image(fifo)
+        with pytest.raises(ValueError, match=f"1 of the 25 .*\n  {fifo} is a FIFO, not a regular file"):
+            dataset_info(f"folder:{tmp_path}")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_decompression_bombs_are_refused_naming_the_file_and_the_limit(tmp_path, monkeypatch):
+    _image_tree(tmp_path)
+    bomb = tmp_path / "train" / "dog" / "bomb.png"
+    _png_bomb(bomb)
+    # PIL itself refuses this size in Image.open, before any pixel is decoded.
+    with pytest.raises(ValueError, match=f"{bomb} declares more than 178,956,970 pixels, over the limit of 67,108,864"):
+        dataset_info(f"folder:{tmp_path}")
+    # Sizes between our limit and PIL's are refused by our own check, which reads the header's size.
+    bomb.unlink()
+    monkeypatch.setattr(image_files, "MAX_IMAGE_PIXELS", 31 * 31)
+    with pytest.raises(ValueError, match=r"0.png declares 32x32 pixels, over the limit of 961 \(31x31\); refused"):
+        dataset_info(f"folder:{tmp_path}")
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    _image_tree(tmp_path, classes=("a", "b"), mode="L")
+    values = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)
+    for index, path in enumerate(sorted(tmp_path.glob("t*/*/*.png"))):
+        Image.fromarray(np.roll(values, index)).save(path)
+    assert load_image(path).mode == "L"
+    info = dataset_info(f"folder:{tmp_path}")
+    assert info.image_shape == (32, 32, 1)
+    images, _ = load_arrays(f"folder:{tmp_path}", "test")
+    expected = np.rint(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert all(any(np.array_equal(image[..., 0], np.roll(expected, i)) for i in range(16)) for image in images)
+    assert len(np.unique(images)) == 256
+
+
+def test_input_size_is_the_most_common_training_size(tmp_path, capsys):
+    def save(split, name, count, size, mode="RGB"):
+        for index in range(count):
+            path = tmp_path / split / name / f"{size[0]}x{size[1]}_{index}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new(mode, size[::-1]).save(path)
+
+    # One big image sorted first among smaller ones (it set the whole dataset's size before).
+    save("train", "a", 1, (256, 256))
+    save("train", "a", 3, (16, 24))
+    save("train", "b", 3, (8, 8), mode="L")
+    save("test", "a", 1, (16, 24))
+    save("test", "b", 1, (8, 8))
+    # 3 each of 16x24 and 8x8: the smaller wins the tie; one colour training image makes it 3 channels.
+    assert dataset_info(f"folder:{tmp_path}").image_shape == (8, 8, 3)
+    assert "note: 5 images of other sizes are resized to 8x8, the most common size of the 7 training" in (
+        capsys.readouterr().err
+    )
+    save("train", "b", 1, (16, 24))
+    assert dataset_info(f"folder:{tmp_path}").image_shape == (16, 24, 3)
+
+
+def test_progress_bar_only_on_large_folders(tmp_path, capsys, monkeypatch):
+    _image_tree(tmp_path)
+    dataset_info(f"folder:{tmp_path}")
+    assert "Checking" not in capsys.readouterr().err
+    monkeypatch.setattr(image_folder, "PROGRESS_MIN_FILES", 10)
+    # Every file is checked again once one changed, even in the same process.
+    (tmp_path / "test" / "cat" / "0.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="0.png: not an image format"):
+        dataset_info(f"folder:{tmp_path}")
+    assert f"Checking {tmp_path}: 100%" in capsys.readouterr().err
+
+
+def test_train_on_a_corrupt_test_image_fails_cleanly_before_writing(tmp_path):
+    root = tmp_path / "data"
+    _image_tree(root, classes=("a", "b"))
+    broken = root / "test" / "b" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "mfef_keras.cli", "train", "--dataset", f"folder:{root}", "--epochs", "1"]
+    command += ["--run-dir", str(run), "--base-width", "4", "--no-progress"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    error = result.stderr[result.stderr.index("Error: ") :].splitlines()
+    assert error == [
+        f"Error: 1 of the 17 image files under {root} cannot be used:",
+        f"  Cannot decode image {broken}: not an image format PIL knows",
+        "Remove or replace them: images must be regular PNG/JPEG files of at most 67,108,864 pixels.",
+    ]
+    assert not run.exists()
 
 
 def test_missing_folder_names_the_layout(tmp_path):
@@ -380,15 +529,31 @@ def test_missing_folder_names_the_layout(tmp_path):
     (tmp_path / "train" / "cat").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"has no test directory \(found: \['train'\]\)"):
         dataset_info(f"folder:{tmp_path}")
-    (tmp_path / "test" / "owl").mkdir(parents=True)
-    with pytest.raises(ValueError, match="holds no .png/.jpg/.jpeg images"):
+    (tmp_path / "train" / "dog").mkdir()
+    (tmp_path / "test" / "cat").mkdir(parents=True)
+    (tmp_path / "test" / "dog").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "cat" / "0.png")
+    with pytest.raises(ValueError, match=r"train/dog, .*test/cat, .*test/dog hold\(s\) no \.png/\.jpg/\.jpeg images"):
         dataset_info(f"folder:{tmp_path}")
 
 
-def test_unknown_class_in_test_split(tmp_path):
-    _image_tree(tmp_path)
+def test_one_class_is_refused(tmp_path):
+    _image_tree(tmp_path, classes=("cat",))
+    with pytest.raises(ValueError, match=r"train has 1 class sub-directory \['cat'\]; a classifier needs at least 2"):
+        dataset_info(f"folder:{tmp_path}")
+
+
+def test_splits_must_have_the_same_classes(tmp_path):
+    _image_tree(tmp_path, per_split={"train": 2, "test": 1, "valid": 1})
     (tmp_path / "test" / "owl").mkdir()
-    with pytest.raises(ValueError, match=r"owl is a class that .* does not have"):
+    with pytest.raises(ValueError, match=r"test differ from those of .*train: it has \['owl'\], which train does not"):
+        dataset_info(f"folder:{tmp_path}")
+    (tmp_path / "test" / "owl").rmdir()
+    for image in (tmp_path / "valid" / "fox").iterdir():
+        image.unlink()
+    (tmp_path / "valid" / "fox").rmdir()
+    message = r"valid differ from those of .*train: it lacks \['fox'\]\. Every split needs .*\['cat', 'dog', 'fox'\]"
+    with pytest.raises(ValueError, match=message):
         dataset_info(f"folder:{tmp_path}")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from mfef_keras.data.image_files import MAX_IMAGE_PIXELS, ImageFileError, load_image
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.data.source import Augmentation
 
@@ -26,7 +29,14 @@ ORDER_SEED = 0
 CINIC10_MEAN = (0.47889522, 0.47227842, 0.43047404)
 CINIC10_STD = (0.24205776, 0.23828046, 0.25874835)
 CINIC10_URL = "https://datashare.ed.ac.uk/handle/10283/3192"
-_GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+# Modes of `load_image`'s result that hold one colour channel (16-bit grayscale comes back as "L").
+_GRAYSCALE_MODES = frozenset({"1", "L", "LA"})
+# Every file is decoded once before training; the error lists this many bad files and counts the rest.
+MAX_LISTED_BAD_FILES = 20
+# Below this many files the check takes about a second: no progress bar.
+PROGRESS_MIN_FILES = 500
+# Files per task of the check's thread pool: a 32x32 PNG decodes in about as long as one task costs to schedule.
+_CHECK_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -50,30 +60,16 @@ def read_image(path: str, height: int, width: int, channels: int) -> np.ndarray:
         path: image file.
         height: output height.
         width: output width.
-        channels: 1 (grayscale) or 3 (RGB); other modes are converted.
+        channels: 1 (grayscale) or 3 (RGB); other modes are converted, 16-bit grayscale scaled to 8 bits.
 
     Raises:
-        ValueError: naming ``path`` when the file cannot be decoded.
+        ImageFileError: a ValueError naming ``path`` when the file is not a regular file, too large or
+            cannot be decoded (see `load_image`).
     """
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-    # PIL reports broken files as OSError (UnidentifiedImageError, truncated data), SyntaxError or ValueError.
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"Cannot decode image {path}: {err}") from err
-    return array.reshape(height, width, channels)
-
-
-def _image_shape(path: str) -> tuple[int, int, int]:
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            return height, width, 1 if image.mode in _GRAYSCALE_MODES else 3
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"Cannot decode image {path}: {err}") from err
+    image = load_image(path).convert("L" if channels == 1 else "RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8).reshape(height, width, channels)
 
 
 # Hidden entries (.ipynb_checkpoints, macOS ._*.png resource forks) are tool debris, not classes or images.
@@ -100,23 +96,110 @@ def _scan(root: Path, missing_hint: str) -> FolderIndex:
         )
     splits = [*REQUIRED_SPLITS, *(split for split in OPTIONAL_SPLITS if (root / split).is_dir())]
     class_names = tuple(sorted(entry.name for entry in _subdirectories(root / "train")))
-    if not class_names:
-        raise ValueError(f"{root / 'train'} has no class sub-directories. Expected the layout {layout}.")
-    label_of = {name: label for label, name in enumerate(class_names)}
+    # One class would train to a meaningless 100 % accuracy.
+    if len(class_names) < 2:
+        raise ValueError(
+            f"{root / 'train'} has {len(class_names)} class sub-director{'y' if class_names else 'ies'} "
+            f"{list(class_names)}; a classifier needs at least 2. Expected the layout {layout}."
+        )
+    for split in splits[1:]:
+        found = {entry.name for entry in _subdirectories(root / split)}
+        lacking, extra = sorted(set(class_names) - found), sorted(found - set(class_names))
+        if lacking or extra:
+            differences = [f"lacks {lacking}"] * bool(lacking) + [f"has {extra}, which train does not"] * bool(extra)
+            raise ValueError(
+                f"The classes of {root / split} differ from those of {root / 'train'}: it {' and '.join(differences)}. "
+                f"Every split needs the same class sub-directories: {list(class_names)}."
+            )
+    listings = {(split, name): _image_names(root / split / name) for split in splits for name in class_names}
+    empty = [str(root / split / name) for (split, name), images in listings.items() if not images]
+    if empty:
+        raise ValueError(f"{', '.join(empty)} hold(s) no {'/'.join(IMAGE_EXTENSIONS)} images.")
     files = {}
     for split in splits:
         paths, labels = [], []
-        for class_dir in sorted(_subdirectories(root / split)):
-            if class_dir.name not in label_of:
-                raise ValueError(f"{class_dir} is a class that {root / 'train'} does not have ({list(class_names)}).")
-            images = _image_names(class_dir)
-            if split == "train" and not images:
-                raise ValueError(f"{class_dir} holds no {'/'.join(IMAGE_EXTENSIONS)} images.")
-            paths += [str(class_dir / name) for name in images]
-            labels += [label_of[class_dir.name]] * len(images)
+        for label, name in enumerate(class_names):
+            images = listings[split, name]
+            paths += [str(root / split / name / image) for image in images]
+            labels += [label] * len(images)
         order = np.random.default_rng(ORDER_SEED).permutation(len(paths))
         files[split] = (tuple(paths[i] for i in order), np.asarray(labels, np.int32)[order])
     return FolderIndex(class_names, files)
+
+
+def _file_signature(path: str) -> tuple[str, int, int]:
+    # Size and modification time: a file replaced since the last check is checked again.
+    try:
+        status = os.stat(path)
+    except OSError:
+        return path, -1, -1
+    return path, status.st_size, status.st_mtime_ns
+
+
+def _image_facts(paths: tuple[str, ...]) -> list[tuple[int, int, bool] | str]:
+    facts = []
+    for path in paths:
+        try:
+            image = load_image(path)
+        except ImageFileError as err:
+            facts.append(str(err))
+        else:
+            facts.append((image.height, image.width, image.mode in _GRAYSCALE_MODES))
+    return facts
+
+
+def _check_files(root: Path, paths: list[str]) -> list[tuple[int, int, bool]]:
+    """``(height, width, grayscale)`` of each file, after decoding every one of them.
+
+    Raises:
+        ValueError: naming every file that cannot be used (up to `MAX_LISTED_BAD_FILES`) and why.
+    """
+    from tqdm.auto import tqdm
+
+    chunks = [tuple(paths[i : i + _CHECK_CHUNK]) for i in range(0, len(paths), _CHECK_CHUNK)]
+    facts = []
+    quiet = len(paths) <= PROGRESS_MIN_FILES
+    bar = tqdm(total=len(paths), desc=f"Checking {root}", unit="image", file=sys.stderr, disable=quiet)
+    # PIL releases the GIL while decoding, so threads help; few of them, as each may hold a large image.
+    with bar, ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for chunk, chunk_facts in zip(chunks, pool.map(_image_facts, chunks)):
+            facts += chunk_facts
+            bar.update(len(chunk))
+    bad = [fact for fact in facts if isinstance(fact, str)]
+    if bad:
+        listed = "\n  ".join(bad[:MAX_LISTED_BAD_FILES])
+        rest = f"\n  ... and {len(bad) - MAX_LISTED_BAD_FILES} more." if len(bad) > MAX_LISTED_BAD_FILES else ""
+        raise ValueError(
+            f"{len(bad)} of the {len(paths)} image files under {root} cannot be used:\n  {listed}{rest}\n"
+            f"Remove or replace them: images must be regular PNG/JPEG files of at most {MAX_IMAGE_PIXELS:,} pixels."
+        )
+    return facts
+
+
+# Cached on the files' sizes and modification times: every epoch builds its dataset again, and a file
+# replaced in between is checked again.
+@functools.lru_cache(maxsize=16)
+def _input_shape(root: Path, signature: tuple[tuple[str, int, int], ...], train_count: int) -> tuple[int, int, int]:
+    """Checks every file, then picks the input shape and notes (on stderr) how many images are resized.
+
+    The size is the most common (height, width) among the ``train_count`` training images (the first ones of
+    ``signature``), the smallest of equally common ones since it costs the least memory; 3 channels unless every
+    training image is grayscale.
+    """
+    facts = _check_files(root, [path for path, _, _ in signature])
+    counts = Counter((height, width) for height, width, _ in facts[:train_count])
+    most = max(counts.values())
+    height, width = min((size for size, count in counts.items() if count == most), key=lambda s: (s[0] * s[1], s))
+    channels = 1 if all(gray for _, _, gray in facts[:train_count]) else 3
+    resized = sum((h, w) != (height, width) for h, w, _ in facts)
+    if resized:
+        images = "1 image of another size is" if resized == 1 else f"{resized} images of other sizes are"
+        print(
+            f"note: {images} resized to {height}x{width}, the most common size of the {train_count} training images "
+            f"under {root}.",
+            file=sys.stderr,
+        )
+    return height, width, channels
 
 
 @functools.lru_cache(maxsize=16)
@@ -136,11 +219,14 @@ def _mean_std(paths: tuple[str, ...], shape: tuple[int, int, int]) -> tuple[tupl
 
 
 class ImageFolderSource:
-    """A dataset read from an image-folder tree; images are resized to the size of the first (sorted) training image.
+    """A dataset read from an image-folder tree, every file of it checked (decoded) before any training.
 
-    Class names are the sorted sub-directories of ``train``. Mean/std are ``mean``/``std`` if given, else
-    computed from at most `STATS_SAMPLE` training images. Augmentation: zero padding of 1/8 of the shorter side
-    (4 pixels at 32x32), random crop, horizontal flip.
+    Class names are the sorted sub-directories of ``train``; every split must have the same ones, at least 2.
+    Images take the most common size among the training images (the smallest of equally common sizes); the others
+    are resized to it (bilinear), which is noted on stderr. They have 3 channels unless every training image is
+    grayscale. 16-bit grayscale PNGs are scaled to 8 bits. Mean/std are ``mean``/``std`` if given, else computed
+    from at most `STATS_SAMPLE` training images. Augmentation: zero padding of 1/8 of the shorter side (4 pixels
+    at 32x32), random crop, horizontal flip.
 
     Args:
         name: registry name, e.g. ``"cinic10"`` or ``"folder:/data/pets"``.
@@ -151,7 +237,8 @@ class ImageFolderSource:
 
     Raises:
         FileNotFoundError: the tree or one of its required splits is missing.
-        ValueError: the tree has no classes, an empty training class or an undecodable image.
+        ValueError: fewer than 2 classes, splits with different classes, a class without images, or files that
+            are not regular, too large (see `MAX_IMAGE_PIXELS`) or undecodable (all of them named in one error).
     """
 
     def __init__(
@@ -166,7 +253,8 @@ class ImageFolderSource:
         self.root = Path(root)
         self.index = _scan(self.root, missing_hint)
         train_paths = self.index.files["train"][0]
-        self.image_shape = _image_shape(min(train_paths))
+        every_file = [path for paths, _ in self.index.files.values() for path in paths]
+        self.image_shape = _input_shape(self.root, tuple(map(_file_signature, every_file)), len(train_paths))
         if mean is None or std is None:
             mean, std = _mean_std(train_paths[:STATS_SAMPLE], self.image_shape)
         self.mean, self.std = tuple(mean), tuple(std)

@@ -1,0 +1,102 @@
+"""Reading one image file safely, for training folders and `mfef predict` alike (no TensorFlow here).
+
+Only regular files are opened (a FIFO named ``x.png`` would block a reader forever), images declaring more than
+`MAX_IMAGE_PIXELS` pixels are refused before their pixels are decoded, and 16-bit grayscale PNGs are scaled to
+8 bits rather than clipped.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# 8192x8192: far above what a small-image classifier trains on, yet one decode stays under 256 MiB (RGBA). It is
+# below PIL's own warning threshold (Image.MAX_IMAGE_PIXELS, ~89.5 M), so our message comes first for most sizes.
+MAX_IMAGE_PIXELS = 8192 * 8192
+# PIL opens 16-bit grayscale PNGs in these modes (values 0..65535); 16-bit RGB(A) and LA already come as 8-bit.
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+# What PIL raises for a broken or truncated file: OSError (UnidentifiedImageError, "image file is truncated"),
+# SyntaxError (bad PNG chunks) or ValueError.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError)
+_FILE_KINDS = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
+
+
+class ImageFileError(ValueError):
+    """An image file that cannot be used: not a regular file, too many pixels, or not decodable."""
+
+
+def _not_regular(path: Path, mode: int) -> ImageFileError:
+    kind = next((name for test, name in _FILE_KINDS.items() if test(mode)), "a device or special file")
+    return ImageFileError(f"{path} is {kind}, not a regular file; only regular files are read as images.")
+
+
+def _too_large(path: Path, pixels: str) -> ImageFileError:
+    side = int(MAX_IMAGE_PIXELS**0.5)
+    return ImageFileError(
+        f"{path} declares {pixels} pixels, over the limit of {MAX_IMAGE_PIXELS:,} ({side}x{side}); refused as a "
+        "possible decompression bomb."
+    )
+
+
+def _undecodable(path: Path, why: object) -> ImageFileError:
+    return ImageFileError(f"Cannot decode image {path}: {why}")
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # Opening a FIFO without a writer would block forever before fstat could refuse it.
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode one image file, with 8-bit channels.
+
+    16-bit grayscale images are scaled to 8 bits (``round(v * 255 / 65535)``); PIL already reduces 16-bit
+    RGB(A) and grayscale+alpha to 8 bits. Other modes (palette, 1-bit, RGBA...) are returned as they are.
+
+    Args:
+        path: the image file.
+
+    Raises:
+        ImageFileError: naming ``path``, when it is not a regular file, declares more than `MAX_IMAGE_PIXELS`
+            pixels, or cannot be decoded (unknown format, truncated or corrupt data).
+    """
+    path = Path(path)
+    try:
+        file = open(path, "rb", opener=_open_nonblocking)
+    except IsADirectoryError:
+        raise _not_regular(path, stat.S_IFDIR) from None
+    except OSError as err:
+        raise ImageFileError(f"Cannot read image {path}: {err.strerror}.") from None
+    with file:
+        mode = os.fstat(file.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        try:
+            image = Image.open(file)
+        except Image.DecompressionBombError:
+            # PIL refuses sizes over twice its own limit inside Image.open, before the size can be read here.
+            raise _too_large(path, f"more than {2 * Image.MAX_IMAGE_PIXELS:,}") from None
+        except UnidentifiedImageError:
+            raise _undecodable(path, "not an image format PIL knows") from None
+        except _DECODE_ERRORS as err:
+            raise _undecodable(path, err) from None
+        with image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise _too_large(path, f"{width}x{height}")
+            try:
+                image.load()
+            except _DECODE_ERRORS as err:
+                raise _undecodable(path, err) from None
+            # A copy, because closing the file releases the decoded pixels of `image`.
+            return _to_eight_bit(image) if image.mode in _SIXTEEN_BIT_MODES else image.copy()
+
+
+def _to_eight_bit(image: Image.Image) -> Image.Image:
+    # PIL's own convert("L") clips at 255, which turns a 16-bit image into black and white.
+    values = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8), "L")
