@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from mfef_keras.data.image_files import ImageFileError, load_image
 from mfef_keras.export.errors import PredictError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -22,7 +22,9 @@ def load_images(
     """Read PNG/JPEG files and ``.npy`` batches into one uint8 NHWC batch.
 
     Images are never resized: one of another size is an error. Its channels are converted
-    (RGB/RGBA <-> grayscale) only with ``convert_channels``, and each conversion is reported.
+    (RGB/RGBA <-> grayscale) only with ``convert_channels``, and each conversion is reported. Files are read as
+    for training (`mfef_keras.data.image_files.load_image`): regular files only, at most
+    `MAX_IMAGE_PIXELS` pixels, 16-bit grayscale scaled to 8 bits.
 
     Args:
         paths: image files and/or ``.npy`` files holding ``(N, H, W, C)`` or ``(H, W, C)`` uint8 arrays.
@@ -77,10 +79,9 @@ def _load_npy(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 def _load_image(path: Path, shape: tuple[int, int, int], convert_channels: bool) -> tuple[np.ndarray, str | None]:
     height, width, channels = shape
     try:
-        with Image.open(path) as opened:
-            image = opened.copy()
-    except (OSError, UnidentifiedImageError) as error:
-        raise PredictError(f"Cannot read image {path}: {error}") from None
+        image = load_image(path)
+    except ImageFileError as error:
+        raise PredictError(str(error)) from None
     if image.size != (width, height):
         raise PredictError(
             f"{path} is {image.size[0]}x{image.size[1]} (width x height); the model takes {width}x{height}. "

@@ -3,12 +3,10 @@
 import io
 import os
 import signal
-import struct
 import subprocess
 import sys
 import tarfile
 import time
-import zlib
 from collections import Counter
 
 import numpy as np
@@ -35,6 +33,7 @@ from mfef_keras.data.pipeline import augment, normalise
 from mfef_keras.data.source import Augmentation
 from mfef_keras.data.tfds_cifar import ARCHIVES, CLASS_NAMES, MEAN, STD
 from mfef_keras.layers.image_normalization import ImageNormalization
+from tests.bad_images import png_bomb
 
 
 def _batches(dataset):
@@ -374,17 +373,6 @@ def test_grayscale_folder_has_one_channel(tmp_path):
     assert x.shape == (4, 32, 32, 1)
 
 
-def _png_bomb(path, side=100_000):
-    """A PNG of a few dozen bytes whose header declares ``side`` x ``side`` pixels."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 64)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-
-
 def _truncated_png(path):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
     path.write_bytes(path.read_bytes()[:300])
@@ -443,7 +431,7 @@ def test_fifo_is_refused_without_blocking(tmp_path):
 def test_decompression_bombs_are_refused_naming_the_file_and_the_limit(tmp_path, monkeypatch):
     _image_tree(tmp_path)
     bomb = tmp_path / "train" / "dog" / "bomb.png"
-    _png_bomb(bomb)
+    png_bomb(bomb)
     # PIL itself refuses this size in Image.open, before any pixel is decoded.
     with pytest.raises(ValueError, match=f"{bomb} declares more than 178,956,970 pixels, over the limit of 67,108,864"):
         dataset_info(f"folder:{tmp_path}")

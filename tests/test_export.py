@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 from PIL import Image
 
+from mfef_keras.data.image_folder import read_image
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.export import (
     ExportError,
@@ -33,6 +35,7 @@ from mfef_keras.export.metadata import sha256_file, sha256_path
 from mfef_keras.export.preprocessing import normalize
 from mfef_keras.models import get_backbone
 from mfef_keras.student_dir import save_student_dir
+from tests.bad_images import png_bomb
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (32, 32, 1)
@@ -233,6 +236,22 @@ def test_load_images_checks_size_and_channels(tmp_path):
     assert notes == [f"{tmp_path / 'rgb.png'}: converted RGB to L (3 -> 1 channels)"]
     with pytest.raises(PredictError, match=r"batch.npy holds an array of shape \(3, 32, 32, 1\)"):
         load_images([tmp_path / "batch.npy"], (32, 32, 3))
+
+
+def test_load_images_reads_files_as_training_does(tmp_path):
+    """16-bit grayscale is scaled to 8 bits like a training folder's; bombs and FIFOs are refused, naming them."""
+    deep = tmp_path / "deep.png"
+    values = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)
+    Image.fromarray(values).save(deep)
+    images, _, _ = load_images([deep], SHAPE)
+    np.testing.assert_array_equal(images[0, ..., 0], np.rint(values * (255 / 65535)).astype(np.uint8))
+    np.testing.assert_array_equal(images[0], read_image(str(deep), *SHAPE))
+    png_bomb(tmp_path / "bomb.png")
+    with pytest.raises(PredictError, match=r"bomb.png declares more than 178,956,970 pixels, over the limit of 67"):
+        load_images([tmp_path / "bomb.png"], SHAPE)
+    os.mkfifo(tmp_path / "fifo.png")
+    with pytest.raises(PredictError, match=r"fifo.png is a FIFO, not a regular file"):
+        load_images([tmp_path / "fifo.png"], SHAPE)
 
 
 def test_failed_parity_leaves_nothing_behind(student_dir, tmp_path, monkeypatch):
