@@ -525,8 +525,10 @@ def test_predict_command_errors(full_export, tmp_path):
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "small.png")
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "rgb.png")
     (tmp_path / "corrupt.onnx").write_bytes(b"\x00garbage")
+    png_bomb(tmp_path / "bomb.png")
     cases = [
         ([out, tmp_path / "small.png"], "small.png is 28x28 (width x height); the model takes 32x32"),
+        ([out, tmp_path / "bomb.png"], "bomb.png declares more than 178,956,970 pixels, over the limit of 67,108,864"),
         ([out, tmp_path / "rgb.png"], "--convert-channels"),
         ([tmp_path / "corrupt.onnx", tmp_path / "rgb.png"], "Cannot load the ONNX model"),
         ([out, tmp_path / "nothing.png"], "does not exist"),
