@@ -1,7 +1,9 @@
 """Checkpoints keyed by variable path: restore by name, refuse what does not fit, name the culprit."""
 
+import errno
 import io
 import json
+import os
 from types import SimpleNamespace
 
 import keras
@@ -121,3 +123,32 @@ def test_two_variables_with_one_path_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="Two variables share the path 'kernel'"):
         load_checkpoint(tmp_path, model)
     assert not (tmp_path / CHECKPOINT_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda data: data[: len(data) // 2], lambda data: b"", lambda data: data[:-300] + bytes(300)],
+    ids=["cut in half", "empty", "zeroed tail"],
+)
+def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path, damage):
+    _saved(tmp_path)
+    path = tmp_path / CHECKPOINT_FILE
+    path.write_bytes(damage(path.read_bytes()))
+    model = _model({"kernel": (3,), "bias": (3,)}, fill=0.5)
+    with pytest.raises(CheckpointError, match=f"Checkpoint {path} is damaged.*Delete {path} to train this run again"):
+        load_checkpoint(tmp_path, model)
+    assert all((v.numpy() == 0.5).all() for v in model.weights)
+
+
+def test_a_checkpoint_write_on_a_full_disk_keeps_the_previous_one_and_no_temporary_file(tmp_path, monkeypatch):
+    _saved(tmp_path)
+    before = (tmp_path / CHECKPOINT_FILE).read_bytes()
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path, _model({"kernel": (3,), "bias": (3,)}), {"epoch": 4})
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before

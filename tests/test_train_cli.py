@@ -1,5 +1,6 @@
 """End-to-end training runs through the `mfef` CLI: run directories, resume, NaN, devices, bad input."""
 
+import errno
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from mfef_keras.cli import main
+from mfef_keras.training.run_directory import LOCK_FILE
 
 TINY = ["--base-width", "4", "--train-limit", "128", "--batch-size", "64", "--no-progress"]
 
@@ -120,28 +122,120 @@ def test_interrupted_run_continues_like_an_uninterrupted_one(tmp_path):
         assert resumed.history[-1][key] == pytest.approx(straight.history[-1][key], rel=2e-3), key
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def _poison_epoch(monkeypatch, poisoned):
+    """Make the training images of epoch ``poisoned`` (0-based) NaN."""
     import mfef_keras.data
 
     make_dataset = mfef_keras.data.make_dataset
 
-    def nan_images_in_epoch_two(*args, seed=0, **kwargs):
+    def nan_images(*args, seed=0, **kwargs):
         dataset = make_dataset(*args, seed=seed, **kwargs)
         # The runner seeds epoch e's pipeline with seed * 100_003 + e (seed 0 here).
-        if kwargs["training"] and seed == 1:
+        if kwargs["training"] and seed == poisoned:
             dataset = dataset.map(lambda images, labels: (images * float("nan"), labels))
         return dataset
 
-    monkeypatch.setattr(mfef_keras.data, "make_dataset", nan_images_in_epoch_two)
+    monkeypatch.setattr(mfef_keras.data, "make_dataset", nan_images)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    _poison_epoch(monkeypatch, 1)
     run = tmp_path / "run"
     result = _run(["train", "--epochs", "3", "--run-dir", str(run), *TINY])
     assert result.exit_code != 0
     assert "Training diverged in epoch 2 (" in result.output and "Lower the learning rate" in result.output
-    assert "nan" in result.output
+    assert f"the last good checkpoint is kept in {run}" in result.output and "nan" in result.output
     with np.load(run / "checkpoint.npz") as checkpoint:
         state = json.loads(bytes(checkpoint["state"]).decode())
         assert state["epoch"] == 1 and all(np.isfinite(checkpoint[k]).all() for k in checkpoint.files if k != "state")
     assert len(_metrics(run)) == 1
+
+
+def test_nan_loss_in_the_first_epoch_claims_no_checkpoint(tmp_path, monkeypatch):
+    _poison_epoch(monkeypatch, 0)
+    run = tmp_path / "run"
+    result = _run(["train", "--epochs", "2", "--run-dir", str(run), *TINY])
+    assert result.exit_code != 0 and "Training diverged in epoch 1 (" in result.output
+    assert "no epoch had finished, so no checkpoint was kept" in result.output and "kept in" not in result.output
+    assert not run.exists()
+
+
+def test_a_full_disk_is_told_naming_the_run_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    fsync = os.fsync
+    checkpoint_writes = []
+
+    def second_checkpoint_fills_the_disk(fd):
+        if "checkpoint.npz" in os.readlink(f"/proc/self/fd/{fd}"):
+            checkpoint_writes.append(fd)
+            if len(checkpoint_writes) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", second_checkpoint_fills_the_disk)
+    result = CliRunner().invoke(main, ["train", "--epochs", "2", "--run-dir", str(run), *TINY])
+    assert result.exit_code == 1 and result.exception.__class__ is SystemExit, result.output
+    assert f"Cannot write {run}: no space left on the device (ENOSPC)" in result.output
+    assert f"the last good checkpoint is kept in {run}" in result.output and "run the same command" in result.output
+    assert list(run.rglob(".*")) == []
+    with np.load(run / "checkpoint.npz") as checkpoint:
+        assert json.loads(bytes(checkpoint["state"]).decode())["epoch"] == 1
+
+
+def test_dataset_without_test_images_is_a_data_error_not_divergence(tmp_path, monkeypatch):
+    import dataclasses
+
+    import mfef_keras.data
+
+    root = tmp_path / "data"
+    for label in ("a", "b"):
+        _images(root / "train" / label, 4)
+        (root / "test" / label).mkdir(parents=True)
+    run = tmp_path / "run"
+    args = ["train", "--run-dir", str(run), *TINY, "--batch-size", "8"]
+    # The folder reader may refuse the empty split itself; either way the split is named, not the learning rate.
+    result = CliRunner().invoke(main, [*args, "--dataset", f"folder:{root}"])
+    assert result.exit_code == 1 and "diverged" not in result.output and "test" in result.output, result.output
+    assert not run.exists()
+
+    # Any other source that reports an empty test split is refused by the runner before training.
+    dataset_info = mfef_keras.data.dataset_info
+    monkeypatch.setattr(
+        mfef_keras.data,
+        "dataset_info",
+        lambda *a, **k: dataclasses.replace(dataset_info(*a, **k), splits={"train": 1437, "test": 0}),
+    )
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "Dataset digits has no test images (test split: 0 images)" in result.output
+    assert not run.exists()
+
+
+def test_damaged_run_files_are_named_and_leftovers_swept_on_resume(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--epochs", "1", "--run-dir", str(run), *TINY]
+    assert _run(args).exit_code == 0
+    checkpoint = (run / "checkpoint.npz").read_bytes()
+    config = (run / "config.json").read_text()
+
+    (run / "checkpoint.npz").write_bytes(checkpoint[: len(checkpoint) // 2])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Checkpoint {run / 'checkpoint.npz'} is damaged" in result.output and "Delete " in result.output
+    (run / "checkpoint.npz").write_bytes(checkpoint)
+
+    (run / "config.json").write_text(config[:20])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and f"{run / 'config.json'} is not valid JSON" in result.output
+    (run / "config.json").write_text(config)
+
+    # What kills during writes leave behind: temporary checkpoints and staging folders.
+    for name in (".checkpoint.npz.k1ll3d00.tmp", ".metrics.json.k1ll3d01.tmp"):
+        (run / name).write_bytes(bytes(1000))
+    (run / ".best_student.k1ll3d02").mkdir()
+    (run / "students" / ".s0.k1ll3d03").mkdir()
+    result = _run(args)
+    assert result.exit_code == 0 and "Removed 4 temporary files left by an interrupted run" in result.output
+    assert list(run.rglob(".*")) == []
 
 
 def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
@@ -195,6 +289,11 @@ def test_multiworker_with_two_processes_on_localhost(tmp_path):
         (["--lr-milestones", "a,b"], "lr_milestones must be a list of integers .*comma-separated.*'a,b'"),
         (["--lr-decay", "1.5"], r"lr_decay must be > 0 and <= 1, got 1\.5"),
         (["--base-width", "0"], "base_width must be a positive integer or null, got 0"),
+        (["--batch-size", "100000000"], r"batch_size 100000000 .*larger than the training set \(128 images.*or less"),
+        (
+            ["--strategy", "mirrored", "--cpu-devices", str(os.cpu_count() + 1)],
+            f"cpu_devices {os.cpu_count() + 1} .*more than the {os.cpu_count()} CPU cores",
+        ),
     ],
 )
 def test_bad_options_are_refused_before_training(tmp_path, args, message):
@@ -223,6 +322,34 @@ def test_run_directory_of_another_config_is_refused(tmp_path):
     assert sorted(p.name for p in run.rglob("*")) == before
 
 
+def test_second_trainer_is_refused_and_a_killed_holder_is_taken_over(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "mfef_keras.cli", "train", "--epochs", "2", "--run-dir", str(run), *TINY]
+    command += ["--train-limit", "1024"]
+    holder = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_subprocess_env()
+    )
+    deadline = time.time() + 120
+    while not ((run / LOCK_FILE).exists() and (run / LOCK_FILE).read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    second = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
+    assert holder.poll() is None, "the first trainer ended before the second one tried"
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert f"Run directory {run} is in use by another trainer (PID {holder.pid} on " in second.stderr, second.stderr
+
+    for line in holder.stdout:
+        if line.startswith("epoch 1/2") or time.time() > deadline + 240:
+            break
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (run / LOCK_FILE).exists()
+    resumed = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"Taking over the lock of {run} from PID {holder.pid} on " in resumed.stdout
+    assert f"Resuming {run} after epoch 1 of 2." in resumed.stdout
+    assert [r["epoch"] for r in _metrics(run)] == [0, 1] and not (run / LOCK_FILE).exists()
+
+
 def _images(folder, count, start=0):
     from PIL import Image
 
@@ -238,7 +365,7 @@ def test_resume_after_the_training_folder_changed_is_refused_and_nothing_is_writ
         _images(root / "test" / label, 2)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "mfef_keras.cli", "train", "--dataset", f"folder:{root}", "--epochs", "1"]
-    command += ["--run-dir", str(run), *TINY]
+    command += ["--run-dir", str(run), *TINY, "--batch-size", "8"]
     first = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
     assert json.loads((run / "data.json").read_text())["splits"] == {"train": 8, "test": 4}

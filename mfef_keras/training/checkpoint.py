@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -115,39 +116,60 @@ def load_checkpoint(directory: Path, distiller) -> dict | None:
         distiller: the `OnlineDistiller`, compiled and with its optimisers built.
 
     Raises:
-        CheckpointError: the file is of another format, or a variable is missing, extra or reshaped
-            (the message names them).
+        CheckpointError: the file is damaged or of another format, or a variable is missing, extra or
+            reshaped (the message names them).
     """
     # Checked before looking for the file, so that a fresh run fails before its first epoch, not after.
     variables = _variables_by_key(distiller)
     path = Path(directory) / CHECKPOINT_FILE
     if not path.exists():
         return None
-    with np.load(path) as data:
-        if _META_KEY not in data.files:
-            raise CheckpointError(
-                f"Checkpoint {path} was written by an older mfef_keras (variables stored by position), which "
-                f"this version cannot restore safely. {_advice(path)}"
-            )
-        meta = json.loads(bytes(data[_META_KEY]).decode())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"Checkpoint {path} has format version {meta.get('format_version')!r} (mfef_keras "
-                f"{meta.get('mfef_keras_version', '?')}); this mfef_keras {__version__} reads version "
-                f"{FORMAT_VERSION}. {_advice(path)}"
-            )
-        # In the model's and the file's order: weights (stage by stage) before optimiser slots.
-        stored = [key for key in data.files if key not in (_META_KEY, _STATE_KEY)]
-        missing = [key for key in variables if key not in stored]
-        unexpected = [key for key in stored if key not in variables]
-        arrays = {key: data[key] for key in variables if key in stored}
-        reshaped = [
-            f"{key} {arrays[key].shape} vs {tuple(variables[key].shape)}"
-            for key in arrays
-            if arrays[key].shape != tuple(variables[key].shape)
-        ]
-        if missing or unexpected or reshaped:
-            raise _mismatch(path, meta, missing, unexpected, reshaped)
-        for key, array in arrays.items():
-            variables[key].assign(array)
-        return json.loads(bytes(data[_STATE_KEY]).decode())
+    arrays = _read(path)
+    if _META_KEY not in arrays:
+        raise CheckpointError(
+            f"Checkpoint {path} was written by an older mfef_keras (variables stored by position), which "
+            f"this version cannot restore safely. {_advice(path)}"
+        )
+    meta = json.loads(bytes(arrays.pop(_META_KEY)).decode())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"Checkpoint {path} has format version {meta.get('format_version')!r} (mfef_keras "
+            f"{meta.get('mfef_keras_version', '?')}); this mfef_keras {__version__} reads version "
+            f"{FORMAT_VERSION}. {_advice(path)}"
+        )
+    state = json.loads(bytes(arrays.pop(_STATE_KEY)).decode())
+    # In the model's and the file's order: weights (stage by stage) before optimiser slots.
+    missing = [key for key in variables if key not in arrays]
+    unexpected = [key for key in arrays if key not in variables]
+    reshaped = [
+        f"{key} {arrays[key].shape} vs {tuple(variables[key].shape)}"
+        for key in variables
+        if key in arrays and arrays[key].shape != tuple(variables[key].shape)
+    ]
+    if missing or unexpected or reshaped:
+        raise _mismatch(path, meta, missing, unexpected, reshaped)
+    for key, variable in variables.items():
+        variable.assign(arrays[key])
+    return state
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the checkpoint file ``path``, read in full so that damage anywhere shows now.
+
+    Raises:
+        CheckpointError: the file is cut short or damaged; the message names it and says what to do.
+    """
+    try:
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+        for key in (_META_KEY, _STATE_KEY):
+            if key in arrays:
+                json.loads(bytes(arrays[key]).decode())
+    except (zipfile.BadZipFile, EOFError, ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(
+            f"Checkpoint {path} is damaged and cannot be read ({type(error).__name__}: {error}); a disk that "
+            f"filled up or a copy that did not finish can cut it short. Delete {path} to train this run again "
+            f"from its first epoch, or delete the run directory {path.parent} to start over, or choose another "
+            "--run-dir."
+        ) from None
+    return arrays

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import os
+
 from mfef_keras._names import unknown_name_error
 from mfef_keras.training.config import STRATEGIES
 
 
 def configure_cpu_devices(count: int | None) -> None:
-    """Split the CPU into ``count`` logical devices; must run before TensorFlow initialises its devices."""
+    """Split the CPU into ``count`` logical devices; must run before TensorFlow initialises its devices.
+
+    Args:
+        count: logical devices wanted, at most the machine's CPU cores; None or 0 leaves the CPU whole.
+
+    Raises:
+        ValueError: ``count`` exceeds the CPU cores (replicas would wait on each other without end).
+    """
     if not count:
         return
+    cores = os.cpu_count() or 1
+    if count > cores:
+        # Each replica's step waits for all the others at every all-reduce; with more replicas than cores
+        # they take turns, and an epoch was seen not to finish in 12 minutes.
+        raise ValueError(
+            f"cpu_devices {count} (--cpu-devices) is more than the {cores} CPU cores of this machine; "
+            f"use {cores} or fewer."
+        )
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]

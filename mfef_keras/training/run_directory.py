@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
@@ -13,6 +15,13 @@ from mfef_keras.training.config import EXECUTION_KEYS, TrainConfig
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
+# Held by the trainer that owns the run directory (see `run_lock`).
+LOCK_FILE = ".train.lock"
+# `write_bytes_atomic`'s temporary files (.<name>.<8 random characters>.tmp) and `save_student_dir`'s
+# staging folders (.<name>.<8 random characters>), as tempfile names them.
+_LEFTOVER = re.compile(r"\..+\.[a-z0-9_]{8}(\.tmp)?")
+# Where a run writes through those helpers: the run directory and its students/.
+_LEFTOVER_PLACES = (".", "students")
 
 
 class RunDirectoryError(ValueError):
@@ -27,14 +36,14 @@ def check_run_dir(path: Path, config: TrainConfig) -> bool:
             raise RunDirectoryError(f"Run directory {path} exists and is not a directory.")
         config_file = path / CONFIG_FILE
         if config_file.exists():
-            stored = json.loads(config_file.read_text())
+            stored = _read_json(config_file)
             changed = _differences(stored.get("config", {}), config)
             if stored.get("experiment_hash") != config.experiment_hash() and changed:
                 raise RunDirectoryError(
                     f"Run directory {path} belongs to a different configuration (differs in: {', '.join(changed)}). "
                     "Choose another --run-dir, or delete that directory to start over."
                 )
-        elif any(path.iterdir()):
+        elif any(entry.name != LOCK_FILE and not _is_leftover(entry) for entry in path.iterdir()):
             raise RunDirectoryError(f"{path} is not empty and is not a run directory (no {CONFIG_FILE}).")
         if not os.access(path, os.W_OK):
             raise RunDirectoryError(f"Run directory {path} is not writable.")
@@ -43,6 +52,54 @@ def check_run_dir(path: Path, config: TrainConfig) -> bool:
     if not os.access(parent, os.W_OK):
         raise RunDirectoryError(f"Cannot create run directory {path}: {parent} is not writable.")
     return False
+
+
+def _read_json(file: Path) -> dict:
+    """The JSON object in ``file``, a file of a run directory.
+
+    Raises:
+        RunDirectoryError: the file is not a JSON object (cut short, or edited by hand); the message names it.
+    """
+    try:
+        data = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        problem = f"is not valid JSON ({error})"
+    else:
+        if isinstance(data, dict):
+            return data
+        problem = f"holds a {type(data).__name__}, not a JSON object"
+    raise RunDirectoryError(
+        f"{file} {problem}, so the run in {file.parent} cannot be checked or resumed. Restore the file, "
+        "or delete that directory to start over, or choose another --run-dir."
+    )
+
+
+def _is_leftover(entry: Path) -> bool:
+    return _LEFTOVER.fullmatch(entry.name) is not None and (entry.is_dir() or entry.name.endswith(".tmp"))
+
+
+def sweep_leftovers(path: Path) -> list[Path]:
+    """Remove the temporary files and staging folders that a killed or failed run left in run directory ``path``.
+
+    Only its owner may call this (see `run_lock`): another writer's files in progress look the same.
+
+    Args:
+        path: the run directory.
+
+    Returns:
+        What was removed.
+    """
+    removed = []
+    for place in _LEFTOVER_PLACES:
+        folder = Path(path) / place
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        for entry in filter(_is_leftover, entries):
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
 
 
 def _differences(stored: dict, config: TrainConfig) -> list[str]:
@@ -103,11 +160,12 @@ def check_data_fingerprint(path: Path, fingerprint: dict) -> None:
     file = Path(path) / DATA_FILE
     if not file.exists():
         return
-    stored = json.loads(file.read_text())
+    stored = _read_json(file)
+    splits = stored.get("splits", {})
     changes = [
-        f"{split} split: {stored['splits'].get(split, 0)} -> {fingerprint['splits'].get(split, 0)} images"
-        for split in sorted(set(stored["splits"]) | set(fingerprint["splits"]))
-        if stored["splits"].get(split) != fingerprint["splits"].get(split)
+        f"{split} split: {splits.get(split, 0)} -> {fingerprint['splits'].get(split, 0)} images"
+        for split in sorted(set(splits) | set(fingerprint["splits"]))
+        if splits.get(split) != fingerprint["splits"].get(split)
     ]
     labels = {
         "train_examples": "training examples used",

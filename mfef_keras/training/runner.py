@@ -6,10 +6,12 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfef_keras._outputs import disk_error_message
 from mfef_keras.student_dir import save_student_dir, write_json_atomic
 from mfef_keras.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mfef_keras.training.config import TrainConfig
@@ -18,15 +20,18 @@ from mfef_keras.training.devices import configure_cpu_devices, make_strategy
 from mfef_keras.training.environment import describe_environment
 from mfef_keras.training.plots import plot_training_curves
 from mfef_keras.training.run_directory import (
+    RunDirectoryError,
     check_data_fingerprint,
     check_run_dir,
     data_fingerprint,
     format_summary,
     summarize,
+    sweep_leftovers,
     write_config,
     write_data_fingerprint,
     write_metrics,
 )
+from mfef_keras.training.run_lock import run_directory_lock
 
 
 def _is_chief(strategy) -> bool:
@@ -113,24 +118,91 @@ def _epoch_line(config: TrainConfig, row: dict, has_fused: bool) -> str:
     )
 
 
+def _check_data(config: TrainConfig, info, train_size: int) -> None:
+    """Refuse, before anything is built or written, data the run cannot train or evaluate on.
+
+    Raises:
+        ValueError: the test split is empty (every epoch is evaluated on it), or a batch is larger than
+            the training set.
+    """
+    if not info.splits.get("test"):
+        raise ValueError(
+            f"Dataset {config.dataset} has no test images (test split: {info.splits.get('test', 0)} images), and "
+            "every epoch is evaluated on it. Add images to its test split (a folder dataset: test/<class>/*.png)."
+        )
+    if config.batch_size > train_size:
+        limit = (
+            f", the first {train_size} of its {info.splits['train']} with --train-limit" if config.train_limit else ""
+        )
+        raise ValueError(
+            f"batch_size {config.batch_size} (--batch-size) is larger than the training set ({train_size} images"
+            f"{limit}): a batch can hold no more. Use --batch-size {train_size} or less."
+        )
+
+
+def _kept(run_dir: Path) -> str:
+    # Said only of what is there: a new run directory without a checkpoint is removed on failure.
+    if (run_dir / CHECKPOINT_FILE).exists():
+        return f"the last good checkpoint is kept in {run_dir}"
+    return "no epoch had finished, so no checkpoint was kept"
+
+
+@contextmanager
+def _owned(run_dir: Path, existed: bool, echo: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``run_dir`` for a trainer: created, locked and swept; removed again if new and nothing was saved.
+
+    Raises:
+        RunDirectoryBusy: another trainer holds it.
+        RunDirectoryError: a write failed for want of space or permissions (the message names the path).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_directory_lock(run_dir, echo):
+        removed = sweep_leftovers(run_dir)
+        if removed:
+            names = ", ".join(path.name for path in removed)
+            echo(f"Removed {len(removed)} temporary files left by an interrupted run: {names}.")
+        try:
+            yield
+        except BaseException as error:
+            if not existed and not (run_dir / CHECKPOINT_FILE).exists():
+                shutil.rmtree(run_dir, ignore_errors=True)
+            told = _disk_error(error, run_dir) if isinstance(error, OSError) else None
+            if told is not None:
+                raise told from error
+            raise
+
+
+def _disk_error(error: OSError, run_dir: Path) -> RunDirectoryError | None:
+    """A failed write told in one line (path, cause, what to do); None unless space or permissions caused it."""
+    # ENOSPC from write() names no file; the run directory is where it was writing.
+    message = disk_error_message(OSError(error.errno, error.strerror, error.filename or str(run_dir)))
+    if message is None:
+        return None
+    return RunDirectoryError(f"{message} Training stopped: {_kept(run_dir)}; run the same command again to resume.")
+
+
 def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult:
     """Train ``config`` in its run directory, resuming from the last completed epoch if there is one.
 
+    The run directory is locked while training: a second trainer on it is refused.
+
     Raises:
-        RunDirectoryError: the run directory is not writable or belongs to another config.
+        RunDirectoryError: the run directory is not writable, belongs to another config, is held by another
+            trainer (`RunDirectoryBusy`), or a write to it failed (disk full, read-only, permission denied).
+        ValueError: the data has no test images or fewer training images than a batch.
         TrainingDiverged: the loss became NaN; the last good checkpoint stays in place.
     """
     configure_cpu_devices(config.cpu_devices)
     import keras
 
-    from mfef_keras.data import dataset_info, make_dataset
+    from mfef_keras.data import dataset_info
 
     run_dir = Path(config.run_dir or config.default_run_dir())
     existed = check_run_dir(run_dir, config)
     # Fails fast (before anything is written) when the data is missing.
     info = dataset_info(config.dataset, config.data_dir)
     train_size = min(info.splits["train"], config.train_limit or info.splits["train"])
-    steps_per_epoch = math.ceil(train_size / config.batch_size)
+    _check_data(config, info, train_size)
     fingerprint = data_fingerprint(info, train_size)
     if (run_dir / CHECKPOINT_FILE).exists():
         # A checkpoint trained on other data (say, a folder that gained images) must not be resumed
@@ -139,100 +211,107 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
 
     keras.mixed_precision.set_global_policy(config.precision)
     strategy = make_strategy(config.strategy)
-    distiller = _build(config, info, strategy, steps_per_epoch)
-    has_fused = distiller.fusion is not None
-    loop = CustomLoop(distiller, strategy) if config.strategy == "multiworker" else None
     chief = _is_chief(strategy)
     if not chief:
-        # Every worker computes the same thing; only the chief writes the run directory.
+        # Every worker computes the same thing; only the chief writes (and locks) the run directory.
         checkpoint_source, run_dir = run_dir, Path(tempfile.mkdtemp(prefix="mfef-worker-"))
         existed = False
     else:
         checkpoint_source = run_dir
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        state = load_checkpoint(checkpoint_source, distiller)
-        if state is None:
-            write_config(run_dir, config)
-            write_data_fingerprint(run_dir, fingerprint)
-            write_json_atomic(run_dir / "environment.json", describe_environment(config.seed))
-            state = {"epoch": 0, "history": []}
-        elif state["epoch"] < config.epochs:
-            echo(f"Resuming {run_dir} after epoch {state['epoch']} of {config.epochs}.")
-        history = state["history"]
-        test_ds = make_dataset(config.dataset, "test", config.eval_batch_size, training=False, data_dir=config.data_dir)
-        for epoch in range(state["epoch"], config.epochs):
-            # A fresh pipeline per epoch, seeded by the epoch: a resumed run sees the same
-            # data order and augmentation as one that never stopped.
-            train_ds = make_dataset(
-                config.dataset,
-                "train",
-                config.batch_size,
-                training=True,
-                seed=config.seed * 100_003 + epoch,
-                data_dir=config.data_dir,
-                limit=config.train_limit,
-                reshuffle_each_iteration=False,
-            )
-            learning_rate = float(distiller.student_optimizer.learning_rate)
-            started = time.perf_counter()
-            if loop is not None:
-                row = loop.run_epoch(train_ds, test_ds, progress=config.progress and chief)
-            else:
-                fitted = distiller.fit(
-                    train_ds,
-                    epochs=epoch + 1,
-                    initial_epoch=epoch,
-                    validation_data=test_ds,
-                    verbose=1 if config.progress else 0,
-                    shuffle=False,
-                    callbacks=[keras.callbacks.TerminateOnNaN()],
-                )
-                row = {k: float(v[-1]) for k, v in fitted.history.items()}
-            bad = [
-                f"{key} = {row.get(key, math.nan)}"
-                for key in ("loss", "val_loss")
-                if not math.isfinite(row.get(key, math.nan))
-            ]
-            if bad:
-                raise TrainingDiverged(
-                    f"Training diverged in epoch {epoch + 1} ({', '.join(bad)}); stopping. The last good "
-                    f"checkpoint (after epoch {epoch}) is kept in {run_dir}. Lower the learning rate "
-                    f"(now {config.learning_rate})."
-                )
-            row.update(
-                epoch=epoch,
-                lr=learning_rate,
-                time_s=time.perf_counter() - started,
-            )
-            history.append(row)
-            summary = summarize(history, config.num_students, has_fused)
-            best = summary["best_student"]
-            if best["best_epoch"] == epoch:
-                index = int(best["name"][1:])
-                save_student_dir(
-                    run_dir / "best_student",
-                    distiller.get_student(index),
-                    _student_metadata(config, info, index, epoch, best["best"]),
-                )
-            write_metrics(run_dir, history)
-            save_checkpoint(run_dir, distiller, {"epoch": epoch + 1, "history": history})
-            echo(_epoch_line(config, row, has_fused))
-    except BaseException:
-        if not existed and not (run_dir / "checkpoint.npz").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-
-    summary = summarize(history, config.num_students, has_fused)
-    for index in range(config.num_students):
-        target = run_dir / "students" / f"s{index}"
-        if not target.exists():
-            accuracy = history[-1][f"val_acc_s{index}"]
-            metadata = _student_metadata(config, info, index, config.epochs - 1, accuracy)
-            save_student_dir(target, distiller.get_student(index), metadata)
-    write_json_atomic(run_dir / "summary.json", summary)
-    plot_training_curves(history, run_dir / "curves.png")
+    with _owned(run_dir, existed, echo):
+        history, distiller = _train_epochs(config, info, strategy, chief, run_dir, checkpoint_source, train_size, echo)
+        has_fused = distiller.fusion is not None
+        summary = summarize(history, config.num_students, has_fused)
+        for index in range(config.num_students):
+            target = run_dir / "students" / f"s{index}"
+            if not target.exists():
+                accuracy = history[-1][f"val_acc_s{index}"]
+                metadata = _student_metadata(config, info, index, config.epochs - 1, accuracy)
+                save_student_dir(target, distiller.get_student(index), metadata)
+        write_json_atomic(run_dir / "summary.json", summary)
+        plot_training_curves(history, run_dir / "curves.png")
     echo(format_summary(summary))
     echo(f"Run directory: {run_dir}")
     return RunResult(run_dir=run_dir, history=history, summary=summary)
+
+
+def _train_epochs(
+    config: TrainConfig,
+    info,
+    strategy,
+    chief: bool,
+    run_dir: Path,
+    checkpoint_source: Path,
+    train_size: int,
+    echo: Callable[[str], None],
+):
+    """Build the distiller, restore its checkpoint and train the remaining epochs; returns (history, distiller)."""
+    import keras
+
+    from mfef_keras.data import make_dataset
+
+    distiller = _build(config, info, strategy, math.ceil(train_size / config.batch_size))
+    has_fused = distiller.fusion is not None
+    loop = CustomLoop(distiller, strategy) if config.strategy == "multiworker" else None
+    state = load_checkpoint(checkpoint_source, distiller)
+    if state is None:
+        write_config(run_dir, config)
+        write_data_fingerprint(run_dir, data_fingerprint(info, train_size))
+        write_json_atomic(run_dir / "environment.json", describe_environment(config.seed))
+        state = {"epoch": 0, "history": []}
+    elif state["epoch"] < config.epochs:
+        echo(f"Resuming {run_dir} after epoch {state['epoch']} of {config.epochs}.")
+    history = state["history"]
+    test_ds = make_dataset(config.dataset, "test", config.eval_batch_size, training=False, data_dir=config.data_dir)
+    for epoch in range(state["epoch"], config.epochs):
+        # A fresh pipeline per epoch, seeded by the epoch: a resumed run sees the same
+        # data order and augmentation as one that never stopped.
+        train_ds = make_dataset(
+            config.dataset,
+            "train",
+            config.batch_size,
+            training=True,
+            seed=config.seed * 100_003 + epoch,
+            data_dir=config.data_dir,
+            limit=config.train_limit,
+            reshuffle_each_iteration=False,
+        )
+        learning_rate = float(distiller.student_optimizer.learning_rate)
+        started = time.perf_counter()
+        if loop is not None:
+            row = loop.run_epoch(train_ds, test_ds, progress=config.progress and chief)
+        else:
+            fitted = distiller.fit(
+                train_ds,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                validation_data=test_ds,
+                verbose=1 if config.progress else 0,
+                shuffle=False,
+                callbacks=[keras.callbacks.TerminateOnNaN()],
+            )
+            row = {k: float(v[-1]) for k, v in fitted.history.items()}
+        bad = [
+            f"{key} = {row.get(key, math.nan)}"
+            for key in ("loss", "val_loss")
+            if not math.isfinite(row.get(key, math.nan))
+        ]
+        if bad:
+            raise TrainingDiverged(
+                f"Training diverged in epoch {epoch + 1} ({', '.join(bad)}); stopping: {_kept(run_dir)}. "
+                f"Lower the learning rate (now {config.learning_rate})."
+            )
+        row.update(epoch=epoch, lr=learning_rate, time_s=time.perf_counter() - started)
+        history.append(row)
+        best = summarize(history, config.num_students, has_fused)["best_student"]
+        if best["best_epoch"] == epoch:
+            index = int(best["name"][1:])
+            save_student_dir(
+                run_dir / "best_student",
+                distiller.get_student(index),
+                _student_metadata(config, info, index, epoch, best["best"]),
+            )
+        write_metrics(run_dir, history)
+        save_checkpoint(run_dir, distiller, {"epoch": epoch + 1, "history": history})
+        echo(_epoch_line(config, row, has_fused))
+    return history, distiller
