@@ -33,6 +33,20 @@ def _images(count: int = 4) -> np.ndarray:
     return np.random.default_rng(1).normal(size=(count, *SHAPE)).astype("float32")
 
 
+def _run_script(script: str, *args: str, cwd, **env: str) -> str:
+    """Run ``script`` in a fresh Python process; its stdout, after asserting that it succeeded."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=subprocess_env(**env),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 def _package_layers(model: keras.Model) -> list[str]:
     return [layer.name for layer in [model, *model.layers] if type(layer).__module__.startswith("mfef_keras")]
 
@@ -130,16 +144,7 @@ print("loaded", len(model.layers), "layers")
 def test_a_saved_student_loads_with_plain_keras_in_a_fresh_process(written_student, backend, tmp_path):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
-    result = subprocess.run(
-        [sys.executable, "-c", _LOAD_WITH_PLAIN_KERAS, str(written_student), backend],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "loaded" in result.stdout
+    assert "loaded" in _run_script(_LOAD_WITH_PLAIN_KERAS, str(written_student), backend, cwd=tmp_path)
 
 
 # Whatever loads a student must register the package's layers itself: nothing else here imports them.
@@ -158,16 +163,8 @@ def test_students_saved_with_the_package_layers_still_load_in_a_fresh_process(tm
     # Students were saved with the package's BatchNorm before they became plain Keras networks.
     old = get_backbone("resnet8", CLASSES, input_shape=SHAPE, base_width=4)
     save_student_dir(tmp_path / "old", old, {"dataset": dataset_info("digits").to_dict()})
-    result = subprocess.run(
-        [sys.executable, "-c", _LOAD_OLD_STUDENT, str(tmp_path / "old")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(KERAS_BACKEND="tensorflow"),
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "'BatchNorm'" in result.stdout
+    output = _run_script(_LOAD_OLD_STUDENT, str(tmp_path / "old"), cwd=tmp_path, KERAS_BACKEND="tensorflow")
+    assert "'BatchNorm'" in output
 
 
 # The shipped presets, loaded the way a user without the package would: plain Keras, any backend.
@@ -196,13 +193,4 @@ def test_shipped_presets_are_plain_keras_with_the_reference_padding(name, tmp_pa
     monkeypatch.setenv("MFEF_ZOO_CACHE", str(tmp_path / "cache"))
     preset = resolve_preset(name, offline=True)
     backend = "jax" if importlib.util.find_spec("jax") else "tensorflow"
-    result = subprocess.run(
-        [sys.executable, "-c", _CHECK_SHIPPED_PRESET, str(preset / "model.keras"), backend],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=subprocess_env(),
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "symmetric 2" in result.stdout
+    assert "symmetric 2" in _run_script(_CHECK_SHIPPED_PRESET, str(preset / "model.keras"), backend, cwd=tmp_path)
