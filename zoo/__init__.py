@@ -11,7 +11,9 @@ Example:
 
 Environment: ``MFEF_ZOO_CACHE`` (cache folder, default ``~/.cache/mfef_keras/zoo``),
 ``MFEF_ZOO_OFFLINE=1`` (never use the network), ``MFEF_ZOO_MANIFEST`` (more manifests),
-``MFEF_ZOO_TIMEOUT`` (seconds a download may stall, default 10).
+``MFEF_ZOO_TIMEOUT`` (seconds a download may stall, default 10), ``MFEF_ZOO_DEADLINE`` (seconds a
+whole download may take, default 3600), ``MFEF_ZOO_MAX_BYTES`` (the most a download or an unpacked
+archive of unrecorded size may bring, default 2 GiB).
 """
 
 from mfef_keras.zoo.cache import cache_dir
