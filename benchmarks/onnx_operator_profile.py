@@ -13,6 +13,7 @@ import argparse
 import collections
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,8 +30,11 @@ def main() -> None:
     path = Path(args.model)
     path = path / "model.onnx" if path.is_dir() else path
 
+    # The profile is read back below; it goes to a folder of its own, not the current directory.
+    profile_dir = tempfile.TemporaryDirectory(prefix="mfef-ort-profile-")
     options = ort.SessionOptions()
     options.enable_profiling = True
+    options.profile_file_prefix = str(Path(profile_dir.name) / "onnxruntime_profile")
     options.intra_op_num_threads = os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -47,6 +51,7 @@ def main() -> None:
     print(f"{path}: {args.runs * args.batch / (time.perf_counter() - start):,.0f} img/s at batch {args.batch}")
 
     events = json.loads(Path(session.end_profiling()).read_text())
+    profile_dir.cleanup()
     per_op: collections.Counter[str] = collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):

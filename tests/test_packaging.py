@@ -51,3 +51,17 @@ def test_wheel_installs_only_mfef_keras(tmp_path):
     )
     assert out.stdout.strip() == __import__("mfef_keras").__version__
     assert (site / "mfef_keras" / "cli.py").is_file() and not (site / "cli.py").exists()
+
+
+def test_bare_pytest_collects_the_tests_that_import_their_helpers():
+    # tf2onnx installs a top-level `tests` package; a bare `pytest` must still find this one's helpers.
+    pytest_bin = Path(sys.executable).parent / "pytest"
+    result = subprocess.run(
+        [str(pytest_bin), "--collect-only", "-q", "tests/test_layers.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "error" not in result.stdout.lower()

@@ -1,0 +1,1 @@
+"""Training runs: configs, run directories, checkpoints and resume, evaluation and method studies."""
