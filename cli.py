@@ -11,7 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import click  # noqa: E402
 
 from mfef_keras import __version__  # noqa: E402
+from mfef_keras._names import unknown_name_error  # noqa: E402
 from mfef_keras._outputs import user_errors  # noqa: E402
+from mfef_keras.choices import ABLATIONS, BACKBONES, METHODS, TOPOLOGIES, matching_names  # noqa: E402
 from mfef_keras.training.config import PRECISIONS, STRATEGIES, TrainConfig, shipped_configs  # noqa: E402
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, RuntimeError)
@@ -21,6 +23,25 @@ def _default(name: str) -> str:
     value = TrainConfig.__dataclass_fields__[name]
     default = value.default_factory() if callable(value.default_factory) else value.default
     return f"[default: {default}]"
+
+
+class NameChoice(click.Choice):
+    """A `click.Choice` whose refusal names what is allowed and the closest match, as config files are told.
+
+    Args:
+        kind: what the names are (``"method"``...), for the message.
+        choices: the allowed names.
+    """
+
+    def __init__(self, kind: str, choices: tuple[str, ...]) -> None:
+        super().__init__(choices)
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(str(unknown_name_error(self.kind, value, self.choices)), param, ctx)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -45,16 +66,20 @@ TRAINING_OPTIONS = {
     "backbone": click.option("--backbone", help=f"Student network (mfef list-backbones). {_default('backbone')}"),
     "base_width": click.option("--base-width", type=int, help="Channels of the first stage. [default: the family's]"),
     "method": click.option(
-        "--method", help=f"mfef, ffl, dml or independent (the vanilla baseline). {_default('method')}"
+        "--method",
+        type=NameChoice("method", METHODS),
+        help=f"Distillation method; independent is the vanilla baseline. {_default('method')}",
     ),
     "num_students": click.option(
         "--students", "num_students", type=int, help=f"Students trained together. {_default('num_students')}"
     ),
-    "topology": click.option("--topology", help=f"independent, or shared_trunk (FFL/ONE). {_default('topology')}"),
+    "topology": click.option(
+        "--topology",
+        type=NameChoice("topology", TOPOLOGIES),
+        help=f"Own weights per student, or a shared trunk (FFL/ONE). {_default('topology')}",
+    ),
     "ablate": click.option(
-        "--ablate",
-        multiple=True,
-        help="Switch off an MFEF part: multi_scale, attention, channel_attention, spatial_attention. Repeatable.",
+        "--ablate", type=NameChoice("ablation", ABLATIONS), multiple=True, help="Switch off an MFEF part. Repeatable."
     ),
     "epochs": click.option("--epochs", type=int, help=f"Training epochs. {_default('epochs')}"),
     "batch_size": click.option("--batch-size", type=int, help=f"Global training batch. {_default('batch_size')}"),
@@ -91,11 +116,17 @@ TRAINING_OPTIONS = {
         "--train-limit", type=int, help="Train on the first N training examples only. [default: all]"
     ),
     "seed": click.option("--seed", type=int, help=f"Seed for weights, data order and augmentation. {_default('seed')}"),
-    "precision": click.option("--precision", help=f"{', '.join(PRECISIONS)}. {_default('precision')}"),
+    "precision": click.option(
+        "--precision", type=NameChoice("precision", PRECISIONS), help=f"Compute precision. {_default('precision')}"
+    ),
     "jit": click.option(
         "--jit/--no-jit", default=None, help="XLA-compile the training step (slower on CPU). [default: no]"
     ),
-    "strategy": click.option("--strategy", help=f"{', '.join(STRATEGIES)}. {_default('strategy')}"),
+    "strategy": click.option(
+        "--strategy",
+        type=NameChoice("strategy", STRATEGIES),
+        help=f"tf.distribute strategy. {_default('strategy')}",
+    ),
     "cpu_devices": click.option(
         "--cpu-devices", type=int, help="Split the CPU into N logical devices (mirrored runs without GPUs)."
     ),
@@ -206,9 +237,7 @@ def study(config_file, methods, num_seeds, ablation, out_dir, **options):
 @click.argument("pattern", default="*")
 def list_backbones_command(pattern):
     """List the student backbones matching PATTERN (shell wildcards, e.g. 'wrn*')."""
-    from mfef_keras.models import list_backbones
-
-    for name in list_backbones(pattern):
+    for name in matching_names(BACKBONES, pattern):
         click.echo(name)
 
 

@@ -90,7 +90,7 @@ def test_independent_students_share_nothing():
 
 
 def test_list_backbones_wildcards():
-    assert list_backbones("resnet*") == ["resnet110", "resnet20", "resnet32", "resnet44", "resnet56", "resnet8"]
+    assert list_backbones("resnet*") == ["resnet8", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
     assert "wrn28_10" in list_backbones("wrn*") and "vgg16" in list_backbones()
     assert list_backbones("nothing*") == []
 

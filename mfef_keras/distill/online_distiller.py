@@ -10,6 +10,7 @@ import numpy as np
 from keras import ops
 
 from mfef_keras._names import unknown_name_error
+from mfef_keras.choices import ABLATIONS, FUSION_METHODS, METHODS
 from mfef_keras.distill.fusion_module import build_fusion_module
 from mfef_keras.distill.losses import KDLoss, rampup_weight
 from mfef_keras.distill.pytorch_sgd import PyTorchSGD
@@ -21,10 +22,6 @@ from mfef_keras.distill.schedules import (
     epoch_at_step,
 )
 from mfef_keras.models.registry import feature_layer
-
-METHODS = ("mfef", "ffl", "dml", "independent")
-FUSION_METHODS = ("mfef", "ffl")
-ABLATIONS = ("multi_scale", "attention", "channel_attention", "spatial_attention")
 
 
 def _num_replicas() -> int:

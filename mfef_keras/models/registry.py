@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -10,12 +9,12 @@ import keras
 from keras import layers
 
 from mfef_keras._names import unknown_name_error
+from mfef_keras.choices import BACKBONES, TOPOLOGIES, matching_names
 from mfef_keras.models.recipe import BackboneRecipe, LayerFactory
 from mfef_keras.models.resnet_cifar import resnet_cifar_recipe
 from mfef_keras.models.vgg_cifar import vgg_cifar_recipe
 from mfef_keras.models.wide_resnet import wide_resnet_recipe
 
-TOPOLOGIES = ("independent", "shared_trunk")
 FEATURES = "features"
 LOGITS = "logits"
 
@@ -34,17 +33,18 @@ def register_backbone(name: str):
     return decorator
 
 
-for _depth in (8, 20, 32, 44, 56, 110):
-    register_backbone(f"resnet{_depth}")(partial(resnet_cifar_recipe, _depth))
-for _depth, _widen in ((10, 1), (16, 1), (16, 2), (16, 4), (16, 8), (28, 4), (28, 10), (40, 1), (40, 2), (40, 4)):
-    register_backbone(f"wrn{_depth}_{_widen}")(partial(wide_resnet_recipe, _depth, _widen))
-for _depth in (8, 11, 13, 16):
-    register_backbone(f"vgg{_depth}")(partial(vgg_cifar_recipe, _depth))
+_FAMILIES = {"resnet": resnet_cifar_recipe, "wrn": wide_resnet_recipe, "vgg": vgg_cifar_recipe}
+for _name, (_family, _arguments) in BACKBONES.items():
+    register_backbone(_name)(partial(_FAMILIES[_family], *_arguments))
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
-    """Names of the registered backbones matching a shell-style ``pattern`` (e.g. ``"resnet*"``)."""
-    return sorted(name for name in _BACKBONES if fnmatch.fnmatchcase(name, pattern))
+    """Names of the registered backbones matching a shell-style ``pattern`` (e.g. ``"resnet*"``), in natural order.
+
+    Args:
+        pattern: shell wildcards; resnet8 comes before resnet20, wrn16_2 before wrn16_8.
+    """
+    return matching_names(_BACKBONES, pattern)
 
 
 def _recipe(name: str, sync_batchnorm: bool, **kwargs) -> BackboneRecipe:

@@ -6,12 +6,14 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mfef_keras._names import unknown_name_error
+from mfef_keras.choices import ABLATIONS, BACKBONES, METHODS, TOPOLOGIES
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -169,15 +171,16 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad value and what is allowed (values already have their types)."""
-        from mfef_keras.distill import ABLATIONS, METHODS
-        from mfef_keras.models import TOPOLOGIES, list_backbones
-
         if self.method not in METHODS:
             raise unknown_name_error("method", self.method, METHODS)
         if self.topology not in TOPOLOGIES:
             raise unknown_name_error("topology", self.topology, TOPOLOGIES)
-        if self.backbone not in list_backbones():
-            raise unknown_name_error("backbone", self.backbone, list_backbones())
+        if self.backbone not in BACKBONES:
+            # Only code that imported the registry can have registered a backbone of its own.
+            registry = sys.modules.get("mfef_keras.models.registry")
+            known = registry.list_backbones() if registry else list(BACKBONES)
+            if self.backbone not in known:
+                raise unknown_name_error("backbone", self.backbone, known)
         if self.precision not in PRECISIONS:
             raise unknown_name_error("precision", self.precision, PRECISIONS)
         if self.strategy not in STRATEGIES:
