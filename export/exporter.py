@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import onnx
 
+from mfef_keras._file_modes import make_staging_dir
 from mfef_keras._outputs import check_output_dir, writing_to
 from mfef_keras.export import parity, runtime
 from mfef_keras.export.datasets import check_classes, check_images, load_split, sample
@@ -203,7 +204,7 @@ def export_student(
 
     with writing_to(out_dir):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+        staging = make_staging_dir(f".{out_dir.name}.partial-", out_dir.parent)
         try:
             report = _write(resolved, staging, formats, opset, quantize, validation, calibration)
             _publish(staging, out_dir, source, overwrite)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 
+from mfef_keras._file_modes import make_staging_dir, share_like_umask
 from mfef_keras.data.info import DatasetInfo
 
 MODEL_FILE = "model.keras"
@@ -26,11 +27,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` through a temporary file and a rename, so readers (and a kill) never see half a file.
 
     On failure (a full disk, say) the temporary file is removed: left behind, it would keep the disk full.
+    The file gets the mode the umask gives new files, not the temporary file's private 0600.
     """
     path = Path(path)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
         with handle:
+            share_like_umask(handle.fileno())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -56,7 +59,7 @@ def save_student_dir(path: str | os.PathLike, model: keras.Model, metadata: dict
         raise ValueError("Student metadata needs a 'dataset' entry (a DatasetInfo dict).")
     DatasetInfo.from_dict(metadata["dataset"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    staging = make_staging_dir(f".{path.name}.", path.parent)
     try:
         model.save(staging / MODEL_FILE)
         write_json_atomic(staging / METADATA_FILE, {"format": FORMAT, **metadata})
