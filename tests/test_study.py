@@ -4,7 +4,14 @@ import re
 import pytest
 
 from mfef_keras.training.config import TrainConfig
-from mfef_keras.training.study import aggregate, format_table, run_study, study_variants
+from mfef_keras.training.study import (
+    aggregate,
+    format_table,
+    run_study,
+    study_setting,
+    study_variants,
+    t_interval,
+)
 
 
 def _fake_train(accuracies, calls):
@@ -93,3 +100,67 @@ def test_a_study_without_methods_or_with_a_file_as_folder_is_refused_before_trai
     with pytest.raises(ValueError, match=re.escape(message)):
         run_study(TrainConfig(epochs=1), ["dml"], [0], tmp_path / "file" / "study", train_fn=train)
     assert calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def _rows_at(accuracy: float) -> list[dict]:
+    """Aggregated rows of a 2-seed study whose every model reached ``accuracy`` (a fraction)."""
+    summary = {"s0": {"best": accuracy, "best_epoch": 1, "last": accuracy}}
+    return aggregate({"dml": {0: summary, 1: summary}})
+
+
+def test_table_marks_chance_level_results_with_a_footnote():
+    at_chance = format_table(_rows_at(0.10), num_classes=10).splitlines()
+    assert at_chance[2] == "| dml | students | 10.00 ± 0.00 † | 10.00 ± 0.00 † | 2 |"
+    assert at_chance[-1].startswith("† Within 5 points of chance (10 classes: 10.0 %)")
+    learned = format_table(_rows_at(0.95), num_classes=10)
+    assert "†" not in learned and "chance" not in learned
+    # 10 % is far above chance for 100 classes
+    assert "†" not in format_table(_rows_at(0.10), num_classes=100)
+
+
+def test_a_study_of_runs_at_chance_says_so_and_titles_its_chart_with_the_setting(tmp_path, monkeypatch):
+    import mfef_keras.training.study as study
+
+    fake = _fake_train({("dml", ()): 0.08}, [])
+
+    def train(config, echo=print):
+        fake(config, echo)
+        (tmp_path / "runs" / f"dml-seed{config.seed}" / "data.json").write_text(
+            json.dumps({"class_names": list("abcdefghij")})
+        )
+
+    titles = []
+    monkeypatch.setattr(study, "plot_study", lambda rows, path, setting: titles.append(setting))
+    result = run_study(
+        TrainConfig(epochs=3, dataset="digits"), ["dml"], [0, 1], tmp_path, echo=lambda _: None, train_fn=train
+    )
+    assert "| dml | students | 9.50 ± 1.29 † |" in result["table"]
+    assert (tmp_path / "table.md").read_text().rstrip().endswith("check the labels.")
+    assert titles == ["digits · resnet8 · 2 students · 3 epochs · 2 seeds (0, 1)"]
+
+
+def test_study_setting_names_what_the_numbers_hold_for():
+    config = TrainConfig(dataset="cifar10", backbone="resnet32", base_width=8, epochs=200, train_limit=5000)
+    assert (
+        study_setting(config, [0])
+        == "cifar10 (5000 training images) · resnet32 (width 8) · 2 students · 200 epochs · 1 seed (0)"
+    )
+
+
+def test_rows_carry_the_95_percent_t_interval_over_seeds():
+    # mean 2, sd 1, n 3: t(0.975, 2) = 4.3027 -> 4.3027 / sqrt(3)
+    assert t_interval([1.0, 2.0, 3.0]) == pytest.approx(2.4841, abs=1e-4)
+    assert t_interval([1.0]) is None
+    summaries = {
+        "dml": {
+            seed: {
+                "s0": {"best": best, "best_epoch": 1, "last": best},
+                "s1": {"best": best + 0.02, "best_epoch": 1, "last": best},
+            }
+            for seed, best in ((0, 0.90), (1, 0.91), (2, 0.92))
+        }
+    }
+    rows = {row["model"]: row for row in aggregate(summaries)}
+    # the students of a seed are averaged first: the interval is over 3 seeds, not 6 students
+    assert rows["students"]["best_ci95"] == pytest.approx(2.4841, abs=1e-4)
+    assert rows["s0"]["best_ci95"] == pytest.approx(2.4841, abs=1e-4)

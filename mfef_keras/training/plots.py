@@ -1,10 +1,32 @@
-"""PNG figures of a run: training curves and confusion matrices."""
+"""PNG figures: a run's training curves, a student's confusion matrix and a study's method comparison.
+
+Each ``*_figure`` function builds a Matplotlib figure from plain data, so tests can inspect what a
+person will see; the matching ``plot_*`` function saves it as a PNG and closes it.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# One colour per model in every figure, so s0 in the loss panel is s0 in the accuracy panel and in a study.
+MODEL_COLORS = {"students": "tab:gray", "fused": "tab:red", "ensemble": "tab:purple"}
+_STUDENT_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+# The models a study compares, in the order they are drawn; a variant shows only those it has.
+STUDY_MODELS = ("students", "fused", "ensemble")
+# Below this many points per epoch (~pixels at 100 dpi) markers would merge into a thick line.
+_MARKERS_UP_TO_EPOCHS = 40
+# Tick labels smaller than this are unreadable; thinning them is better than shrinking them further.
+_MIN_TICK_FONT = 6.0
+# Above this many classes a count per cell no longer fits in its cell.
+MAX_ANNOTATED_CLASSES = 20
 
 
 def _pyplot():
@@ -16,46 +38,207 @@ def _pyplot():
     return plt
 
 
-def plot_training_curves(history: list[dict], path: Path) -> Path:
-    """Loss terms (train) and accuracies (test) per epoch, side by side."""
+def model_color(model: str) -> str:
+    """The colour of ``model`` (``s0``, ``s1``..., ``fused``, ``ensemble`` or ``students``) in every figure.
+
+    Args:
+        model: a model name as in history keys (``val_acc_<model>``) and study rows.
+    """
+    if model in MODEL_COLORS:
+        return MODEL_COLORS[model]
+    if model.startswith("s") and model[1:].isdigit():
+        return _STUDENT_COLORS[int(model[1:]) % len(_STUDENT_COLORS)]
+    raise ValueError(f"No colour for model {model!r}: expected s<N>, {', '.join(MODEL_COLORS)}.")
+
+
+def _save(fig: Figure, path: Path) -> Path:
     plt = _pyplot()
-    epochs = [row["epoch"] for row in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for key in sorted(history[0]):
-        if key == "loss" or (key.startswith(("ce_", "kd_")) and key != "kd_weight"):
-            left.plot(epochs, [row[key] for row in history], label=key, lw=2 if key == "loss" else 1)
-        if key.startswith("val_acc_"):
-            right.plot(epochs, [100 * row[key] for row in history], label=key[len("val_acc_") :])
-    left.set(title="training loss terms", xlabel="epoch", yscale="log")
-    right.set(title="test top-1 accuracy (%)", xlabel="epoch")
-    for axis in (left, right):
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
-def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path, title: str) -> Path:
-    """A confusion matrix heat map (rows: true class, columns: predicted), with counts when small."""
+def training_curves_figure(history: list[dict]) -> Figure:
+    """Loss (train terms, total train and test) and test accuracy per epoch, side by side.
+
+    Args:
+        history: one row per epoch, as a run's metrics: ``epoch`` (plotted as given), ``loss``, ``val_loss``,
+            ``ce_<model>`` / ``kd_<model>`` loss terms and ``val_acc_<model>`` accuracies (fractions).
+    """
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(row["epoch"]) for row in history]
+    keys = history[0].keys()
+    models = [key[len("val_acc_") :] for key in keys if key.startswith("val_acc_")]
+    marker = "o" if len(epochs) <= _MARKERS_UP_TO_EPOCHS else None
+    fig, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(12, 5.5))
+
+    def column(key: str) -> list[float]:
+        return [row[key] for row in history]
+
+    loss_axis.plot(epochs, column("loss"), color="black", lw=2, marker=marker, ms=3, label="total (train)")
+    if "val_loss" in keys:
+        loss_axis.plot(
+            epochs, column("val_loss"), color="black", lw=2, ls="--", marker=marker, ms=3, label="total (test)"
+        )
+    for model in models:
+        color = model_color(model)
+        for term, style in (("ce", "-"), ("kd", ":")):
+            if f"{term}_{model}" in keys:
+                loss_axis.plot(
+                    epochs, column(f"{term}_{model}"), color=color, ls=style, lw=1.2, label=f"{model} {term.upper()}"
+                )
+        accuracy = [100 * value for value in column(f"val_acc_{model}")]
+        acc_axis.plot(epochs, accuracy, color=color, lw=1.5, marker=marker, ms=3, label=model)
+
+    loss_axis.set(title="loss per epoch", ylabel="loss (log scale)", yscale="log")
+    acc_axis.set(title="test accuracy per epoch", ylabel="test top-1 accuracy (%)")
+    for axis in (loss_axis, acc_axis):
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        axis.grid(alpha=0.3)
+        # Below the panel, not on it: a legend inside would cover the curves at some epoch.
+        handles = axis.get_legend_handles_labels()[0]
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(4, len(handles)), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(history: list[dict], path: Path) -> Path:
+    """Save `training_curves_figure` of ``history`` as the PNG ``path``.
+
+    Args:
+        history: a run's per-epoch rows (see `training_curves_figure`).
+        path: the PNG to write.
+    """
+    return _save(training_curves_figure(history), path)
+
+
+def _tick_layout(num_classes: int, axes_inches: float) -> tuple[float, int]:
+    """(font size, label every n-th class) so that neighbouring class labels do not overlap."""
+    # A label needs about 1.25 times its font size; the 0.8 leaves a gap between neighbours.
+    cell_points = 72 * axes_inches / num_classes
+    font = min(10.0, 0.8 * cell_points)
+    if font >= _MIN_TICK_FONT:
+        return font, 1
+    return _MIN_TICK_FONT, math.ceil(_MIN_TICK_FONT / (0.8 * cell_points))
+
+
+def confusion_matrix_figure(
+    matrix: np.ndarray, class_names: Sequence[str], title: str, normalize: bool = False
+) -> Figure:
+    """A confusion matrix heat map (rows: true class, columns: predicted) titled with its top-1 accuracy.
+
+    Up to `MAX_ANNOTATED_CLASSES` classes each cell shows its count (or fraction); beyond, the colours alone
+    do, and class labels are thinned to stay readable.
+
+    Args:
+        matrix: ``(classes, classes)`` counts.
+        class_names: one name per class.
+        title: what was evaluated on what, e.g. ``"run-3 best student (s1) on cifar10 test"``.
+        normalize: show each row as fractions of its true class (rows sum to 1) instead of counts.
+    """
+    plt = _pyplot()
+    counts = np.asarray(matrix)
     n = len(class_names)
-    size = min(4 + 0.35 * n, 20)
-    fig, axis = plt.subplots(figsize=(size, size))
-    image = axis.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=axis, fraction=0.046)
-    if n <= 30:
-        axis.set_xticks(range(n), class_names, rotation=90)
-        axis.set_yticks(range(n), class_names)
-        threshold = matrix.max() / 2
+    total = int(counts.sum())
+    accuracy = np.trace(counts) / max(1, total)
+    values = counts / np.maximum(1, counts.sum(axis=1, keepdims=True)) if normalize else counts
+    side = float(np.clip(3 + 0.25 * n, 6, 18))
+    # Titles grow with the figure so that, shrunk to fit a screen, a 100-class matrix still reads.
+    label_font = float(np.clip(0.8 * side, 10, 14))
+    fig, axis = plt.subplots(figsize=(side, side))
+    image = axis.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    colorbar = fig.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    colorbar.set_label("fraction of the true class" if normalize else "images", fontsize=label_font)
+    # The axes take about three quarters of the figure once labels and colour bar have their room.
+    font, step = _tick_layout(n, 0.75 * side)
+    shown = range(0, n, step)
+    axis.set_xticks(shown, [class_names[i] for i in shown], rotation=90, fontsize=font)
+    axis.set_yticks(shown, [class_names[i] for i in shown], fontsize=font)
+    if n <= MAX_ANNOTATED_CLASSES:
+        threshold = values.max() / 2
         for i in range(n):
             for j in range(n):
-                if matrix[i, j]:
-                    color = "white" if matrix[i, j] > threshold else "black"
-                    axis.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
-    axis.set(xlabel="predicted", ylabel="true", title=title)
+                if counts[i, j]:
+                    text = f"{values[i, j]:.2f}" if normalize else str(int(values[i, j]))
+                    color = "white" if values[i, j] > threshold else "black"
+                    axis.text(j, i, text, ha="center", va="center", fontsize=min(10.0, font), color=color)
+    rows = ", rows normalised" if normalize else ""
+    axis.set_xlabel("predicted class", fontsize=label_font)
+    axis.set_ylabel("true class", fontsize=label_font)
+    axis.set_title(f"{title}\ntop-1 accuracy {100 * accuracy:.2f}% ({total} images{rows})", fontsize=label_font)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def plot_confusion_matrix(
+    matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str, normalize: bool = False
+) -> Path:
+    """Save `confusion_matrix_figure` as the PNG ``path``.
+
+    Args:
+        matrix: ``(classes, classes)`` counts (rows: true class).
+        class_names: one name per class.
+        path: the PNG to write.
+        title: what was evaluated on what; the accuracy is added.
+        normalize: rows as fractions of their true class.
+    """
+    return _save(confusion_matrix_figure(matrix, class_names, title, normalize), path)
+
+
+def study_figure(rows: list[dict], setting: str) -> Figure:
+    """Dot plot of each variant's best top-1 per model, with its 95 % t-interval over seeds.
+
+    One line per (variant, model) the study has, so a method without a fused head leaves no gap; the
+    accuracy axis is zoomed to the data, which the intervals make safe to read.
+
+    Args:
+        rows: `mfef_keras.training.study.aggregate` rows: ``variant``, ``model``, ``best_mean`` (%) and
+            ``best_ci95`` (half-width in points, None for a single seed).
+        setting: the study's data, backbone, epochs and seeds, shown in the title.
+    """
+    plt = _pyplot()
+    variants = list(dict.fromkeys(row["variant"] for row in rows))
+    by_key = {(row["variant"], row["model"]): row for row in rows}
+    lines = [(v, m) for v in variants for m in STUDY_MODELS if (v, m) in by_key]
+    fig, axis = plt.subplots(figsize=(8, 1.2 + 0.32 * len(lines)))
+    for model in STUDY_MODELS:
+        ys = [y for y, key in enumerate(lines) if key[1] == model]
+        if not ys:
+            continue
+        picked = [by_key[lines[y]] for y in ys]
+        means = [row["best_mean"] for row in picked]
+        # A single seed has no interval: a zero-length bar says so rather than hiding the dot.
+        errors = [row["best_ci95"] or 0.0 for row in picked]
+        axis.errorbar(means, ys, xerr=errors, fmt="o", color=model_color(model), capsize=3)
+        for mean, error, y in zip(means, errors, ys, strict=True):
+            axis.annotate(
+                f"{mean:.2f}", (mean + error, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8
+            )
+    for y in range(1, len(lines)):
+        if lines[y][0] != lines[y - 1][0]:
+            axis.axhline(y - 0.5, color="0.8", lw=0.8)
+    axis.set_yticks(range(len(lines)), [f"{variant} · {model}" for variant, model in lines])
+    axis.set_ylim(len(lines) - 0.5, -0.5)
+    axis.margins(x=0.08)
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_xlabel("best-epoch test top-1 (%), mean and 95 % t-interval over seeds")
+    axis.set_title(setting)
+    fig.tight_layout()
+    return fig
+
+
+def plot_study(rows: list[dict], path: Path, setting: str) -> Path:
+    """Save `study_figure` as the PNG ``path``.
+
+    Args:
+        rows: a study's aggregated rows.
+        path: the PNG to write.
+        setting: data, backbone, epochs and seeds for the title.
+    """
+    return _save(study_figure(rows, setting), path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +15,9 @@ from mfef_keras._outputs import check_output_dir
 from mfef_keras.distill import METHODS
 from mfef_keras.student_dir import write_json_atomic
 from mfef_keras.training.config import TrainConfig
+from mfef_keras.training.plots import plot_study
+from mfef_keras.training.progress import format_duration
+from mfef_keras.training.run_directory import DATA_FILE
 
 # Variant name -> (method, ablated MFEF components).
 ABLATION_VARIANTS = {
@@ -21,6 +25,8 @@ ABLATION_VARIANTS = {
     "mfef-no_attention": ("mfef", ("attention",)),
     "mfef-no_multi_scale-no_attention": ("mfef", ("multi_scale", "attention")),
 }
+# A mean top-1 less than this many points above 1/classes means the models learned (almost) nothing.
+CHANCE_MARGIN = 5.0
 
 
 def study_variants(methods: Sequence[str], ablation: bool) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -81,41 +87,96 @@ def run_study(
     summaries: dict[str, dict[int, dict]] = {}
     runs: dict[str, dict[int, str]] = {}
     started = time.perf_counter()
-    for variant, (method, ablate) in variants.items():
-        for seed in seeds:
-            run_dir = out / "runs" / f"{variant}-seed{seed}"
-            runs.setdefault(variant, {})[seed] = str(run_dir)
+    plan = [(variant, seed, out / "runs" / f"{variant}-seed{seed}") for variant in variants for seed in seeds]
+    untrained = sum(_summary_of(run_dir) is None for _, _, run_dir in plan)
+    run_times: list[float] = []
+    for number, (variant, seed, run_dir) in enumerate(plan, 1):
+        method, ablate = variants[variant]
+        runs.setdefault(variant, {})[seed] = str(run_dir)
+        summary = _summary_of(run_dir)
+        head = f"[study] run {number}/{len(plan)}: {variant} seed {seed}"
+        if summary is None:
+            # The runs left to train (this one included) at the mean time of those trained so far.
+            eta = f" (ETA {format_duration(untrained * statistics.fmean(run_times))})" if run_times else ""
+            echo(f"{head}, training in {run_dir}{eta}")
+            config = dataclasses.replace(base, method=method, ablate=list(ablate), seed=seed, run_dir=str(run_dir))
+            run_started = time.perf_counter()
+            train_fn(config, echo=echo)
+            run_times.append(time.perf_counter() - run_started)
+            untrained -= 1
             summary = _summary_of(run_dir)
-            if summary is None:
-                echo(f"[study] {variant} seed {seed}: training in {run_dir}")
-                config = dataclasses.replace(base, method=method, ablate=list(ablate), seed=seed, run_dir=str(run_dir))
-                train_fn(config, echo=echo)
-                summary = _summary_of(run_dir)
-            else:
-                echo(f"[study] {variant} seed {seed}: finished earlier, skipped")
-            summaries.setdefault(variant, {})[seed] = summary
+        else:
+            echo(f"{head}: finished earlier, skipped")
+        summaries.setdefault(variant, {})[seed] = summary
     rows = aggregate(summaries)
-    table = format_table(rows)
+    table = format_table(rows, _num_classes(runs))
     elapsed = time.perf_counter() - started
     (out / "table.md").write_text(table + "\n")
     write_json_atomic(
         out / "study.json",
         {"rows": rows, "runs": runs, "seeds": list(seeds), "config": base.to_dict(), "elapsed_s": elapsed},
     )
-    plot_study(rows, out / "comparison.png")
+    plot_study(rows, out / "comparison.png", study_setting(base, seeds))
     echo(table)
     return {"rows": rows, "table": table, "runs": runs}
+
+
+def _num_classes(runs: dict[str, dict[int, str]]) -> int | None:
+    """The class count the study's runs recorded (None if none did, as with a stand-in trainer)."""
+    for by_seed in runs.values():
+        for run_dir in by_seed.values():
+            path = Path(run_dir) / DATA_FILE
+            if path.exists():
+                return len(json.loads(path.read_text())["class_names"])
+    return None
+
+
+def study_setting(base: TrainConfig, seeds: Sequence[int]) -> str:
+    """What a study's numbers hold for: data, backbone, students, epochs and seeds, for the chart's title.
+
+    Args:
+        base: the study's shared configuration.
+        seeds: the seeds every variant ran with.
+    """
+    backbone = base.backbone if base.base_width is None else f"{base.backbone} (width {base.base_width})"
+    data = base.dataset if base.train_limit is None else f"{base.dataset} ({base.train_limit} training images)"
+    seed_list = ", ".join(str(seed) for seed in seeds)
+    return (
+        f"{data} · {backbone} · {base.num_students} students · {base.epochs} epochs · "
+        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({seed_list})"
+    )
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> float | None:
+    """Half-width of the Student-t confidence interval for the mean of ``values``; None for fewer than two.
+
+    Args:
+        values: independent measurements (one per seed).
+        confidence: the interval's coverage.
+    """
+    if len(values) < 2:
+        return None
+    # scipy comes with scikit-learn, a dependency; imported here to keep `import study` light.
+    from scipy.stats import t
+
+    quantile = t.ppf((1 + confidence) / 2, len(values) - 1)
+    return float(quantile * statistics.stdev(values) / math.sqrt(len(values)))
+
+
 def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
     """One row per (variant, model): mean and std over seeds of best and last top-1, in percent.
 
     Besides each student, the fused head and the ensemble, a ``students`` row averages
-    all students of all seeds: the number to compare between methods.
+    all students of all seeds: the number to compare between methods. ``best_ci95`` is the
+    half-width of the 95 % t-interval of the best top-1 over seeds (students averaged within a seed,
+    since the students of one seed share its data order); None for one seed.
+
+    Args:
+        summaries: ``{variant: {seed: summary.json of that run}}``.
     """
     rows = []
     for variant, by_seed in summaries.items():
@@ -128,12 +189,14 @@ def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
             last = [100 * s[name]["last"] for s in per_seed for name in names]
             best_mean, best_std = _mean_std(best)
             last_mean, last_std = _mean_std(last)
+            per_seed_best = [statistics.fmean(100 * s[name]["best"] for name in names) for s in per_seed]
             rows.append(
                 dict(
                     variant=variant,
                     model=model,
                     best_mean=best_mean,
                     best_std=best_std,
+                    best_ci95=t_interval(per_seed_best),
                     last_mean=last_mean,
                     last_std=last_std,
                     n=len(best),
@@ -142,41 +205,33 @@ def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    """The rows as a markdown table (top-1 %, mean ± std over seeds)."""
+def format_table(rows: list[dict], num_classes: int | None = None) -> str:
+    """The rows as a markdown table (top-1 %, mean ± std over seeds), chance-level results marked.
+
+    Args:
+        rows: `aggregate` rows.
+        num_classes: the dataset's class count: a mean within `CHANCE_MARGIN` points of chance
+            (100 / classes %) gets a † and a footnote. None: not checked.
+    """
+    chance = None if num_classes is None else 100 / num_classes
+    flagged = False
+
+    def cell(mean: float, std: float) -> str:
+        nonlocal flagged
+        at_chance = chance is not None and mean < chance + CHANCE_MARGIN
+        flagged |= at_chance
+        return f"{mean:.2f} ± {std:.2f}{' †' if at_chance else ''}"
+
     lines = ["| method | model | best-epoch top-1 (%) | last-epoch top-1 (%) | n |", "|---|---|---|---|---|"]
     for row in rows:
         lines.append(
-            f"| {row['variant']} | {row['model']} | {row['best_mean']:.2f} ± {row['best_std']:.2f} | "
-            f"{row['last_mean']:.2f} ± {row['last_std']:.2f} | {row['n']} |"
+            f"| {row['variant']} | {row['model']} | {cell(row['best_mean'], row['best_std'])} | "
+            f"{cell(row['last_mean'], row['last_std'])} | {row['n']} |"
         )
+    if flagged:
+        lines += [
+            "",
+            f"† Within {CHANCE_MARGIN:g} points of chance ({num_classes} classes: {chance:.1f} %): these models "
+            "learned (almost) nothing. Train longer, lower the learning rate or check the labels.",
+        ]
     return "\n".join(lines)
-
-
-def plot_study(rows: list[dict], path: Path) -> Path:
-    """Bar chart of the mean student's, fused head's and ensemble's best top-1 per variant, with std error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    variants = list(dict.fromkeys(row["variant"] for row in rows))
-    models = ["students", "fused", "ensemble"]
-    width = 0.8 / len(models)
-    fig, axis = plt.subplots(figsize=(max(6, 1.6 * len(variants)), 4.5))
-    for k, model in enumerate(models):
-        found = {row["variant"]: row for row in rows if row["model"] == model}
-        xs = [i + k * width for i, v in enumerate(variants) if v in found]
-        means = [found[v]["best_mean"] for v in variants if v in found]
-        stds = [found[v]["best_std"] for v in variants if v in found]
-        axis.bar(xs, means, width, yerr=stds, capsize=3, label=model)
-    lows = [row["best_mean"] - row["best_std"] for row in rows]
-    axis.set_ylim(max(0.0, min(lows) - 2.0), 100.0)
-    axis.set_xticks([i + width for i in range(len(variants))], variants, rotation=20, ha="right")
-    axis.set(ylabel="best-epoch test top-1 (%)", title="online distillation methods (mean ± std over seeds)")
-    axis.grid(axis="y", alpha=0.3)
-    axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
