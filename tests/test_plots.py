@@ -180,3 +180,28 @@ def test_study_chart_with_one_seed_still_shows_every_dot():
     rows = [dict(row, best_ci95=None) for row in _study_rows()]
     axis = study_figure(rows, "one seed").axes[0]
     assert sum(len(container[0].get_xdata()) for container in axis.containers) == 5
+
+
+def test_eval_titles_its_confusion_matrix_with_the_model_and_normalises_on_request(tmp_path, monkeypatch):
+    import keras
+
+    from mfef_keras.training import evaluation
+
+    inputs = keras.Input((32, 32, 1))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    model.save(tmp_path / "tiny.keras")
+    drawn = []
+
+    def plot(matrix, class_names, path, title, normalize):
+        fig = confusion_matrix_figure(matrix, class_names, title, normalize)
+        drawn.append((fig.axes[0].get_title(), np.asarray(fig.axes[0].images[0].get_array())))
+        return plot_confusion_matrix(matrix, class_names, path, title, normalize)
+
+    monkeypatch.setattr(evaluation, "plot_confusion_matrix", plot)
+    source = str(tmp_path / "tiny.keras")
+    results = evaluation.evaluate_student(source, "digits", out_dir=str(tmp_path / "eval"), normalize=True)
+    [(title, shown)] = drawn
+    assert f"tiny.keras on digits test\ntop-1 accuracy {100 * results['top1']:.2f}%" in title
+    assert np.allclose(shown.sum(axis=1), 1.0)
+    assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 10_000
+    assert np.asarray(results["confusion_matrix"]).sum() == results["examples"]

@@ -29,6 +29,7 @@ def evaluate_student(
     student: int | None = None,
     out_dir: str | None = None,
     batch_size: int = 100,
+    normalize: bool = False,
 ) -> dict:
     """Evaluate a run's best student (or student ``student``), a student directory or a ``.keras`` file.
 
@@ -43,6 +44,8 @@ def evaluate_student(
         student: student index within a run directory.
         out_dir: where to write the results.
         batch_size: evaluation batch size.
+        normalize: draw the confusion matrix's rows as fractions of their true class (``metrics.json``
+            keeps the counts).
     """
     from mfef_keras.data import dataset_info, make_dataset
 
@@ -79,19 +82,32 @@ def evaluate_student(
         },
         "confusion_matrix": matrix.tolist(),
     }
-    _write_results(out, results, matrix, list(info.class_names), f"{dataset} test")
+    title = f"{_model_label(source, metadata)} on {dataset} test"
+    _write_results(out, results, matrix, list(info.class_names), title, normalize)
     results["out_dir"] = str(out)
     return results
 
 
-def _write_results(out: Path, results: dict, matrix: np.ndarray, class_names: list[str], title: str) -> None:
+def _model_label(source: str, metadata: dict) -> str:
+    """The evaluated model as a figure title names it: SOURCE, with its student, backbone and method when known."""
+    parts = Path(source).parts
+    # A long absolute path would run off the figure; its last two parts still say which run it is.
+    shown = str(source) if len(str(source)) <= 50 else str(Path("…", *parts[-2:]))
+    student = f"s{metadata['student_index']}" if "student_index" in metadata else None
+    known = [part for part in (student, metadata.get("backbone"), metadata.get("method")) if part]
+    return f"{shown} ({', '.join(known)})" if known else shown
+
+
+def _write_results(
+    out: Path, results: dict, matrix: np.ndarray, class_names: list[str], title: str, normalize: bool
+) -> None:
     created = not out.exists()
     with writing_to(out):
         out.mkdir(parents=True, exist_ok=True)
         try:
             with tempfile.TemporaryDirectory(prefix=".eval.partial-", dir=out) as staging:
                 write_json_atomic(Path(staging) / "metrics.json", results)
-                plot_confusion_matrix(matrix, class_names, Path(staging) / "confusion_matrix.png", title)
+                plot_confusion_matrix(matrix, class_names, Path(staging) / "confusion_matrix.png", title, normalize)
                 for name in ("metrics.json", "confusion_matrix.png"):
                     os.replace(Path(staging) / name, out / name)
         finally:
