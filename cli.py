@@ -188,8 +188,8 @@ def train(config_file, ablate, **options):
 def evaluate(source, dataset, data_dir, student, out_dir, batch_size):
     """Top-1/top-5 accuracy and a confusion matrix of SOURCE on a test split.
 
-    SOURCE is a run directory, a student directory (model.keras + metadata.json) or a
-    .keras file (then --dataset is required).
+    SOURCE is a run directory, a student directory (model.keras + metadata.json), a zoo
+    preset name or a .keras file (--dataset is required when no metadata.json is beside it).
     """
     from mfef_keras.training.evaluation import evaluate_student
 

@@ -12,8 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from mfef_keras._file_modes import make_staging_dir, share_like_umask
 from mfef_keras.data.info import DatasetInfo
@@ -21,6 +20,9 @@ from mfef_keras.data.info import DatasetInfo
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 FORMAT = "mfef-student/1"
+
+if TYPE_CHECKING:
+    import keras
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -97,6 +99,9 @@ def load_keras_file(path: str | os.PathLike) -> keras.Model:
     Args:
         path: the ``.keras`` file.
     """
+    # Imported here: resolving a SOURCE or reading metadata must not cost TensorFlow's start-up.
+    import keras
+
     import mfef_keras.layers  # noqa: F401
 
     return keras.saving.load_model(path, safe_mode=True)
@@ -111,33 +116,3 @@ def load_student_dir(path: str | os.PathLike) -> tuple[keras.Model, dict]:
     except Exception as error:
         raise ValueError(f"Cannot load the student model {path / MODEL_FILE}: {error}") from error
     return model, metadata
-
-
-def resolve_student_source(source: str | os.PathLike, student: int | None = None) -> Path:
-    """The student directory that ``source`` names.
-
-    Args:
-        source: a run directory (its ``best_student`` unless ``student`` is given),
-            or a student directory.
-        student: index of the student to take from a run directory.
-    """
-    path = Path(source)
-    if (path / "students").is_dir():
-        if student is None:
-            chosen = path / "best_student"
-        else:
-            available = sorted(p.name for p in (path / "students").iterdir() if is_student_dir(p))
-            chosen = path / "students" / f"s{int(student)}"
-            if chosen.name not in available:
-                raise ValueError(f"Run {path} has no student {student}; it has {', '.join(available) or 'none'}.")
-        if not is_student_dir(chosen):
-            raise FileNotFoundError(f"Run {path} has no saved student at {chosen} (did training finish an epoch?).")
-        return chosen
-    if is_student_dir(path):
-        if student is not None:
-            raise ValueError(f"--student applies to run directories; {path} is a single student.")
-        return path
-    raise ValueError(
-        f"{source!s} is neither a run directory (with students/) nor a student directory "
-        f"(with {MODEL_FILE} and {METADATA_FILE})."
-    )

@@ -126,15 +126,15 @@ def publish(
     Returns:
         The preset folder.
     """
+    from mfef_keras.model_source import resolve_model_source
     from mfef_keras.models.plain_keras import to_plain_keras
-    from mfef_keras.student_dir import load_student_dir, read_metadata, resolve_student_source
 
     run, out_dir = Path(run_dir), Path(out_dir)
     parse_name(name)
     if not (run / "students").is_dir():
         raise ValueError(f"{run} is not a run directory (it has no students/ folder).")
-    source = resolve_student_source(run, student)
-    metadata = read_metadata(source)
+    resolved = resolve_model_source(run, student)
+    source, metadata = resolved.model_file.parent, resolved.metadata
     _check_name(name, metadata)
 
     manifest = shipped_manifest_path() if update_shipped_manifest else out_dir / MANIFEST_FILE
@@ -153,7 +153,7 @@ def publish(
             f"Preset {name} exists already ({', '.join(existing)}); pass overwrite=True (--overwrite)."
         )
 
-    model, _ = load_student_dir(source)
+    model = resolved.load()
     preset_metadata = _preset_metadata(name, metadata, run, source, int(model.count_params()), license)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))

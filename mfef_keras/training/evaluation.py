@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 
 from mfef_keras._outputs import check_output_dir, writing_to
-from mfef_keras.student_dir import load_keras_file, load_student_dir, resolve_student_source, write_json_atomic
+from mfef_keras.model_source import ModelSource, resolve_model_source
+from mfef_keras.student_dir import write_json_atomic
 from mfef_keras.training.plots import plot_confusion_matrix
 
 
-def _load(source: str, student: int | None):
-    path = Path(source)
-    if path.is_file() and path.suffix == ".keras":
-        return load_keras_file(path), {}, path.parent / f"{path.stem}-eval"
-    directory = resolve_student_source(path, student)
-    model, metadata = load_student_dir(directory)
-    return model, metadata, directory / "eval"
+def _default_out(source: str, resolved: ModelSource) -> Path:
+    if resolved.kind == "zoo":
+        # The preset lives in the verified cache, which must hold nothing but the preset.
+        return Path(f"{Path(source).name}-eval")
+    if resolved.kind == "keras":
+        return resolved.model_file.parent / f"{resolved.model_file.stem}-eval"
+    return resolved.model_file.parent / "eval"
 
 
 def evaluate_student(
@@ -31,14 +32,15 @@ def evaluate_student(
     batch_size: int = 100,
     normalize: bool = False,
 ) -> dict:
-    """Evaluate a run's best student (or student ``student``), a student directory or a ``.keras`` file.
+    """Evaluate a run's best student (or student ``student``), a student directory, a zoo preset or a ``.keras`` file.
 
-    Writes ``metrics.json`` and ``confusion_matrix.png`` to ``out_dir`` (default: an
-    ``eval`` folder beside the student) and returns the metrics. Both are written aside and moved
-    into place together, so a failure (a full disk...) leaves no half-written results.
+    Writes ``metrics.json`` and ``confusion_matrix.png`` to ``out_dir`` (default: an ``eval`` folder
+    beside the student, or ``NAME-eval`` in the working directory for a zoo preset) and returns the
+    metrics. Both are written aside and moved into place together, so a failure (a full disk...)
+    leaves no half-written results.
 
     Args:
-        source: run directory, student directory or ``.keras`` file.
+        source: anything `resolve_model_source` takes.
         dataset: dataset to evaluate on (default: the one the student was trained on).
         data_dir: dataset location.
         student: student index within a run directory.
@@ -49,8 +51,9 @@ def evaluate_student(
     """
     from mfef_keras.data import dataset_info, make_dataset
 
-    model, metadata, default_out = _load(source, student)
-    out = check_output_dir(out_dir or default_out)
+    resolved = resolve_model_source(source, student)
+    out = check_output_dir(out_dir or _default_out(source, resolved))
+    model, metadata = resolved.load(), resolved.metadata or {}
     dataset = dataset or metadata.get("dataset", {}).get("name")
     if not dataset:
         raise ValueError(f"{source} carries no dataset metadata; pass --dataset.")
