@@ -6,7 +6,6 @@ import os
 
 # The CLI trains with TensorFlow; library users keep whatever backend they chose.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import click  # noqa: E402
 
@@ -46,12 +45,18 @@ class NameChoice(click.Choice):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="mfef")
-def main() -> None:
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own log messages (hidden by default).")
+def main(verbose: bool) -> None:
     """Train, evaluate and ship small image classifiers by online knowledge distillation (MFEF).
 
     Start with `mfef train`: it trains two students with MFEF on the embedded digits
     data in a few minutes on a CPU and saves the best one.
     """
+    if not verbose:
+        from mfef_keras.training.tf_logs import quiet_tensorflow
+
+        # Runs before any command imports TensorFlow.
+        quiet_tensorflow()
 
 
 # Options shared by `train` and `study`, each keyed by the TrainConfig field it sets.

@@ -164,3 +164,18 @@ def test_rows_carry_the_95_percent_t_interval_over_seeds():
     # the students of a seed are averaged first: the interval is over 3 seeds, not 6 students
     assert rows["students"]["best_ci95"] == pytest.approx(2.4841, abs=1e-4)
     assert rows["s0"]["best_ci95"] == pytest.approx(2.4841, abs=1e-4)
+
+
+def test_study_tells_each_run_with_its_number_and_an_eta_once_a_run_is_timed(tmp_path):
+    lines = []
+    train = _fake_train(ACC, [])
+    run_study(TrainConfig(epochs=1), ["independent"], [0], tmp_path, echo=lines.append, train_fn=train)
+    lines.clear()
+    run_study(TrainConfig(epochs=1), ["independent", "dml"], [0, 1], tmp_path, echo=lines.append, train_fn=train)
+    runs = [line for line in lines if line.startswith("[study] run ")]
+    assert [line.split(":")[0] for line in runs] == [f"[study] run {k}/4" for k in range(1, 5)]
+    assert runs[0] == "[study] run 1/4: independent seed 0: finished earlier, skipped"
+    # No run timed yet: no ETA; then one for the runs left, this one included.
+    assert runs[1].startswith("[study] run 2/4: independent seed 1, training in ") and "ETA" not in runs[1]
+    assert re.fullmatch(r"\[study\] run 3/4: dml seed 0, training in .*dml-seed0 \(ETA \d+s\)", runs[2]), runs[2]
+    assert runs[3].startswith("[study] run 4/4: dml seed 1, training in ") and runs[3].endswith("s)")

@@ -4,6 +4,7 @@ import errno
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,7 +45,7 @@ def test_train_writes_a_complete_run_directory_and_eval_reproduces_it(tmp_path):
     for name in ("config.json", "environment.json", "metrics.csv", "metrics.json", "summary.json", "curves.png"):
         assert (run / name).is_file(), name
     rows = _metrics(run)
-    assert [r["epoch"] for r in rows] == [0, 1]
+    assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("loss", "ce_s0", "ce_fused", "kd_s1", "kd_fused", "acc_ensemble", "val_acc_s0", "val_acc_fused", "lr"):
         assert all(math.isfinite(r[key]) for r in rows), key
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -90,15 +91,16 @@ def test_killed_run_resumes_with_schedule_and_rampup_intact(tmp_path):
     process.wait()
     assert process.returncode == -signal.SIGKILL
     done_before = [r["epoch"] for r in _metrics(run)]
-    assert done_before == [0, 1] and not (run / "summary.json").exists()
+    assert done_before == [1, 2] and not (run / "summary.json").exists()
 
     resumed = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"Resuming {run} after epoch 2 of 4" in resumed.stdout
     rows = _metrics(run)
-    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert [r["lr"] for r in rows] == pytest.approx([0.1, 0.1, 0.01, 0.001])
-    assert [r["kd_weight"] for r in rows] == pytest.approx([_kd_weight(e, 3) for e in range(4)], rel=1e-5)
+    # w(t) counts t from 0: epoch 1 trains at t = 0.
+    assert [r["kd_weight"] for r in rows] == pytest.approx([_kd_weight(e - 1, 3) for e in range(1, 5)], rel=1e-5)
     with np.load(run / "checkpoint.npz") as checkpoint:
         assert json.loads(bytes(checkpoint["state"]).decode())["epoch"] == 4
 
@@ -117,9 +119,70 @@ def test_interrupted_run_continues_like_an_uninterrupted_one(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(run_dir=str(tmp_path / "b"), **base), echo=stop_after_first_epoch)
     assert len(_metrics(tmp_path / "b")) == 1
+    # As if killed after the checkpoint and before the validation events of epoch 1 were written.
+    shutil.rmtree(tmp_path / "b" / "tensorboard" / "validation")
     resumed = train(TrainConfig(run_dir=str(tmp_path / "b"), **base), echo=lambda _: None)
     for key in ("loss", "val_loss", "kd_weight", "lr"):
         assert resumed.history[-1][key] == pytest.approx(straight.history[-1][key], rel=2e-3), key
+    # The resumed run continues the curves: every step once, the missing one written again.
+    for split in ("train", "validation"):
+        steps = _tensorboard_scalars(tmp_path / "b" / "tensorboard" / split)["loss"]
+        assert [step for step, _ in steps] == [1, 2], split
+    assert _tensorboard_scalars(tmp_path / "b" / "tensorboard" / "validation")["loss"][1][1] == pytest.approx(
+        resumed.history[-1]["val_loss"]
+    )
+
+
+def _tensorboard_scalars(folder):
+    """``{tag: [(step, value), ...]}`` read back from the event files in ``folder``."""
+    import tensorflow as tf
+
+    scalars = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == "scalars", value.tag
+                scalars.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    return scalars
+
+
+def test_piped_output_is_one_plain_line_per_epoch_and_numbered_like_the_files(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "mfef_keras.cli", "train", "--epochs", "2", "--run-dir", str(run), *TINY]
+    env = _subprocess_env()
+    # The TensorFlow defaults a user has: no log level chosen.
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    log = tmp_path / "train.log"
+    with log.open("wb") as file:
+        done = subprocess.run([*command, "--progress"], stdout=file, stderr=subprocess.STDOUT, env=env, timeout=300)
+    output = log.read_text()
+    assert done.returncode == 0, output
+    assert not {"\r", "\b", "\x1b"} & set(output), repr(output)
+    for banner in ("oneDNN", "absl::InitializeLog", "I0000", "cpu_feature_guard"):
+        assert banner not in output, output
+    epoch_lines = [line for line in output.splitlines() if line.startswith(("epoch", "Epoch"))]
+    assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"], output
+
+    rows = _metrics(run)
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert (run / "metrics.csv").read_text().splitlines()[1].startswith("1,")
+    summary = json.loads((run / "summary.json").read_text())
+    best = summary["best_student"]
+    assert f"best student: {best['name']} ({100 * best['best']:.2f}% at epoch {best['best_epoch']})" in output
+    assert json.loads((run / "best_student" / "metadata.json").read_text())["epoch"] == best["best_epoch"]
+    assert json.loads((run / "students" / "s0" / "metadata.json").read_text())["epoch"] == 2
+
+    train_scalars = _tensorboard_scalars(run / "tensorboard" / "train")
+    validation = _tensorboard_scalars(run / "tensorboard" / "validation")
+    terms = {"loss", "ce_s0", "ce_s1", "ce_fused", "kd_s0", "kd_s1", "kd_fused"}
+    accuracies = {"acc_s0", "acc_s1", "acc_fused", "acc_ensemble"}
+    assert set(train_scalars) == terms | accuracies | {"learning_rate", "kd_weight"}
+    assert set(validation) == terms | accuracies
+    for key, values in [*train_scalars.items(), *validation.items()]:
+        assert [step for step, _ in values] == [1, 2], key
+    assert [v for _, v in train_scalars["loss"]] == pytest.approx([row["loss"] for row in rows])
+    assert [v for _, v in validation["acc_s1"]] == pytest.approx([row["val_acc_s1"] for row in rows])
+    assert [v for _, v in train_scalars["learning_rate"]] == pytest.approx([row["lr"] for row in rows])
 
 
 def _poison_epoch(monkeypatch, poisoned):
@@ -347,7 +410,7 @@ def test_second_trainer_is_refused_and_a_killed_holder_is_taken_over(tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"Taking over the lock of {run} from PID {holder.pid} on " in resumed.stdout
     assert f"Resuming {run} after epoch 1 of 2." in resumed.stdout
-    assert [r["epoch"] for r in _metrics(run)] == [0, 1] and not (run / LOCK_FILE).exists()
+    assert [r["epoch"] for r in _metrics(run)] == [1, 2] and not (run / LOCK_FILE).exists()
 
 
 def _images(folder, count, start=0):

@@ -8,7 +8,7 @@ Keras trainer (`ValueError: Attempt to convert a value (PerReplica:{...})`, kera
 
 from __future__ import annotations
 
-import keras
+from mfef_keras.training.progress import RunProgress
 
 
 class CustomLoop:
@@ -27,18 +27,28 @@ class CustomLoop:
         self._train = tf.function(lambda batch: strategy.run(distiller.train_step, args=(batch,)))
         self._test = tf.function(lambda batch: strategy.run(distiller.test_step, args=(batch,)))
 
-    def _run(self, step, dataset, progress: bool, label: str) -> dict:
+    def _run(self, step, dataset, progress: RunProgress | None, training: bool) -> dict:
         for metric in self.distiller.metrics:
             metric.reset_state()
-        steps = int(dataset.cardinality())
-        bar = keras.utils.Progbar(steps if steps > 0 else None, verbose=1 if progress else 0, unit_name=label)
         for i, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset)):
             step(batch)
-            bar.update(i + 1)
+            if progress is not None and training:
+                progress.step(i + 1, self._logs())
+            elif progress is not None:
+                progress.testing(i + 1)
+        return self._logs()
+
+    def _logs(self) -> dict:
         return {name: float(metric.result()) for name, metric in self.distiller._trackers.items()}
 
-    def run_epoch(self, train_ds, test_ds, progress: bool = True) -> dict:
-        """Train on ``train_ds`` then evaluate on ``test_ds``; the logs in `fit`'s naming (``val_`` for test)."""
-        logs = self._run(self._train, train_ds, progress, "step")
-        logs.update({f"val_{k}": v for k, v in self._run(self._test, test_ds, False, "step").items()})
+    def run_epoch(self, train_ds, test_ds, progress: RunProgress | None = None) -> dict:
+        """Train on ``train_ds`` then evaluate on ``test_ds``; the logs in `fit`'s naming (``val_`` for test).
+
+        Args:
+            train_ds: the epoch's training batches.
+            test_ds: the test batches.
+            progress: the run's display, told of every step; None to tell nothing (and read no metric per step).
+        """
+        logs = self._run(self._train, train_ds, progress, training=True)
+        logs.update({f"val_{k}": v for k, v in self._run(self._test, test_ds, progress, training=False).items()})
         return logs

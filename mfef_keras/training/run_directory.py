@@ -187,7 +187,7 @@ def check_data_fingerprint(path: Path, fingerprint: dict) -> None:
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:
-    """``metrics.json`` and ``metrics.csv``: one row per epoch with every loss term and accuracy."""
+    """``metrics.json`` and ``metrics.csv``: one row per epoch (``epoch`` from 1) with every loss term and accuracy."""
     path = Path(path)
     write_json_atomic(path / "metrics.json", {"epochs": history})
     columns = ["epoch", "lr", "time_s"]
@@ -200,7 +200,7 @@ def write_metrics(path: Path, history: list[dict]) -> None:
 
 
 def summarize(history: list[dict], num_students: int, has_fused: bool) -> dict:
-    """Best (with its epoch) and last test accuracy of each student, the fused head and the ensemble."""
+    """Best (with its epoch, as the rows count them: from 1) and last test accuracy of each model of a run."""
     models = [f"s{i}" for i in range(num_students)] + (["fused"] if has_fused else []) + ["ensemble"]
     summary = {}
     for model in models:
@@ -220,7 +220,7 @@ def format_summary(summary: dict) -> str:
     for model, row in summary.items():
         if model == "best_student":
             continue
-        lines.append(f"{model:<10}{100 * row['best']:>11.2f}%{row['best_epoch'] + 1:>7}{100 * row['last']:>11.2f}%")
+        lines.append(f"{model:<10}{100 * row['best']:>11.2f}%{row['best_epoch']:>7}{100 * row['last']:>11.2f}%")
     best = summary["best_student"]
-    lines.append(f"best student: {best['name']} ({100 * best['best']:.2f}% at epoch {best['best_epoch'] + 1})")
+    lines.append(f"best student: {best['name']} ({100 * best['best']:.2f}% at epoch {best['best_epoch']})")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from mfef_keras.training.custom_loop import CustomLoop
 from mfef_keras.training.devices import configure_cpu_devices, make_strategy
 from mfef_keras.training.environment import describe_environment
 from mfef_keras.training.plots import plot_training_curves
+from mfef_keras.training.progress import RunProgress, format_duration
 from mfef_keras.training.run_directory import (
     RunDirectoryError,
     check_data_fingerprint,
@@ -32,6 +33,7 @@ from mfef_keras.training.run_directory import (
     write_metrics,
 )
 from mfef_keras.training.run_lock import run_directory_lock
+from mfef_keras.training.tensorboard_log import TensorBoardLog
 
 
 def _is_chief(strategy) -> bool:
@@ -53,6 +55,7 @@ class RunResult:
 
 
 def _student_metadata(config: TrainConfig, info, index: int, epoch: int, accuracy: float) -> dict:
+    # ``epoch``: the epoch (from 1) after which the student was saved.
     return {
         "dataset": info.to_dict(),
         "backbone": config.backbone,
@@ -109,13 +112,25 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
     return distiller
 
 
-def _epoch_line(config: TrainConfig, row: dict, has_fused: bool) -> str:
+def _epoch_line(config: TrainConfig, row: dict, has_fused: bool, seconds_left: float | None) -> str:
     names = [f"s{i}" for i in range(config.num_students)] + (["fused"] if has_fused else []) + ["ensemble"]
     accs = "  ".join(f"{n} {100 * row[f'val_acc_{n}']:.2f}" for n in names)
+    left = f", ETA {format_duration(seconds_left)}" if seconds_left and row["epoch"] < config.epochs else ""
     return (
-        f"epoch {row['epoch'] + 1}/{config.epochs}  loss {row['loss']:.4f}  lr {row['lr']:.4g}  "
-        f"test top-1 % {accs}  ({row['time_s']:.1f} s)"
+        f"epoch {row['epoch']}/{config.epochs}  loss {row['loss']:.4f}  lr {row['lr']:.4g}  "
+        f"test top-1 % {accs}  ({row['time_s']:.1f} s{left})"
     )
+
+
+def _epochs_from_one(history: list[dict]) -> list[dict]:
+    """``history`` with epochs counted from 1, as in the metrics a person reads.
+
+    Args:
+        history: a checkpoint's metrics rows; those of runs saved before epochs counted from 1 start at 0.
+    """
+    if history and history[0]["epoch"] == 0:
+        return [{**row, "epoch": row["epoch"] + 1} for row in history]
+    return history
 
 
 def _check_data(config: TrainConfig, info, train_size: int) -> None:
@@ -226,7 +241,7 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
             target = run_dir / "students" / f"s{index}"
             if not target.exists():
                 accuracy = history[-1][f"val_acc_s{index}"]
-                metadata = _student_metadata(config, info, index, config.epochs - 1, accuracy)
+                metadata = _student_metadata(config, info, index, config.epochs, accuracy)
                 save_student_dir(target, distiller.get_student(index), metadata)
         write_json_atomic(run_dir / "summary.json", summary)
         plot_training_curves(history, run_dir / "curves.png")
@@ -259,59 +274,75 @@ def _train_epochs(
         write_data_fingerprint(run_dir, data_fingerprint(info, train_size))
         write_json_atomic(run_dir / "environment.json", describe_environment(config.seed))
         state = {"epoch": 0, "history": []}
+        # Before the first epoch's line, which waits for tracing and a whole epoch.
+        echo(f"Training {config.epochs} epoch{'s' if config.epochs != 1 else ''} in {run_dir}.")
     elif state["epoch"] < config.epochs:
         echo(f"Resuming {run_dir} after epoch {state['epoch']} of {config.epochs}.")
-    history = state["history"]
+    history = _epochs_from_one(state["history"])
     test_ds = make_dataset(config.dataset, "test", config.eval_batch_size, training=False, data_dir=config.data_dir)
-    for epoch in range(state["epoch"], config.epochs):
-        # A fresh pipeline per epoch, seeded by the epoch: a resumed run sees the same
-        # data order and augmentation as one that never stopped.
-        train_ds = make_dataset(
-            config.dataset,
-            "train",
-            config.batch_size,
-            training=True,
-            seed=config.seed * 100_003 + epoch,
-            data_dir=config.data_dir,
-            limit=config.train_limit,
-            reshuffle_each_iteration=False,
+    display = RunProgress(config.epochs, math.ceil(train_size / config.batch_size), bar=config.progress and chief)
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if display.live:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda batch, logs: display.step(batch + 1, logs or {}),
+                on_test_batch_end=lambda batch, logs: display.testing(batch + 1),
+            )
         )
-        learning_rate = float(distiller.student_optimizer.learning_rate)
-        started = time.perf_counter()
-        if loop is not None:
-            row = loop.run_epoch(train_ds, test_ds, progress=config.progress and chief)
-        else:
-            fitted = distiller.fit(
-                train_ds,
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                validation_data=test_ds,
-                verbose=1 if config.progress else 0,
-                shuffle=False,
-                callbacks=[keras.callbacks.TerminateOnNaN()],
+    with TensorBoardLog(run_dir, history) as board:
+        for epoch in range(state["epoch"], config.epochs):
+            # A fresh pipeline per epoch, seeded by the epoch: a resumed run sees the same
+            # data order and augmentation as one that never stopped.
+            train_ds = make_dataset(
+                config.dataset,
+                "train",
+                config.batch_size,
+                training=True,
+                seed=config.seed * 100_003 + epoch,
+                data_dir=config.data_dir,
+                limit=config.train_limit,
+                reshuffle_each_iteration=False,
             )
-            row = {k: float(v[-1]) for k, v in fitted.history.items()}
-        bad = [
-            f"{key} = {row.get(key, math.nan)}"
-            for key in ("loss", "val_loss")
-            if not math.isfinite(row.get(key, math.nan))
-        ]
-        if bad:
-            raise TrainingDiverged(
-                f"Training diverged in epoch {epoch + 1} ({', '.join(bad)}); stopping: {_kept(run_dir)}. "
-                f"Lower the learning rate (now {config.learning_rate})."
-            )
-        row.update(epoch=epoch, lr=learning_rate, time_s=time.perf_counter() - started)
-        history.append(row)
-        best = summarize(history, config.num_students, has_fused)["best_student"]
-        if best["best_epoch"] == epoch:
-            index = int(best["name"][1:])
-            save_student_dir(
-                run_dir / "best_student",
-                distiller.get_student(index),
-                _student_metadata(config, info, index, epoch, best["best"]),
-            )
-        write_metrics(run_dir, history)
-        save_checkpoint(run_dir, distiller, {"epoch": epoch + 1, "history": history})
-        echo(_epoch_line(config, row, has_fused))
+            learning_rate = float(distiller.student_optimizer.learning_rate)
+            started = time.perf_counter()
+            display.begin_epoch(epoch + 1)
+            if loop is not None:
+                row = loop.run_epoch(train_ds, test_ds, progress=display if display.live else None)
+            else:
+                # One call per epoch, so Keras's own bar would count epochs wrong (`Epoch 3/3`): the display draws.
+                fitted = distiller.fit(
+                    train_ds,
+                    epochs=epoch + 1,
+                    initial_epoch=epoch,
+                    validation_data=test_ds,
+                    verbose=0,
+                    shuffle=False,
+                    callbacks=callbacks,
+                )
+                row = {k: float(v[-1]) for k, v in fitted.history.items()}
+            display.end_epoch()
+            bad = [
+                f"{key} = {row.get(key, math.nan)}"
+                for key in ("loss", "val_loss")
+                if not math.isfinite(row.get(key, math.nan))
+            ]
+            if bad:
+                raise TrainingDiverged(
+                    f"Training diverged in epoch {epoch + 1} ({', '.join(bad)}); stopping: {_kept(run_dir)}. "
+                    f"Lower the learning rate (now {config.learning_rate})."
+                )
+            row.update(epoch=epoch + 1, lr=learning_rate, time_s=time.perf_counter() - started)
+            history.append(row)
+            best = summarize(history, config.num_students, has_fused)["best_student"]
+            if best["best_epoch"] == row["epoch"]:
+                index = int(best["name"][1:])
+                save_student_dir(
+                    run_dir / "best_student",
+                    distiller.get_student(index),
+                    _student_metadata(config, info, index, row["epoch"], best["best"]),
+                )
+            write_metrics(run_dir, history)
+            save_checkpoint(run_dir, distiller, {"epoch": epoch + 1, "history": history})
+            board.write(row)
+            echo(_epoch_line(config, row, has_fused, display.seconds_left()))
     return history, distiller

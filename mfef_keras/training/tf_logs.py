@@ -1,0 +1,69 @@
+"""TensorFlow's own log lines kept off the console of `mfef` unless asked for (`mfef --verbose`)."""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ and Python logs below ERROR, and its import banner, in this process.
+
+    Call it before TensorFlow is imported; a ``TF_CPP_MIN_LOG_LEVEL`` already set is kept.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "tensorflow" not in sys.modules and not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())
+
+
+@contextmanager
+def _stderr_discarded() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null inside the block (C++ code writes there, not to `sys.stderr`)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Runs the first ``import tensorflow`` with stderr discarded.
+
+    Loading TensorFlow's two native libraries prints the oneDNN notice and absl's "All log messages before
+    absl::InitializeLog()" warning once each, before ``TF_CPP_MIN_LOG_LEVEL`` is read (TF 2.21).
+    """
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        # TensorFlow sees its own loader, as if imported without this one.
+        module.__spec__.loader = module.__loader__ = self.loader
+        with _stderr_discarded():
+            self.loader.exec_module(module)
