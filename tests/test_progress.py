@@ -65,7 +65,7 @@ def test_first_epoch_eta_comes_from_the_step_time_after_the_traced_first_step(cl
     clock[0] += 1.0
     display.step(2, {})
     assert display.seconds_left() == pytest.approx(8 * 1.0 + 10 * 1.0)
-    assert terminal.getvalue().split("\r")[-1].endswith("ETA 18s\x1b[K")
+    assert terminal.getvalue().split("\r")[-1] == "epoch 1/2 [====                ]  2/10  ETA 18s\x1b[K"
 
 
 def test_a_file_or_no_progress_gets_nothing_but_the_eta_is_still_kept(clock):

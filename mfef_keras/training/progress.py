@@ -52,13 +52,13 @@ class RunProgress:
         self._epoch = self._step = 0
         self._in_epoch = False
         self._started = self._drawn = self._first_step_s = 0.0
-        self._text = ""
+        self._bar_text = self._metrics_text = ""
 
     def begin_epoch(self, epoch: int) -> None:
         """Start timing (and drawing) ``epoch`` (from 1)."""
         self._epoch, self._step, self._in_epoch = epoch, 0, True
         self._started = time.perf_counter()
-        self._text = self._bar(0)
+        self._bar_text, self._metrics_text = self._bar(0), ""
         self._draw(force=True)
 
     def step(self, step: int, logs: Mapping[str, float]) -> None:
@@ -67,11 +67,10 @@ class RunProgress:
             # The first step includes tracing; the steps after it tell the speed.
             self._first_step_s = time.perf_counter() - self._started
         self._step = step
-        self._text = self._bar(step)
-        if "loss" in logs:
-            self._text += f"  loss {logs['loss']:.4f}"
+        self._bar_text = self._bar(step)
+        self._metrics_text = f"  loss {logs['loss']:.4f}" if "loss" in logs else ""
         if "acc_ensemble" in logs:
-            self._text += f"  train top-1 {100 * logs['acc_ensemble']:.1f}%"
+            self._metrics_text += f"  train top-1 {100 * logs['acc_ensemble']:.1f}%"
         self._draw(force=step == self.steps)
 
     def testing(self, step: int) -> None:
@@ -111,8 +110,9 @@ class RunProgress:
         self._drawn = now
         left = self.seconds_left()
         eta = "" if left is None else f"  ETA {format_duration(left)}"
-        line = f"epoch {self._epoch}/{self.epochs} {self._text}{suffix}{eta}"
-        # A line wider than the terminal wraps, and \r then redraws only its last part.
+        line = f"epoch {self._epoch}/{self.epochs} {self._bar_text}{eta}{self._metrics_text}{suffix}"
+        # A line wider than the terminal wraps, and \r then redraws only its last part; the end is cut, so
+        # the ETA goes before the metrics.
         width = shutil.get_terminal_size().columns - 1
         self.stream.write("\r" + line[:width] + "\x1b[K")
         self.stream.flush()
