@@ -190,7 +190,8 @@ def train(config_file, ablate, **options):
 @click.option("--student", type=int, help="Student index in a run directory. [default: the best student]")
 @click.option("--out", "out_dir", help="Where to write metrics.json and confusion_matrix.png. [default: beside SOURCE]")
 @click.option("--batch-size", type=int, default=100, show_default=True, help="Evaluation batch.")
-def evaluate(source, dataset, data_dir, student, out_dir, batch_size):
+@click.option("--normalize", is_flag=True, help="Draw the confusion matrix's rows as fractions of their true class.")
+def evaluate(source, dataset, data_dir, student, out_dir, batch_size, normalize):
     """Top-1/top-5 accuracy and a confusion matrix of SOURCE on a test split.
 
     SOURCE is a run directory, a student directory (model.keras + metadata.json), a zoo
@@ -199,7 +200,7 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size):
     from mfef_keras.training.evaluation import evaluate_student
 
     with user_errors(*USER_ERRORS):
-        results = evaluate_student(source, dataset, data_dir, student, out_dir, batch_size)
+        results = evaluate_student(source, dataset, data_dir, student, out_dir, batch_size, normalize=normalize)
     top_k = next(k for k in results if k.startswith("top") and k != "top1")
     click.echo(
         f"{results['dataset']} test ({results['examples']} images): top-1 {100 * results['top1']:.2f}%  "
@@ -217,7 +218,7 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size):
 @click.option("--ablation", is_flag=True, help="Add MFEF without multi-scale, without attention, and without both.")
 @click.option("--out", "out_dir", help="Study directory. [default: studies/<dataset>-<backbone>]")
 def study(config_file, methods, num_seeds, ablation, out_dir, **options):
-    """Compare methods (and MFEF ablations) over several seeds: a markdown table and a bar chart.
+    """Compare methods (and MFEF ablations) over several seeds: a markdown table and a dot plot with 95 % intervals.
 
     Every method runs with the same seeds, so the same initial students and data order.
     Interrupted studies resume: finished runs are skipped, unfinished ones continue.

@@ -50,9 +50,10 @@ def test_eval_of_a_zoo_preset_and_of_its_model_file(tmp_path):
     preset = resolve_model_source(PRESET).model_file.parent
     copy = tmp_path / "copy"
     shutil.copytree(preset, copy)
-    output = _eval(str(copy / "model.keras"), cwd=tmp_path, env=env)
+    output = _eval(str(copy / "model.keras"), "--normalize", cwd=tmp_path, env=env)
     assert _top1(output) == pytest.approx(recorded, abs=1e-4)
-    assert json.loads((copy / "model-eval" / "metrics.json").read_text())["dataset"] == "digits"
+    metrics = json.loads((copy / "model-eval" / "metrics.json").read_text())
+    assert metrics["dataset"] == "digits" and (copy / "model-eval" / "confusion_matrix.png").stat().st_size > 0
 
 
 def test_resolver_kinds_and_refusals(tmp_path, monkeypatch):
