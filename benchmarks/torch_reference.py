@@ -7,7 +7,9 @@ objective (spec section 3) and the recipe's two SGD optimisers (momentum 0.9, Ne
 gradient). Every weight-carrying module records the Keras variable path it corresponds to, so the Keras
 weights can be copied in (`load_keras_weights`) and the results compared (`compare_one_step`).
 
-torch is not a dependency of the package: only the benchmark and its test import this module.
+torch is not a dependency of the package: only the benchmark and its test import this module. Nothing here
+imports TensorFlow except `compare_one_step` and `compare_forward`, which run Keras too; the benchmark replays a
+Keras run recorded in another process with `compare_steps` instead.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from keras_steps import KerasSteps, record_keras_steps
 from torch import nn
 
 # Keras's BatchNormalization(momentum=0.9, epsilon=1e-5) in PyTorch's convention.
@@ -458,73 +461,41 @@ class Comparison:
         return out
 
 
-def compare_one_step(
-    backbone: str = "resnet32",
-    num_classes: int = 100,
-    topology: str = "independent",
-    method: str = "mfef",
-    batch_size: int = 128,
-    base_width: int = 16,
-    steps: int = 2,
-    seed: int = 0,
-    float64_reference: bool = False,
-    lr_milestones: Sequence[int] = (150, 225),
-) -> Comparison:
-    """Train Keras's `OnlineDistiller` and `TorchDistiller` from the same weights on the same batch and compare.
+def compare_steps(record: KerasSteps, float64_reference: bool = False) -> Comparison:
+    """Replay recorded Keras steps in `TorchDistiller` from the same weights on the same batch and compare.
 
-    The Keras side is built as the benchmark builds it and runs its compiled ``train_function``. Each step's
-    loss terms are compared, and the weights after each step (see `StepComparison`). The check uses one step
-    per epoch and a 2-epoch ramp-up, so step 1 has ``w = exp(-5)`` and step 2 ``w = exp(-1.25)`` and the KD
-    gradients weigh in the second update; ``lr_milestones=(1,)`` puts a milestone between the two steps,
-    where PyTorch's SGD (momentum on the raw gradient) and Keras's (velocity scaled by the rate) part. With
-    ``float64_reference`` a float64 copy of the PyTorch model takes the same steps, to tell rounding from a
-    real difference. Needs the TensorFlow backend.
+    Each step's loss terms are compared, and the weights after each step (see `StepComparison`). Needs no
+    TensorFlow: the benchmark records the Keras side in another process (`keras_steps.record_keras_steps`).
+
+    Args:
+        record: the Keras run.
+        float64_reference: also run a float64 copy of the PyTorch model, to tell fp32 rounding from a real
+            difference.
     """
-    import keras
-    import tensorflow as tf
-
-    from mfef_keras.distill import OnlineDistiller
-    from mfef_keras.models import build_students
-
-    if not backbone.startswith("resnet"):
-        raise ValueError(f"The PyTorch reference builds CIFAR ResNets, not {backbone!r}.")
-    keras.utils.set_random_seed(seed)
-    students = build_students(backbone, num_classes, 2, topology, base_width=base_width)
-    distiller = OnlineDistiller(students, method, rampup_epochs=2)
-    distiller.compile(lr_milestones=lr_milestones, steps_per_epoch=1)
-    distiller.prepare()
-    keras_vars = distiller.students_net.variables + distiller.fusion.variables
-    trainable = sorted(
-        v.path for v in distiller.students_net.trainable_variables + distiller.fusion.trainable_variables
-    )
-
-    def keras_weights() -> dict[str, np.ndarray]:
-        return {v.path: np.array(v.numpy()) for v in keras_vars}
-
-    rng = np.random.default_rng(seed)
-    images = rng.standard_normal((batch_size, 32, 32, 3)).astype("float32")
-    labels = rng.integers(0, num_classes, batch_size).astype("int32")
-    torch_images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    torch_labels = torch.from_numpy(labels.astype("int64"))
-
-    start = keras_weights()
+    setup = record.setup
+    depth = int(setup["backbone"][len("resnet") :])
+    torch_images = torch.from_numpy(record.images.transpose(0, 3, 1, 2).copy())
+    torch_labels = torch.from_numpy(record.labels.astype("int64"))
 
     def torch_trainer(dtype: torch.dtype) -> Trainer:
-        model = TorchDistiller(int(backbone[len("resnet") :]), num_classes, 2, topology, method, base_width)
-        model = model.to(dtype)
-        load_keras_weights(model, start)
-        return Trainer(model.train(), steps_per_epoch=1, rampup_epochs=2, lr_milestones=lr_milestones)
+        model = TorchDistiller(
+            depth, setup["num_classes"], 2, setup["topology"], setup["method"], setup["base_width"]
+        ).to(dtype)
+        load_keras_weights(model, record.start)
+        return Trainer(
+            model.train(),
+            steps_per_epoch=setup["steps_per_epoch"],
+            rampup_epochs=setup["rampup_epochs"],
+            lr_milestones=setup["lr_milestones"],
+        )
 
     trainer = torch_trainer(torch.float32)
     reference = torch_trainer(torch.float64) if float64_reference else None
-    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
-    distiller.make_train_function()
+    start, trainable = record.start, record.trainable
     results = []
-    for _ in range(steps):
-        distiller.reset_metrics()
-        logs = {k: float(v) for k, v in distiller.train_function(iterator).items()}
+    for logs, after_keras in zip(record.logs, record.weights):
         terms = {k: (logs[k], float(v)) for k, v in trainer.step(torch_images, torch_labels).items()}
-        after_keras, after_torch = keras_weights(), torch_weights(trainer.model)
+        after_torch = torch_weights(trainer.model)
         update, worst, worst_diff = _update_diff(after_keras, after_torch, start, trainable)
         fp64 = {}
         if reference is not None:
@@ -551,6 +522,32 @@ def compare_one_step(
             )
         )
     return Comparison(results)
+
+
+def compare_one_step(
+    backbone: str = "resnet32",
+    num_classes: int = 100,
+    topology: str = "independent",
+    method: str = "mfef",
+    batch_size: int = 128,
+    base_width: int = 16,
+    steps: int = 2,
+    seed: int = 0,
+    float64_reference: bool = False,
+    lr_milestones: Sequence[int] = (150, 225),
+) -> Comparison:
+    """Train Keras's `OnlineDistiller` and `TorchDistiller` from the same weights on the same batch and compare.
+
+    Both in this process: `keras_steps.record_keras_steps`, then `compare_steps` (see both for the setup and
+    the arguments). ``lr_milestones=(1,)`` puts a milestone between the two steps, where PyTorch's SGD
+    (momentum on the raw gradient) and Keras's (velocity scaled by the rate) part. Needs the TensorFlow
+    backend, and a torch build that can share a process with TensorFlow (the CPU build can; the benchmark
+    runs the two halves in separate processes).
+    """
+    record = record_keras_steps(
+        backbone, num_classes, topology, method, batch_size, base_width, steps, seed, lr_milestones
+    )
+    return compare_steps(record, float64_reference)
 
 
 def _max_rel(a: np.ndarray, b: np.ndarray) -> float:
