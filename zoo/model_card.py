@@ -64,7 +64,7 @@ def _accuracy_table(metrics: dict, student_name: str) -> list[str]:
         row = metrics[model]
         label = f"{model} (this preset's student)" if model == student_name else model
         lines.append(
-            f"| {label} | {_percent(row.get('best'))} | {row.get('best_epoch', 0) + 1} | {_percent(row.get('last'))} |"
+            f"| {label} | {_percent(row.get('best'))} | {row.get('best_epoch', 0)} | {_percent(row.get('last'))} |"
         )
     return lines
 
@@ -95,7 +95,7 @@ def render_model_card(name: str, metadata: dict) -> str:
         f"{metadata.get('topology', 'independent')} topology) trained {training} "
         f"for {config.get('epochs', '?')} epochs, seed {metadata.get('seed')}. "
         f"{metadata['params']:,} parameters. Test top-1 accuracy of these weights: "
-        f"**{_percent(metadata.get('test_accuracy'))}** (epoch {metadata.get('epoch', 0) + 1}).",
+        f"**{_percent(metadata.get('test_accuracy'))}** (epoch {metadata.get('epoch', 0)}).",
         "",
         "## Load it",
         "",
