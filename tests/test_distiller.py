@@ -377,6 +377,8 @@ def _fit_on_one_device_and_mirrored(method="mfef", **compile_kwargs):
     return (single, h1), (mirrored, h2)
 
 
+# The L2 test below runs the same comparison (on "ffl", with a decay that shows a per-replica error).
+@pytest.mark.slow
 def test_mirrored_strategy_matches_one_device():
     (single, h1), (mirrored, h2) = _fit_on_one_device_and_mirrored()
     for key in ("loss", "ce_s0", "kd_fused", "acc_s1"):

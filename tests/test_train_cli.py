@@ -301,6 +301,8 @@ def test_damaged_run_files_are_named_and_leftovers_swept_on_resume(tmp_path):
     assert list(run.rglob(".*")) == []
 
 
+# The distiller's mirrored tests (tests/test_distiller.py) stay in the default run; this one adds the CLI path.
+@pytest.mark.slow
 def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
     one = _run(["train", "--epochs", "1", "--run-dir", str(tmp_path / "one"), *TINY])
     two = _run(
