@@ -1,4 +1,7 @@
-"""Dataset registry and input pipeline: digits, CIFAR through tensorflow-datasets, image folders."""
+"""Dataset registry and input pipeline: digits, CIFAR through tensorflow-datasets, image folders.
+
+Fashion-MNIST has its own file, tests/test_fashion_mnist.py.
+"""
 
 import io
 import os
@@ -49,16 +52,19 @@ def _normalised_range(info):
 
 
 def test_list_datasets():
-    assert list_datasets() == ["cifar10", "cifar100", "cinic10", "digits"]
+    assert list_datasets() == ["cifar10", "cifar100", "cinic10", "digits", "fashion_mnist"]
 
 
-@pytest.mark.parametrize(("bad", "suggestion"), [("digit", "digits"), ("cifar1000", "cifar100"), ("cinic", "cinic10")])
+@pytest.mark.parametrize(
+    ("bad", "suggestion"),
+    [("digit", "digits"), ("cifar1000", "cifar100"), ("cinic", "cinic10"), ("fashion-mnist", "fashion_mnist")],
+)
 def test_unknown_dataset_lists_names_and_suggests(bad, suggestion):
     with pytest.raises(ValueError) as error:
         make_dataset(bad, "train", 8, training=False)
     message = str(error.value)
     assert repr(bad) in message and f"Did you mean {suggestion!r}" in message
-    assert "cifar10, cifar100, cinic10, digits, folder:PATH" in message
+    assert "cifar10, cifar100, cinic10, digits, fashion_mnist, folder:PATH" in message
 
 
 def test_unknown_split_lists_splits():

@@ -1,7 +1,8 @@
 """Datasets for the students: a registry of named datasets and the tf.data pipeline that feeds them.
 
-``list_datasets()`` gives ``cifar10``, ``cifar100``, ``cinic10`` and ``digits`` (scikit-learn's digits, the
-embedded default that needs no download); ``"folder:PATH"`` serves any image-folder tree. Importing this
+``list_datasets()`` gives ``cifar10``, ``cifar100``, ``cinic10``, ``digits`` (scikit-learn's digits, the
+embedded default that needs no download) and ``fashion_mnist`` (28x28 grayscale, from its official IDX
+files or Debian's dataset-fashion-mnist package); ``"folder:PATH"`` serves any image-folder tree. Importing this
 package does not import TensorFlow; building a dataset does.
 """
 

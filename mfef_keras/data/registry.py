@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from mfef_keras.data.source import DatasetSource
 
-DATASETS = ("cifar10", "cifar100", "cinic10", "digits")
+DATASETS = ("cifar10", "cifar100", "cinic10", "digits", "fashion_mnist")
 FOLDER_PREFIX = "folder:"
 
 
@@ -42,6 +42,10 @@ def _source(name: str, data_dir: str | os.PathLike | None) -> DatasetSource:
         from mfef_keras.data.tfds_cifar import CifarSource
 
         return CifarSource(name, root)
+    if name == "fashion_mnist":
+        from mfef_keras.data.fashion_mnist import FashionMnistSource
+
+        return FashionMnistSource(root)
     if name == "cinic10":
         from mfef_keras.data.image_folder import cinic10_source
 
@@ -71,7 +75,8 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> Datase
     """The `DatasetInfo` (classes, image shape, normalisation, split sizes) of dataset ``name``.
 
     CIFAR's is known without the data; image folders are scanned (and, for ``folder:PATH``, a sample of
-    training images decoded for the mean/std).
+    training images decoded for the mean/std); Fashion-MNIST's files are read and hash-checked (once per
+    process, about half a second).
 
     Args:
         name: one of `list_datasets` or ``"folder:PATH"``.
@@ -79,7 +84,7 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> Datase
 
     Raises:
         ValueError: unknown dataset (the message lists the known ones and the closest match).
-        FileNotFoundError: an image-folder dataset whose tree is missing.
+        FileNotFoundError: an image-folder dataset whose tree is missing, or Fashion-MNIST's files.
     """
     return _source(name, data_dir).info()
 
@@ -105,7 +110,9 @@ def make_dataset(
 
     ``"folder:PATH"`` reads ``PATH/{train,test[,valid]}/<class>/*.{png,jpg,jpeg}``; CINIC-10 is such a tree
     at ``<data_dir>/cinic10``. CIFAR is prepared by tensorflow-datasets in ``data_dir`` from the official
-    archive placed in ``<data_dir>/downloads/manual/``; nothing is downloaded.
+    archive placed in ``<data_dir>/downloads/manual/``; nothing is downloaded. Fashion-MNIST is read from its
+    four official IDX files in ``<data_dir>/fashion-mnist/``, else from Debian's dataset-fashion-mnist
+    package (``/usr/share/datasets/fashion-mnist``).
 
     Args:
         name: one of `list_datasets` or ``"folder:PATH"``.
