@@ -65,7 +65,7 @@ TRAINING_OPTIONS = {
         "--config", "config_file", help=f"YAML/JSON config file, or a shipped one: {', '.join(shipped_configs())}."
     ),
     "dataset": click.option(
-        "--dataset", help=f"digits, cifar10, cifar100, cinic10 or folder:PATH. {_default('dataset')}"
+        "--dataset", help=f"digits, fashion_mnist, cifar10, cifar100, cinic10 or folder:PATH. {_default('dataset')}"
     ),
     "data_dir": click.option("--data-dir", help="Where datasets live. [default: $MFEF_DATA_DIR or ~/.mfef/data]"),
     "backbone": click.option("--backbone", help=f"Student network (mfef list-backbones). {_default('backbone')}"),
