@@ -13,7 +13,13 @@ from mfef_keras import __version__  # noqa: E402
 from mfef_keras._names import unknown_name_error  # noqa: E402
 from mfef_keras._outputs import user_errors  # noqa: E402
 from mfef_keras.choices import ABLATIONS, BACKBONES, METHODS, TOPOLOGIES, matching_names  # noqa: E402
-from mfef_keras.training.config import PRECISIONS, STRATEGIES, TrainConfig, shipped_configs  # noqa: E402
+from mfef_keras.training.config import (  # noqa: E402
+    PRECISIONS,
+    SELECTIONS,
+    STRATEGIES,
+    TrainConfig,
+    shipped_configs,
+)
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, RuntimeError)
 
@@ -118,7 +124,15 @@ TRAINING_OPTIONS = {
         "--rampup-epochs", type=float, help="Epochs of the KD weight ramp-up. [default: 80/300 of --epochs]"
     ),
     "train_limit": click.option(
-        "--train-limit", type=int, help="Train on the first N training examples only. [default: all]"
+        "--train-limit",
+        type=int,
+        help="Train on the first N training examples (of those the validation split leaves) only. [default: all]",
+    ),
+    "selection": click.option(
+        "--selection",
+        type=NameChoice("selection", SELECTIONS),
+        help="Split that picks the best epoch and student: validation (held out from train), or test, the papers' "
+        f"protocol (for reproducing published tables; it flatters results). {_default('selection')}",
     ),
     "seed": click.option("--seed", type=int, help=f"Seed for weights, data order and augmentation. {_default('seed')}"),
     "precision": click.option(

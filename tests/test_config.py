@@ -7,7 +7,13 @@ import sys
 import pytest
 
 from mfef_keras.training.config import TrainConfig, read_config_file, resolve_config, shipped_configs
-from mfef_keras.training.run_directory import RunDirectoryError, check_run_dir, summarize, write_config
+from mfef_keras.training.run_directory import (
+    RunDirectoryError,
+    check_run_dir,
+    format_summary,
+    summarize,
+    write_config,
+)
 
 
 def test_defaults_train_mfef_on_digits():
@@ -190,18 +196,53 @@ def test_non_run_directory_and_unwritable_parent_are_refused(tmp_path):
         locked.chmod(0o700)
 
 
-def test_summary_takes_best_and_last():
-    history = [
-        {"epoch": 0, "val_acc_s0": 0.5, "val_acc_s1": 0.6, "val_acc_ensemble": 0.6},
-        {"epoch": 1, "val_acc_s0": 0.8, "val_acc_s1": 0.7, "val_acc_ensemble": 0.85},
-        {"epoch": 2, "val_acc_s0": 0.75, "val_acc_s1": 0.72, "val_acc_ensemble": 0.8},
-    ]
-    summary = summarize(history, 2, has_fused=False)
-    assert summary["s0"] == {"best": 0.8, "best_epoch": 1, "last": 0.75}
+def _row(epoch: int, val: tuple[float, float, float], test: tuple[float, float, float]) -> dict:
+    models = ("s0", "s1", "ensemble")
+    return (
+        {"epoch": epoch}
+        | {f"val_acc_{m}": v for m, v in zip(models, val)}
+        | {f"test_acc_{m}": t for m, t in zip(models, test)}
+    )
+
+
+# Validation and test disagree: validation peaks at epoch 2 (s0) and s1 is the better student on it; test peaks
+# at epoch 3 and prefers s0.
+HISTORY = [
+    _row(1, (0.5, 0.6, 0.6), (0.5, 0.5, 0.6)),
+    _row(2, (0.8, 0.85, 0.85), (0.7, 0.6, 0.8)),
+    _row(3, (0.75, 0.7, 0.8), (0.9, 0.65, 0.82)),
+]
+
+
+def test_summary_selects_on_the_validation_split_and_reports_test_there_and_last():
+    summary = summarize(HISTORY, 2, has_fused=False)
+    assert summary["s0"] == {"best_val": 0.8, "best_epoch": 2, "test_at_best": 0.7, "test_last": 0.9}
+    assert summary["best_student"] == {
+        "name": "s1",
+        "best_val": 0.85,
+        "best_epoch": 2,
+        "test_at_best": 0.6,
+        "test_last": 0.65,
+    }
+    assert summary["ensemble"]["test_last"] == 0.82
+    assert summary["selection"] == "validation" and summary["selection_label"] == "selected on the validation split"
+    tied = summarize([*HISTORY, {**HISTORY[1], "epoch": 4}], 2, has_fused=False)
+    assert tied["s0"]["best_epoch"] == 4
+
+
+def test_summary_selected_on_test_is_the_papers_protocol_and_says_so():
+    summary = summarize(HISTORY, 2, has_fused=False, selection="test")
+    assert summary["s0"] == {"best_val": 0.75, "best_epoch": 3, "test_at_best": 0.9, "test_last": 0.9}
     assert summary["best_student"]["name"] == "s0"
-    assert summary["ensemble"]["last"] == 0.8
-    tied = summarize([{**history[1], "epoch": 3}, *history], 2, has_fused=False)
-    assert tied["s0"]["best_epoch"] == 3
+    assert summary["selection_label"] == "selected on the test split (papers' protocol)"
+    assert "selected on the test split (papers' protocol)" in format_summary(summary)
+
+
+def test_selection_is_part_of_the_experiment():
+    assert TrainConfig().selection == "validation"
+    assert TrainConfig(selection="test").experiment_hash() != TrainConfig().experiment_hash()
+    with pytest.raises(ValueError, match="Unknown selection 'tset'"):
+        TrainConfig(selection="tset")
 
 
 def test_a_run_written_with_other_spellings_of_the_same_values_is_the_same_experiment(tmp_path):

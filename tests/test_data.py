@@ -68,7 +68,7 @@ def test_unknown_dataset_lists_names_and_suggests(bad, suggestion):
 
 
 def test_unknown_split_lists_splits():
-    with pytest.raises(ValueError, match=r"'tset'.*Allowed: test, train\. Did you mean 'test'"):
+    with pytest.raises(ValueError, match=r"'tset'.*Allowed: test, train, val\. Did you mean 'test'"):
         load_arrays("digits", "tset")
 
 
@@ -93,20 +93,23 @@ def test_digits_info_and_stratified_split():
     info = dataset_info("digits")
     assert info.name == "digits" and info.num_classes == 10 and info.class_names == tuple("0123456789")
     assert info.image_shape == (32, 32, 1)
-    assert info.splits == {"train": 1437, "test": 360}
+    # 10 % of the 1,437 training images held out for validation
+    assert info.splits == {"train": 1293, "val": 144, "test": 360}
 
     x_train, y_train = load_arrays("digits", "train")
+    x_val, y_val = load_arrays("digits", "val")
     x_test, y_test = load_arrays("digits", "test")
-    assert x_train.shape == (1437, 32, 32, 1) and x_test.shape == (360, 32, 32, 1)
+    assert x_train.shape == (1293, 32, 32, 1) and x_val.shape == (144, 32, 32, 1) and x_test.shape == (360, 32, 32, 1)
     assert x_train.dtype == np.uint8 and y_train.dtype == np.int32
     assert x_train.min() == 0 and x_train.max() == 255
-    # Stratified: each class is split 80/20 to within one image.
-    train_counts, test_counts = Counter(y_train.tolist()), Counter(y_test.tolist())
+    # Stratified: each class is split 80/20 to within one image, and 10 % of its training images validate.
+    train_counts, val_counts, test_counts = (Counter(y.tolist()) for y in (y_train, y_val, y_test))
     for label in range(10):
-        total = train_counts[label] + test_counts[label]
+        total = train_counts[label] + val_counts[label] + test_counts[label]
         assert abs(test_counts[label] - 0.2 * total) <= 1
-    # The stored constants are the train split's statistics.
-    scaled = x_train / 255.0
+        assert abs(val_counts[label] - 0.1 * (train_counts[label] + val_counts[label])) <= 1
+    # The stored constants are the statistics of the whole training split, validation images included.
+    scaled = np.concatenate([x_train, x_val]) / 255.0
     assert info.mean == pytest.approx((scaled.mean(),), abs=5e-5)
     assert info.std == pytest.approx((scaled.std(),), abs=5e-5)
     # Different images in the two splits, and the split is fixed.
@@ -117,9 +120,9 @@ def test_digits_info_and_stratified_split():
 def test_digits_training_batches():
     info = dataset_info("digits")
     dataset = make_dataset("digits", "train", 128, training=True)
-    assert int(dataset.cardinality()) == 12
+    assert int(dataset.cardinality()) == 11
     batches = _batches(dataset)
-    assert [len(y) for _, y in batches] == [128] * 11 + [29]  # the last partial batch is kept
+    assert [len(y) for _, y in batches] == [128] * 10 + [13]  # the last partial batch is kept
     images, labels = batches[0]
     assert images.shape == (128, 32, 32, 1) and images.dtype == np.float32 and labels.dtype == np.int32
     low, high = _normalised_range(info)
@@ -223,12 +226,14 @@ def test_cifar_through_tfds_mock(name, tmp_path):
         info = dataset_info(name, data_dir=tmp_path)
         images, labels = load_arrays(name, "test", data_dir=tmp_path)
         train = _batches(make_dataset(name, "train", 8, training=True, data_dir=tmp_path))
+        val = load_arrays(name, "val", data_dir=tmp_path)[1]
         test = _batches(make_dataset(name, "test", 8, training=False, data_dir=tmp_path))
     assert info.num_classes == num_classes and info.class_names == CLASS_NAMES[name]
-    assert info.image_shape == (32, 32, 3) and info.splits == {"train": 50_000, "test": 10_000}
+    assert info.image_shape == (32, 32, 3) and info.splits == {"train": 45_000, "val": 5_000, "test": 10_000}
     assert info.mean == MEAN[name] and info.std == STD[name]
     assert images.shape == (20, 32, 32, 3) and images.dtype == np.uint8
-    assert [len(y) for _, y in train] == [8, 8, 4]
+    # The mock has 20 training examples: 10 % of them (2) are held out, as 5,000 would be more than 10 %.
+    assert [len(y) for _, y in train] == [8, 8, 2] and len(val) == 2
     x, y = train[0]
     assert x.shape == (8, 32, 32, 3) and x.dtype == np.float32 and y.dtype == np.int32
     assert all(0 <= label < num_classes for _, batch in train for label in batch)
@@ -316,7 +321,9 @@ def test_cifar_is_prepared_from_a_manually_placed_archive(tmp_path, monkeypatch)
         zip(labels.tolist(), (i.tobytes() for i in images))
     )
     assert dataset_info("cifar10", data_dir=tmp_path).class_names == tuple(names)
-    assert sum(len(y) for _, y in make_dataset("cifar10", "train", 4, training=True, data_dir=tmp_path)) == 10
+    # 10 training images: one is held out for validation.
+    assert sum(len(y) for _, y in make_dataset("cifar10", "train", 4, training=True, data_dir=tmp_path)) == 9
+    assert len(load_arrays("cifar10", "val", data_dir=tmp_path)[1]) == 1
 
 
 # ------------------------------------------------------------- image folders
@@ -350,7 +357,8 @@ def test_folder_dataset(tmp_path, capsys):
     assert f"{note} {tmp_path}.\n" in capsys.readouterr().err
     assert info.name == name and info.class_names == ("cat", "dog", "fox") and info.num_classes == 3
     assert info.image_shape == (32, 32, 3)
-    assert info.splits == {"train": 19, "test": 6, "valid": 3}
+    # The folder's own valid/ is the validation split: nothing is held out of train.
+    assert info.splits == {"train": 19, "val": 3, "test": 6}
 
     images, labels = load_arrays(name, "train")
     assert images.shape == (19, 32, 32, 3) and images.dtype == np.uint8
@@ -367,7 +375,7 @@ def test_folder_dataset(tmp_path, capsys):
     assert [x.shape for x, _ in batches] == [(8, 32, 32, 3), (8, 32, 32, 3), (3, 32, 32, 3)]
     low, high = _normalised_range(info)
     assert all(low - 1e-5 <= x.min() and x.max() <= high + 1e-5 for x, _ in batches)
-    valid = _batches(make_dataset(name, "valid", 8, training=False))
+    valid = _batches(make_dataset(name, "val", 8, training=False))
     assert sorted(valid[0][1].tolist()) == [0, 1, 2]
 
 
@@ -375,6 +383,8 @@ def test_grayscale_folder_has_one_channel(tmp_path):
     _image_tree(tmp_path, classes=("a", "b"), mode="L")
     info = dataset_info(f"folder:{tmp_path}")
     assert info.image_shape == (32, 32, 1) and len(info.mean) == len(info.std) == 1
+    # No valid/: 10 % of the 12 training images, rounded, validates.
+    assert info.splits == {"train": 11, "val": 1, "test": 4}
     x, _ = next(iter(make_dataset(f"folder:{tmp_path}", "test", 4, training=True)))
     assert x.shape == (4, 32, 32, 1)
 
@@ -560,8 +570,8 @@ def test_cinic10(tmp_path, monkeypatch):
     _image_tree(tmp_path / "cinic10", classes=("airplane", "automobile"), per_split={"train": 2, "valid": 1, "test": 1})
     info = dataset_info("cinic10")
     assert info.mean == CINIC10_MEAN and info.std == CINIC10_STD
-    assert info.splits == {"train": 4, "test": 2, "valid": 2}
-    x, y = next(iter(make_dataset("cinic10", "valid", 2, training=False)))
+    assert info.splits == {"train": 4, "val": 2, "test": 2}
+    x, y = next(iter(make_dataset("cinic10", "val", 2, training=False)))
     assert x.shape == (2, 32, 32, 3) and sorted(y.numpy().tolist()) == [0, 1]
 
 

@@ -116,7 +116,8 @@ def test_registered_with_the_official_facts(generated):
     assert "fashion_mnist" in DATASETS
     info = dataset_info("fashion_mnist", data_dir=generated)
     assert info.name == "fashion_mnist" and info.num_classes == 10 and info.class_names == OFFICIAL_CLASSES
-    assert info.image_shape == (28, 28, 1) and info.splits == SIZES
+    # 40 training images: too few for the fixed 5,000, so 10 % is held out for validation.
+    assert info.image_shape == (28, 28, 1) and info.splits == {"train": 36, "val": 4, "test": 12}
     assert info.mean == (0.2860,) and info.std == (0.3530,)
     source = fashion_mnist.FashionMnistSource(generated)
     assert (source.augmentation.pad, source.augmentation.pad_mode, source.augmentation.flip) == (2, "CONSTANT", True)
@@ -130,9 +131,13 @@ def test_generated_files_load_and_batch(generated, monkeypatch):
     stored = gzip.decompress((generated / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").read_bytes())
     np.testing.assert_array_equal(images.reshape(-1), np.frombuffer(stored, np.uint8)[16:])
     batches = [(x.numpy(), y.numpy()) for x, y in make_dataset("fashion_mnist", "train", 16, training=True, seed=1)]
-    assert [len(y) for _, y in batches] == [16, 16, 8]
+    assert [len(y) for _, y in batches] == [16, 16, 4]
     assert batches[0][0].shape == (16, 28, 28, 1) and batches[0][0].dtype == np.float32
-    assert Counter(np.concatenate([y for _, y in batches]).tolist()) == Counter(i % 10 for i in range(40))
+    held_out = load_arrays("fashion_mnist", "val")[1]
+    # Train and validation together are the whole training file; 4 of the 10 classes give one image each.
+    trained = Counter(np.concatenate([y for _, y in batches]).tolist())
+    assert trained + Counter(held_out.tolist()) == Counter(i % 10 for i in range(40))
+    assert len(held_out) == 4 and len(set(held_out.tolist())) == 4
     again = [x.numpy() for x, _ in make_dataset("fashion_mnist", "train", 16, training=True, seed=1)]
     np.testing.assert_array_equal(batches[0][0], again[0])
     assert len(load_arrays("fashion_mnist", "train", limit=7)[0]) == 7
@@ -235,12 +240,13 @@ def test_the_installed_debian_files(tmp_path):
         data = gzip.decompress((fashion_mnist.DEBIAN_DIR / name).read_bytes())
         assert hashlib.sha256(data).hexdigest() == digest, name
     info = dataset_info("fashion_mnist", data_dir=tmp_path)
-    assert info.splits == {"train": 60_000, "test": 10_000} and info.class_names == OFFICIAL_CLASSES
-    for split, per_class in (("train", 6_000), ("test", 1_000)):
+    assert info.splits == {"train": 55_000, "val": 5_000, "test": 10_000} and info.class_names == OFFICIAL_CLASSES
+    # 5,000 validation images held out of the 60,000, 500 per class.
+    for split, per_class in (("train", 5_500), ("val", 500), ("test", 1_000)):
         images, labels = load_arrays("fashion_mnist", split, data_dir=tmp_path)
         assert images.shape == (10 * per_class, 28, 28, 1) and images.dtype == np.uint8
         assert np.bincount(labels).tolist() == [per_class] * 10
-        if split == "train":
-            scaled = images / 255.0
-            assert fashion_mnist.MEAN == (round(float(scaled.mean()), 4),)
-            assert fashion_mnist.STD == (round(float(scaled.std()), 4),)
+    # The normalisation constants are those of the whole training file, validation images included.
+    scaled = fashion_mnist.FashionMnistSource(tmp_path).arrays("train")[0] / 255.0
+    assert fashion_mnist.MEAN == (round(float(scaled.mean()), 4),)
+    assert fashion_mnist.STD == (round(float(scaled.std()), 4),)

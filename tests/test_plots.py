@@ -30,10 +30,13 @@ def _history(epochs: int) -> list[dict]:
     """Rows as a 2-student MFEF run logs them, epochs numbered from 1."""
     rows = []
     for epoch in range(1, epochs + 1):
-        row = {"epoch": epoch, "loss": 3 / epoch, "val_loss": 3.5 / epoch, "kd_weight": 1.0, "lr": 0.1}
+        row = {"epoch": epoch, "loss": 3 / epoch, "val_loss": 3.5 / epoch, "test_loss": 3.6 / epoch, "lr": 0.1}
+        row["kd_weight"] = 1.0
         for model in ("s0", "s1", "fused"):
             row.update({f"ce_{model}": 1 / epoch, f"kd_{model}": 0.1 / epoch, f"val_acc_{model}": 0.5 + epoch / 100})
+            row[f"test_acc_{model}"] = 0.48 + epoch / 100
         row["val_acc_ensemble"] = 0.55 + epoch / 100
+        row["test_acc_ensemble"] = 0.53 + epoch / 100
         rows.append(row)
     return rows
 
@@ -54,15 +57,18 @@ def _overlap(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
-def test_training_curves_show_test_loss_labelled_panels_and_integer_epochs():
+def test_training_curves_show_validation_and_test_labelled_panels_and_integer_epochs():
     history = _history(5)
     fig = training_curves_figure(history)
     loss_axis, acc_axis = fig.axes
     assert loss_axis.get_ylabel() and acc_axis.get_ylabel()
-    assert list(_line(loss_axis, "total (test)").get_ydata()) == [row["val_loss"] for row in history]
+    assert list(_line(loss_axis, "total (validation)").get_ydata()) == [row["val_loss"] for row in history]
+    assert list(_line(loss_axis, "total (test)").get_ydata()) == [row["test_loss"] for row in history]
+    assert list(_line(acc_axis, "s1 (val)").get_ydata()) == [100 * row["val_acc_s1"] for row in history]
+    assert list(_line(acc_axis, "s1 (test)").get_ydata()) == [100 * row["test_acc_s1"] for row in history]
     assert [t.get_text() for t in _visible_tick_labels(fig, loss_axis)] == ["1", "2", "3", "4", "5"]
     assert [t.get_text() for t in _visible_tick_labels(fig, acc_axis)] == ["1", "2", "3", "4", "5"]
-    assert list(_line(acc_axis, "s0").get_xdata()) == [1, 2, 3, 4, 5]
+    assert list(_line(acc_axis, "s0 (val)").get_xdata()) == [1, 2, 3, 4, 5]
 
 
 def test_training_curves_give_each_model_one_colour_in_both_panels():
@@ -71,10 +77,10 @@ def test_training_curves_give_each_model_one_colour_in_both_panels():
     colours = {}
     for model in ("s0", "s1", "fused"):
         in_loss = {to_hex(_line(loss_axis, f"{model} {term}").get_color()) for term in ("CE", "KD")}
-        in_acc = to_hex(_line(acc_axis, model).get_color())
-        assert in_loss == {in_acc} == {to_hex(model_color(model))}
-        colours[model] = in_acc
-    colours["ensemble"] = to_hex(_line(acc_axis, "ensemble").get_color())
+        in_acc = {to_hex(_line(acc_axis, f"{model} ({split})").get_color()) for split in ("val", "test")}
+        assert in_loss == in_acc == {to_hex(model_color(model))}
+        colours[model] = in_acc.pop()
+    colours["ensemble"] = to_hex(_line(acc_axis, "ensemble (val)").get_color())
     assert len(set(colours.values())) == 4
 
 
@@ -145,7 +151,8 @@ def _study_rows() -> list[dict]:
         ("mfef", ("students", "fused", "ensemble")),
     ):
         for k, model in enumerate(models):
-            rows.append({"variant": variant, "model": model, "best_mean": 90.0 + k, "best_ci95": 0.5 + k / 10})
+            row = {"variant": variant, "model": model, "test_at_best_mean": 90.0 + k}
+            rows.append(row | {"test_at_best_ci95": 0.5 + k / 10})
     return rows
 
 
@@ -177,7 +184,7 @@ def test_study_chart_is_a_dot_plot_with_intervals_and_no_empty_slots(tmp_path):
 
 
 def test_study_chart_with_one_seed_still_shows_every_dot():
-    rows = [dict(row, best_ci95=None) for row in _study_rows()]
+    rows = [dict(row, test_at_best_ci95=None) for row in _study_rows()]
     axis = study_figure(rows, "one seed").axes[0]
     assert sum(len(container[0].get_xdata()) for container in axis.containers) == 5
 

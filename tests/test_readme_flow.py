@@ -47,7 +47,7 @@ def test_readme_flow_in_separate_processes(tmp_path):
     assert "best student:" in output
     for student in ("best_student", "students/s0", "students/s1"):
         assert (run / student / "model.keras").is_file() and (run / student / "metadata.json").is_file()
-    recorded = json.loads((run / "summary.json").read_text())["best_student"]["best"]
+    recorded = json.loads((run / "summary.json").read_text())["best_student"]["test_at_best"]
 
     output = _mfef("eval", run, env=env)
     # The reloaded best student scores what training recorded for it on the same test split.

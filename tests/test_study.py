@@ -14,19 +14,28 @@ from mfef_keras.training.study import (
 )
 
 
+def _model(at_best: float, epoch: int, last: float) -> dict:
+    """A model's entry in summary.json: selected on validation, with its test top-1 there and at the end."""
+    return {"best_val": at_best + 0.01, "best_epoch": epoch, "test_at_best": at_best, "test_last": last}
+
+
+def _summary(**models: dict) -> dict:
+    return {"selection": "validation", "selection_label": "selected on the validation split", **models}
+
+
 def _fake_train(accuracies, calls):
     """A stand-in for training that writes the summary a real run would, with chosen accuracies."""
 
     def train(config, echo=print):
         calls.append((config.method, tuple(config.ablate), config.seed))
         base = accuracies[(config.method, tuple(config.ablate))] + config.seed / 100
-        summary = {
-            "s0": {"best": base, "best_epoch": 1, "last": base - 0.01},
-            "s1": {"best": base + 0.02, "best_epoch": 2, "last": base},
-            "ensemble": {"best": base + 0.03, "best_epoch": 2, "last": base + 0.02},
-        }
+        summary = _summary(
+            s0=_model(base, 1, base - 0.01),
+            s1=_model(base + 0.02, 2, base),
+            ensemble=_model(base + 0.03, 2, base + 0.02),
+        )
         if config.method in ("ffl", "mfef"):
-            summary["fused"] = {"best": base + 0.04, "best_epoch": 2, "last": base + 0.03}
+            summary["fused"] = _model(base + 0.04, 2, base + 0.03)
         from pathlib import Path
 
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
@@ -59,14 +68,17 @@ def test_study_runs_every_variant_and_seed_and_aggregates(tmp_path):
     assert len(calls) == 6 * 2 and {c[2] for c in calls} == {0, 1}
     rows = {(r["variant"], r["model"]): r for r in result["rows"]}
     # students row: s0 and s1 of both seeds -> mean of (b, b+2, b+1, b+3) points
-    assert rows[("dml", "students")]["best_mean"] == pytest.approx(91.0 + 1.5)
+    assert rows[("dml", "students")]["test_at_best_mean"] == pytest.approx(91.0 + 1.5)
     assert rows[("dml", "students")]["n"] == 4
-    assert rows[("mfef", "fused")]["best_mean"] == pytest.approx(92.0 + 4 + 0.5)
-    assert rows[("mfef", "fused")]["best_std"] == pytest.approx(0.7071, rel=1e-3)
+    assert rows[("mfef", "fused")]["test_at_best_mean"] == pytest.approx(92.0 + 4 + 0.5)
+    assert rows[("mfef", "fused")]["test_at_best_std"] == pytest.approx(0.7071, rel=1e-3)
     assert ("independent", "fused") not in rows
-    assert rows[("mfef-no_attention", "s0")]["last_mean"] == pytest.approx(91.3 - 1 + 0.5)
+    assert rows[("mfef-no_attention", "s0")]["test_last_mean"] == pytest.approx(91.3 - 1 + 0.5)
+    assert rows[("mfef", "s0")]["selection"] == "validation"
     table = (tmp_path / "table.md").read_text()
     assert "| mfef-no_multi_scale-no_attention | students |" in table
+    assert "test top-1 at selected epoch (%) | test top-1 at last epoch (%)" in table
+    assert table.rstrip().endswith("Epochs selected on the validation split.")
     assert (tmp_path / "comparison.png").stat().st_size > 1000
     assert json.loads((tmp_path / "study.json").read_text())["seeds"] == [0, 1]
 
@@ -81,8 +93,17 @@ def test_interrupted_study_skips_finished_runs(tmp_path):
 
 
 def test_table_format():
-    rows = aggregate({"mfef": {0: {"s0": {"best": 0.5, "best_epoch": 0, "last": 0.25}}}})
-    assert format_table(rows).splitlines()[-1] == "| mfef | s0 | 50.00 ± 0.00 | 25.00 ± 0.00 | 1 |"
+    rows = aggregate({"mfef": {0: _summary(s0=_model(0.5, 1, 0.25))}})
+    lines = format_table(rows).splitlines()
+    assert lines[-3] == "| mfef | s0 | 50.00 ± 0.00 | 25.00 ± 0.00 | 1 |"
+    assert lines[-1] == "Epochs selected on the validation split."
+
+
+def test_a_study_selected_on_test_says_so():
+    papers = {**_summary(s0=_model(0.5, 1, 0.25)), "selection": "test"}
+    assert format_table(aggregate({"mfef": {0: papers}})).splitlines()[-1] == (
+        "Epochs selected on the test split (papers' protocol)."
+    )
 
 
 def test_unknown_method_in_a_study():
@@ -104,7 +125,7 @@ def test_a_study_without_methods_or_with_a_file_as_folder_is_refused_before_trai
 
 def _rows_at(accuracy: float) -> list[dict]:
     """Aggregated rows of a 2-seed study whose every model reached ``accuracy`` (a fraction)."""
-    summary = {"s0": {"best": accuracy, "best_epoch": 1, "last": accuracy}}
+    summary = _summary(s0=_model(accuracy, 1, accuracy))
     return aggregate({"dml": {0: summary, 1: summary}})
 
 
@@ -153,17 +174,14 @@ def test_rows_carry_the_95_percent_t_interval_over_seeds():
     assert t_interval([1.0]) is None
     summaries = {
         "dml": {
-            seed: {
-                "s0": {"best": best, "best_epoch": 1, "last": best},
-                "s1": {"best": best + 0.02, "best_epoch": 1, "last": best},
-            }
+            seed: _summary(s0=_model(best, 1, best), s1=_model(best + 0.02, 1, best))
             for seed, best in ((0, 0.90), (1, 0.91), (2, 0.92))
         }
     }
     rows = {row["model"]: row for row in aggregate(summaries)}
     # the students of a seed are averaged first: the interval is over 3 seeds, not 6 students
-    assert rows["students"]["best_ci95"] == pytest.approx(2.4841, abs=1e-4)
-    assert rows["s0"]["best_ci95"] == pytest.approx(2.4841, abs=1e-4)
+    assert rows["students"]["test_at_best_ci95"] == pytest.approx(2.4841, abs=1e-4)
+    assert rows["s0"]["test_at_best_ci95"] == pytest.approx(2.4841, abs=1e-4)
 
 
 def test_study_tells_each_run_with_its_number_and_an_eta_once_a_run_is_timed(tmp_path):

@@ -48,20 +48,38 @@ def test_train_writes_a_complete_run_directory_and_eval_reproduces_it(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("loss", "ce_s0", "ce_fused", "kd_s1", "kd_fused", "acc_ensemble", "val_acc_s0", "val_acc_fused", "lr"):
         assert all(math.isfinite(r[key]) for r in rows), key
+    for key in ("val_loss", "test_loss", "test_acc_s0", "test_acc_fused"):
+        assert all(math.isfinite(r[key]) for r in rows), key
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert header[:3] == ["epoch", "lr", "time_s"] and "val_acc_ensemble" in header
+    assert header[:3] == ["epoch", "lr", "time_s"] and {"val_acc_ensemble", "test_acc_ensemble"} <= set(header)
     environment = json.loads((run / "environment.json").read_text())
     assert environment["seed"] == 0 and "keras" in environment["packages"]
     assert json.loads((run / "config.json").read_text())["config"]["train_limit"] == 128
+    # digits: 10 % of the 1,437 training images held out, the limit taken from the remaining 1,293
+    data = json.loads((run / "data.json").read_text())
+    assert data["splits"] == {"train": 1293, "val": 144, "test": 360} and data["train_examples"] == 128
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary) == {"s0", "s1", "fused", "ensemble", "best_student"}
+    assert set(summary) == {"selection", "selection_label", "s0", "s1", "fused", "ensemble", "best_student"}
+    assert summary["selection"] == "validation"
+    best = summary["best_student"]
+    by_epoch = {row["epoch"]: row for row in rows}
+    # chosen on the validation split, reported on the test split at that epoch and at the last
+    for model in ("s0", "s1", "fused", "ensemble"):
+        chosen = max(rows, key=lambda row: (row[f"val_acc_{model}"], row["epoch"]))
+        assert summary[model]["best_epoch"] == chosen["epoch"]
+        assert summary[model]["test_at_best"] == chosen[f"test_acc_{model}"]
+        assert summary[model]["test_last"] == rows[-1][f"test_acc_{model}"]
+    metadata = json.loads((run / "best_student" / "metadata.json").read_text())
+    assert metadata["selection"] == "validation" and metadata["epoch"] == best["best_epoch"]
+    assert metadata["test_accuracy"] == by_epoch[best["best_epoch"]][f"test_acc_{best['name']}"]
+    assert metadata["validation_accuracy"] == best["best_val"]
     assert (run / "best_student" / "model.keras").is_file() and (run / "students" / "s1" / "model.keras").is_file()
 
     evaluated = _run(["eval", str(run)])
     assert evaluated.exit_code == 0, evaluated.output
     metrics = json.loads((run / "best_student" / "eval" / "metrics.json").read_text())
     # the saved best student reproduces, on the same test split, the accuracy the run recorded
-    assert metrics["top1"] == pytest.approx(summary["best_student"]["best"], abs=1e-6)
+    assert metrics["top1"] == pytest.approx(summary["best_student"]["test_at_best"], abs=1e-6)
     assert metrics["top5"] >= metrics["top1"]
     assert np.asarray(metrics["confusion_matrix"]).sum() == metrics["examples"]
     assert (run / "best_student" / "eval" / "confusion_matrix.png").stat().st_size > 1000
@@ -122,10 +140,10 @@ def test_interrupted_run_continues_like_an_uninterrupted_one(tmp_path):
     # As if killed after the checkpoint and before the validation events of epoch 1 were written.
     shutil.rmtree(tmp_path / "b" / "tensorboard" / "validation")
     resumed = train(TrainConfig(run_dir=str(tmp_path / "b"), **base), echo=lambda _: None)
-    for key in ("loss", "val_loss", "kd_weight", "lr"):
+    for key in ("loss", "val_loss", "test_loss", "kd_weight", "lr"):
         assert resumed.history[-1][key] == pytest.approx(straight.history[-1][key], rel=2e-3), key
     # The resumed run continues the curves: every step once, the missing one written again.
-    for split in ("train", "validation"):
+    for split in ("train", "validation", "test"):
         steps = _tensorboard_scalars(tmp_path / "b" / "tensorboard" / split)["loss"]
         assert [step for step, _ in steps] == [1, 2], split
     assert _tensorboard_scalars(tmp_path / "b" / "tensorboard" / "validation")["loss"][1][1] == pytest.approx(
@@ -144,6 +162,24 @@ def _tensorboard_scalars(folder):
                 assert value.metadata.plugin_data.plugin_name == "scalars", value.tag
                 scalars.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
     return scalars
+
+
+def test_selection_on_test_is_the_papers_protocol_picked_by_test_accuracy_and_labelled(tmp_path):
+    run = tmp_path / "run"
+    result = _run(["train", "--epochs", "2", "--run-dir", str(run), "--selection", "test", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "selected on the test split (papers' protocol)" in result.output
+    rows = _metrics(run)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["selection"] == "test"
+    assert summary["selection_label"] == "selected on the test split (papers' protocol)"
+    for model in ("s0", "s1", "fused", "ensemble"):
+        chosen = max(rows, key=lambda row: (row[f"test_acc_{model}"], row["epoch"]))
+        assert summary[model]["best_epoch"] == chosen["epoch"]
+        assert summary[model]["test_at_best"] == chosen[f"test_acc_{model}"]
+    metadata = json.loads((run / "best_student" / "metadata.json").read_text())
+    assert metadata["selection"] == "test" and metadata["config"]["selection"] == "test"
+    assert metadata["test_accuracy"] == summary["best_student"]["test_at_best"]
 
 
 def test_piped_output_is_one_plain_line_per_epoch_and_numbered_like_the_files(tmp_path):
@@ -168,20 +204,27 @@ def test_piped_output_is_one_plain_line_per_epoch_and_numbered_like_the_files(tm
     assert (run / "metrics.csv").read_text().splitlines()[1].startswith("1,")
     summary = json.loads((run / "summary.json").read_text())
     best = summary["best_student"]
-    assert f"best student: {best['name']} ({100 * best['best']:.2f}% at epoch {best['best_epoch']})" in output
+    assert (
+        f"best student: {best['name']}, epoch {best['best_epoch']} (validation {100 * best['best_val']:.2f}%, "
+        f"test {100 * best['test_at_best']:.2f}%); epochs and student selected on the validation split"
+    ) in output
+    last = rows[-1]
+    assert f"s1 {100 * last['val_acc_s1']:.2f}/{100 * last['test_acc_s1']:.2f}" in epoch_lines[-1]
     assert json.loads((run / "best_student" / "metadata.json").read_text())["epoch"] == best["best_epoch"]
     assert json.loads((run / "students" / "s0" / "metadata.json").read_text())["epoch"] == 2
 
     train_scalars = _tensorboard_scalars(run / "tensorboard" / "train")
     validation = _tensorboard_scalars(run / "tensorboard" / "validation")
+    test = _tensorboard_scalars(run / "tensorboard" / "test")
     terms = {"loss", "ce_s0", "ce_s1", "ce_fused", "kd_s0", "kd_s1", "kd_fused"}
     accuracies = {"acc_s0", "acc_s1", "acc_fused", "acc_ensemble"}
     assert set(train_scalars) == terms | accuracies | {"learning_rate", "kd_weight"}
-    assert set(validation) == terms | accuracies
-    for key, values in [*train_scalars.items(), *validation.items()]:
+    assert set(validation) == set(test) == terms | accuracies
+    for key, values in [*train_scalars.items(), *validation.items(), *test.items()]:
         assert [step for step, _ in values] == [1, 2], key
     assert [v for _, v in train_scalars["loss"]] == pytest.approx([row["loss"] for row in rows])
     assert [v for _, v in validation["acc_s1"]] == pytest.approx([row["val_acc_s1"] for row in rows])
+    assert [v for _, v in test["acc_s1"]] == pytest.approx([row["test_acc_s1"] for row in rows])
     assert [v for _, v in train_scalars["learning_rate"]] == pytest.approx([row["lr"] for row in rows])
 
 
@@ -266,7 +309,7 @@ def test_dataset_without_test_images_is_a_data_error_not_divergence(tmp_path, mo
     monkeypatch.setattr(
         mfef_keras.data,
         "dataset_info",
-        lambda *a, **k: dataclasses.replace(dataset_info(*a, **k), splits={"train": 1437, "test": 0}),
+        lambda *a, **k: dataclasses.replace(dataset_info(*a, **k), splits={"train": 1293, "val": 144, "test": 0}),
     )
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1 and "Dataset digits has no test images (test split: 0 images)" in result.output
@@ -427,13 +470,15 @@ def test_resume_after_the_training_folder_changed_is_refused_and_nothing_is_writ
     root = tmp_path / "data"
     for label in ("a", "b"):
         _images(root / "train" / label, 4)
+        _images(root / "valid" / label, 1)
         _images(root / "test" / label, 2)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "mfef_keras.cli", "train", "--dataset", f"folder:{root}", "--epochs", "1"]
     command += ["--run-dir", str(run), *TINY, "--batch-size", "8"]
     first = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert json.loads((run / "data.json").read_text())["splits"] == {"train": 8, "test": 4}
+    # The folder's own valid/ validates: nothing is held out of train.
+    assert json.loads((run / "data.json").read_text())["splits"] == {"train": 8, "val": 2, "test": 4}
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
 
     for label in ("a", "b"):

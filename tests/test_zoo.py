@@ -49,6 +49,7 @@ from mfef_keras.zoo.archive import extract_archive, pack_preset
 from mfef_keras.zoo.commands import zoo_group
 from mfef_keras.zoo.hashing import sha256_file
 from mfef_keras.zoo.manifest import MANIFEST_FORMAT, entry_url, read_manifest, shipped_manifest_path
+from mfef_keras.zoo.model_card import render_model_card
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "resnet8_mfef.digits_test0"
@@ -76,9 +77,11 @@ def _fake_run(run: Path) -> Path:
         json.dumps({"packages": {"keras": keras.__version__}, "python": "3.11", "platform": "test", "seed": 0})
     )
     history = [
-        {"epoch": e, "loss": 2.0 - e, "val_loss": 2.1 - e, "lr": 0.1, "time_s": 1.0}
-        | {"val_acc_s0": 0.5 + 0.3 * e, "val_acc_s1": 0.45 + 0.3 * e, "val_acc_fused": 0.55, "val_acc_ensemble": 0.6}
-        for e in range(2)
+        {"epoch": e, "loss": 2.0 - e, "val_loss": 2.1 - e, "test_loss": 2.2 - e, "lr": 0.1, "time_s": 1.0}
+        | {"val_acc_s0": 0.2 + 0.3 * e, "val_acc_s1": 0.15 + 0.3 * e, "val_acc_fused": 0.55, "val_acc_ensemble": 0.6}
+        | {"test_acc_s0": 0.2 + 0.3 * e, "test_acc_s1": 0.15 + 0.3 * e, "test_acc_fused": 0.55}
+        | {"test_acc_ensemble": 0.6}
+        for e in range(1, 3)
     ]
     write_metrics(run, history)
     (run / "summary.json").write_text(json.dumps(summarize(history, 2, True)))
@@ -92,8 +95,10 @@ def _fake_run(run: Path) -> Path:
             "topology": "independent",
             "num_students": 2,
             "student_index": index,
-            "epoch": 1,
+            "epoch": 2,
             "test_accuracy": accuracy,
+            "validation_accuracy": accuracy,
+            "selection": "validation",
             "seed": 0,
             "experiment_hash": config.experiment_hash(),
             "config": config.to_dict(),
@@ -101,7 +106,7 @@ def _fake_run(run: Path) -> Path:
 
     for index in range(2):
         model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
-        save_student_dir(run / "students" / f"s{index}", model, metadata(index, history[-1][f"val_acc_s{index}"]))
+        save_student_dir(run / "students" / f"s{index}", model, metadata(index, history[-1][f"test_acc_s{index}"]))
         if index == 0:
             save_student_dir(run / "best_student", model, metadata(0, 0.8))
     return run
@@ -219,7 +224,7 @@ def test_publish_writes_a_verified_preset_with_a_model_card(published):
     assert metadata["input"]["mean"] == [0.3] and metadata["input"]["shape"] == [32, 32, 1]
     assert metadata["backbone"] == "resnet8" and metadata["method"] == "mfef" and metadata["seed"] == 0
     assert set(metadata["metrics"]) >= {"s0", "s1", "fused", "ensemble"}
-    assert metadata["metrics"]["s1"]["last"] == pytest.approx(0.75)
+    assert metadata["metrics"]["s1"]["test_last"] == pytest.approx(0.75)
     assert metadata["environment"]["packages"]["keras"] == keras.__version__
     assert metadata["params"] == get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4).count_params()
     assert metadata["license"] == "Apache-2.0" and metadata["created"] and metadata["published_from"] == "best_student"
@@ -227,10 +232,23 @@ def test_publish_writes_a_verified_preset_with_a_model_card(published):
 
     card = (preset / "README.md").read_text()
     assert card.startswith(f"# {NAME}")
-    assert "80.00%" in card and "| fused | 55.00% |" in card
+    assert "80.00%" in card and "| fused | 2 | 55.00% | 55.00% | 55.00% |" in card
+    assert "validation top-1 | test top-1 | test top-1, last epoch" in card
+    assert "the test split played no part in choosing it" in card
     assert f'load_student("{NAME}", include_preprocessing=True)' in card
     assert "mfef train --dataset digits --backbone resnet8 --base-width 4" in card
     assert "Apache-2.0" in card
+
+
+@pytest.mark.parametrize("name", sorted(read_manifest(shipped_manifest_path())))
+def test_model_cards_of_presets_trained_before_the_validation_split_still_render(name):
+    # The shipped presets were selected on the test split, and their metadata says neither how nor on what.
+    metadata = json.loads((shipped_manifest_path().parent / "presets" / name / "metadata.json").read_text())
+    assert "selection" not in metadata and "best" in metadata["metrics"]["s0"]
+    card = render_model_card(name, metadata)
+    assert "selected on the test split: trained before the package held out a validation split" in card
+    row = metadata["metrics"]["s0"]
+    assert f"| {100 * row['best']:.2f}% | {row['best_epoch']} | {100 * row['last']:.2f}% |" in card
 
 
 def test_reproduce_command_trains_the_same_experiment(published):

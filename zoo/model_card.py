@@ -6,6 +6,7 @@ import dataclasses
 import shlex
 
 from mfef_keras.training.config import EXECUTION_KEYS, TrainConfig
+from mfef_keras.training.run_directory import summary_models
 
 # `mfef train` flags are the config keys with dashes, except these.
 _FLAGS = {
@@ -53,19 +54,40 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
 
+# How the preset's weights were chosen, by the metadata's ``selection``. Metadata without one predates the
+# validation split: its epoch was chosen on the test split.
+_SELECTION = {
+    "validation": "the epoch of best accuracy on the validation split (held out from the training images); the "
+    "test split played no part in choosing it",
+    "test": "the epoch of best test accuracy (selected on the test split: the papers' protocol, which flatters "
+    "the number)",
+    "last_epoch": "the last epoch's weights",
+    None: "the epoch of best test accuracy (selected on the test split: trained before the package held out a "
+    "validation split, so the number is optimistic)",
+}
+
+
 def _accuracy_table(metrics: dict, student_name: str) -> list[str]:
-    lines = ["| model | best top-1 | at epoch | last top-1 |", "|---|---|---|---|"]
     # Students in index order, then the fused head and the ensemble (summary.json is stored sorted).
-    models = sorted(
-        (m for m, row in metrics.items() if m != "best_student" and isinstance(row, dict)),
-        key=lambda m: (0, int(m[1:])) if m[1:].isdigit() else (1, m != "fused", m),
-    )
+    models = sorted(summary_models(metrics), key=lambda m: (0, int(m[1:])) if m[1:].isdigit() else (1, m != "fused", m))
+    # Summaries written before the validation split hold best/last test top-1 under other keys.
+    validated = any("test_at_best" in metrics[m] for m in models)
+    if validated:
+        lines = [
+            "| model | selected epoch | validation top-1 | test top-1 | test top-1, last epoch |",
+            "|---|---|---|---|---|",
+        ]
+    else:
+        lines = ["| model | best top-1 | at epoch | last top-1 |", "|---|---|---|---|"]
     for model in models:
         row = metrics[model]
         label = f"{model} (this preset's student)" if model == student_name else model
-        lines.append(
-            f"| {label} | {_percent(row.get('best'))} | {row.get('best_epoch', 0)} | {_percent(row.get('last'))} |"
-        )
+        if validated:
+            cells = [row.get("best_epoch", 0), _percent(row.get("best_val")), _percent(row.get("test_at_best"))]
+            cells.append(_percent(row.get("test_last")))
+        else:
+            cells = [_percent(row.get("best")), row.get("best_epoch", 0), _percent(row.get("last"))]
+        lines.append(f"| {label} | {' | '.join(str(cell) for cell in cells)} |")
     return lines
 
 
@@ -95,7 +117,8 @@ def render_model_card(name: str, metadata: dict) -> str:
         f"{metadata.get('topology', 'independent')} topology) trained {training} "
         f"for {config.get('epochs', '?')} epochs, seed {metadata.get('seed')}. "
         f"{metadata['params']:,} parameters. Test top-1 accuracy of these weights: "
-        f"**{_percent(metadata.get('test_accuracy'))}** (epoch {metadata.get('epoch', 0)}).",
+        f"**{_percent(metadata.get('test_accuracy'))}** (epoch {metadata.get('epoch', 0)}: "
+        f"{_SELECTION.get(metadata.get('selection'), metadata.get('selection'))}).",
         "",
         "## Load it",
         "",

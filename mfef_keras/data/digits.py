@@ -40,9 +40,14 @@ class DigitsSource:
             splits=dict(SPLITS),
         )
 
-    def raw(self, split: str, limit: int | None) -> tf.data.Dataset:
+    def raw(self, split: str, indices: np.ndarray | None) -> tf.data.Dataset:
         images, labels = _split_arrays()[split]
-        return tf.data.Dataset.from_tensor_slices((images[:limit], labels[:limit]))
+        if indices is not None:
+            images, labels = images[indices], labels[indices]
+        return tf.data.Dataset.from_tensor_slices((images, labels))
+
+    def labels(self, split: str) -> np.ndarray:
+        return _split_arrays()[split][1]
 
 
 @functools.cache
@@ -53,7 +58,7 @@ def _split_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     resized = tf.image.resize(scaled, (IMAGE_SIZE, IMAGE_SIZE), method="bilinear").numpy()
     images = np.clip(np.round(resized), 0, 255).astype(np.uint8)
     labels = digits.target.astype(np.int32)
-    # train_test_split shuffles, so any prefix of a split (the `limit` argument) is a random sample.
+    # train_test_split shuffles, so any prefix of a split (what `limit` takes) is a random sample.
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED
     )

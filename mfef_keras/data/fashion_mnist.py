@@ -55,7 +55,7 @@ STD = (0.3530,)
 class FashionMnistSource:
     """Fashion-MNIST at its native 28x28x1, read from ``<data_dir>/fashion-mnist/`` or else `DEBIAN_DIR`.
 
-    The upstream files are already in a random order, so any prefix of a split (the ``limit`` argument) is
+    The upstream files are already in a random order, so any prefix of a split (what ``limit`` takes) is
     a fair sample of the classes. Augmentation: random crop after 2-pixel zero padding and a horizontal
     flip (garments are left-right symmetric).
 
@@ -95,11 +95,16 @@ class FashionMnistSource:
             splits={split: len(self.arrays(split)[1]) for split in FILES},
         )
 
-    def raw(self, split: str, limit: int | None) -> tf.data.Dataset:
+    def raw(self, split: str, indices: np.ndarray | None) -> tf.data.Dataset:
         import tensorflow as tf  # on use: `info` (for the class names, say) needs no TensorFlow
 
         images, labels = self.arrays(split)
-        return tf.data.Dataset.from_tensor_slices((images[:limit], labels[:limit]))
+        if indices is not None:
+            images, labels = images[indices], labels[indices]
+        return tf.data.Dataset.from_tensor_slices((images, labels))
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.arrays(split)[1]
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Uint8 ``(N, 28, 28, 1)`` images and int32 labels of ``split``, checked (see `load_split`)."""

@@ -17,10 +17,11 @@ from PIL import Image
 from mfef_keras.data.image_files import MAX_IMAGE_PIXELS, ImageFileError, load_image
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.data.source import Augmentation
+from mfef_keras.data.validation_split import SHIPPED_SPLIT
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 REQUIRED_SPLITS = ("train", "test")
-OPTIONAL_SPLITS = ("valid",)
+OPTIONAL_SPLITS = (SHIPPED_SPLIT,)
 LAYOUT = "{root}/{{train,test[,valid]}}/<class>/*.{{png,jpg,jpeg}}"
 # Mean/std of a generic folder come from this many training images (a random sample, see `_scan`).
 STATS_SAMPLE = 2000
@@ -46,7 +47,7 @@ class FolderIndex:
     Args:
         class_names: sorted class sub-directory names of the train split; labels index this tuple.
         files: split name -> (image paths, int32 labels), in a fixed-seed random order so that any prefix
-            (the ``limit`` argument) is a fair sample of all classes.
+            (what ``limit`` takes) is a fair sample of all classes.
     """
 
     class_names: tuple[str, ...]
@@ -271,8 +272,10 @@ class ImageFolderSource:
             splits={split: len(paths) for split, (paths, _) in self.index.files.items()},
         )
 
-    def raw(self, split: str, limit: int | None) -> tf.data.Dataset:
+    def raw(self, split: str, indices: np.ndarray | None) -> tf.data.Dataset:
         paths, labels = self.index.files[split]
+        if indices is not None:
+            paths, labels = [paths[i] for i in indices], labels[indices]
         shape = self.image_shape
 
         def decode(path: bytes) -> np.ndarray:
@@ -284,9 +287,12 @@ class ImageFolderSource:
             return tf.ensure_shape(image, shape), label
 
         # An explicit dtype keeps an empty split a dataset of strings.
-        path_tensor = tf.convert_to_tensor(list(paths[:limit]), dtype=tf.string)
-        dataset = tf.data.Dataset.from_tensor_slices((path_tensor, labels[:limit]))
+        path_tensor = tf.convert_to_tensor(list(paths), dtype=tf.string)
+        dataset = tf.data.Dataset.from_tensor_slices((path_tensor, labels))
         return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.index.files[split][1]
 
 
 def cinic10_source(data_dir: Path) -> ImageFolderSource:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mfef_keras._names import unknown_name_error
+from mfef_keras.data import validation_split
 from mfef_keras.data.info import DatasetInfo
 
 if TYPE_CHECKING:
@@ -64,19 +66,32 @@ def _positive_int(value: object, what: str) -> int:
     return int(value)
 
 
-def _checked(source: DatasetSource, name: str, split: str) -> DatasetInfo:
-    info = source.info()
+def _public(info: DatasetInfo) -> DatasetInfo:
+    # The source's own splits become train / val / test (see `validation_split`).
+    return dataclasses.replace(info, splits=validation_split.public_splits(info.name, info.splits))
+
+
+def _examples(source: DatasetSource, name: str, split: str, limit: int | None) -> tuple[DatasetInfo, tf.data.Dataset]:
+    """The `DatasetInfo` and the raw examples of public split ``split``, the first ``limit`` of them if given."""
+    source_info = source.info()
+    info = _public(source_info)
     if split not in info.splits:
         raise unknown_name_error(f"{name} split", split, info.splits)
-    return info
+    source_split, indices = validation_split.locate(
+        info.name, split, source_info.splits, lambda: source.labels("train")
+    )
+    if limit is not None and limit < info.splits[split]:
+        indices = (np.arange(info.splits[split]) if indices is None else indices)[:limit]
+    return info, source.raw(source_split, indices)
 
 
 def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
     """The `DatasetInfo` (classes, image shape, normalisation, split sizes) of dataset ``name``.
 
-    CIFAR's is known without the data; image folders are scanned (and, for ``folder:PATH``, a sample of
-    training images decoded for the mean/std); Fashion-MNIST's files are read and hash-checked (once per
-    process, about half a second).
+    ``splits`` has ``train``, ``val`` and ``test`` (see `mfef_keras.data.validation_split`: ``train`` is what
+    the validation hold-out leaves). CIFAR's is known without the data; image folders are scanned (and, for
+    ``folder:PATH``, a sample of training images decoded for the mean/std); Fashion-MNIST's files are read and
+    hash-checked (once per process, about half a second).
 
     Args:
         name: one of `list_datasets` or ``"folder:PATH"``.
@@ -86,7 +101,7 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> Datase
         ValueError: unknown dataset (the message lists the known ones and the closest match).
         FileNotFoundError: an image-folder dataset whose tree is missing, or Fashion-MNIST's files.
     """
-    return _source(name, data_dir).info()
+    return _public(_source(name, data_dir).info())
 
 
 def make_dataset(
@@ -116,12 +131,15 @@ def make_dataset(
 
     Args:
         name: one of `list_datasets` or ``"folder:PATH"``.
-        split: ``"train"`` or ``"test"`` (``"valid"`` too for CINIC-10 and folders that have it).
+        split: ``"train"``, ``"val"`` or ``"test"``. ``"val"`` is the fixed, stratified hold-out of the
+            training split that runs select models on (CINIC-10's and a folder's own ``valid`` where it exists);
+            ``"train"`` is the rest (see `mfef_keras.data.validation_split`).
         batch_size: examples per batch.
         training: shuffle and augment.
         seed: seed of the shuffle order and of the augmentation.
         data_dir: data directory; defaults to `default_data_dir`.
-        limit: use only the first ``limit`` examples of the split (a fixed random sample).
+        limit: use only the first ``limit`` examples of the split (a fixed random sample); for ``"train"``,
+            of what the validation hold-out leaves.
         cache: keep decoded images in memory after the first epoch, when they fit.
         reshuffle_each_iteration: draw a new order and new augmentation each time the dataset is
             iterated. Turn it off when you build one pipeline per epoch (with a per-epoch seed): the
@@ -136,10 +154,10 @@ def make_dataset(
     batch_size = _positive_int(batch_size, "batch_size")
     limit = None if limit is None else _positive_int(limit, "limit")
     source = _source(name, data_dir)
-    info = _checked(source, name, split)
+    info, examples = _examples(source, name, split, limit)
     num_examples = info.splits[split] if limit is None else min(limit, info.splits[split])
     return build_pipeline(
-        source.raw(split, limit),
+        examples,
         num_examples=num_examples,
         image_shape=info.image_shape,
         mean=info.mean,
@@ -163,7 +181,7 @@ def load_arrays(
 
     Args:
         name: one of `list_datasets` or ``"folder:PATH"``.
-        split: ``"train"`` or ``"test"`` (``"valid"`` where it exists).
+        split: ``"train"``, ``"val"`` or ``"test"`` (see `make_dataset`).
         data_dir: data directory; defaults to `default_data_dir`.
         limit: only the first ``limit`` examples.
 
@@ -173,10 +191,10 @@ def load_arrays(
     """
     limit = None if limit is None else _positive_int(limit, "limit")
     source = _source(name, data_dir)
-    info = _checked(source, name, split)
+    info, examples = _examples(source, name, split, limit)
     images = [np.zeros((0, *info.image_shape), np.uint8)]
     labels = [np.zeros((0,), np.int32)]
-    for image_batch, label_batch in source.raw(split, limit).batch(1024).as_numpy_iterator():
+    for image_batch, label_batch in examples.batch(1024).as_numpy_iterator():
         images.append(image_batch)
         labels.append(label_batch)
     return np.concatenate(images), np.concatenate(labels)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
+    import numpy as np
     import tensorflow as tf
 
     from mfef_keras.data.info import DatasetInfo
@@ -35,9 +36,12 @@ class DatasetSource(Protocol):
     def info(self) -> DatasetInfo:
         """The dataset's `DatasetInfo`."""
 
-    def raw(self, split: str, limit: int | None) -> tf.data.Dataset:
-        """The first ``limit`` (all if None) examples of ``split`` in a fixed order.
+    def raw(self, split: str, indices: np.ndarray | None) -> tf.data.Dataset:
+        """The examples of ``split`` at ``indices`` (increasing; all if None), in the split's fixed order.
 
-        Elements are ``(uint8 image of shape info().image_shape, int32 label)``; ``split`` has been
-        checked against ``info().splits`` by the caller.
+        Elements are ``(uint8 image of shape info().image_shape, int32 label)``; ``split`` is one of
+        ``info().splits``.
         """
+
+    def labels(self, split: str) -> np.ndarray:
+        """The int32 labels of ``split`` in that order, read without decoding images where possible."""

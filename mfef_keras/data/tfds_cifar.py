@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from mfef_keras.data.info import DatasetInfo
@@ -107,14 +109,27 @@ class CifarSource:
             splits=dict(SPLITS),
         )
 
-    def raw(self, split: str, limit: int | None) -> tf.data.Dataset:
+    def raw(self, split: str, indices: np.ndarray | None) -> tf.data.Dataset:
+        dataset = self._prepared().as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        dataset = dataset.map(lambda image, label: (image, tf.cast(label, tf.int32)))
+        if indices is None:
+            return dataset
+        # tfds reads records in order and cannot seek: keep the wanted ones, and stop after the last.
+        wanted = np.zeros(SPLITS[split], bool)
+        wanted[indices] = True
+        wanted = tf.constant(wanted)
+        kept = dataset.enumerate().filter(lambda i, example: wanted[i]).map(lambda i, example: example)
+        return kept.take(len(indices))
+
+    def labels(self, split: str) -> np.ndarray:
+        self._prepared()
+        return _labels(self.name, str(self.data_dir), split)
+
+    def _prepared(self):
         builder = self._builder()
         if not builder.is_prepared():
             self._prepare(builder)
-        dataset = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-        if limit is not None:
-            dataset = dataset.take(limit)
-        return dataset.map(lambda image, label: (image, tf.cast(label, tf.int32)))
+        return builder
 
     def _builder(self):
         import tensorflow_datasets as tfds  # imported on use: it is slow to import and only CIFAR needs it
@@ -143,3 +158,15 @@ class CifarSource:
                 f"{archive.sha256}, found {path.stat().st_size:,} bytes. Replace it with a complete download "
                 f"of {archive.url}."
             ) from err
+
+
+@functools.cache
+def _labels(name: str, data_dir: str, split: str) -> np.ndarray:
+    """The labels of a prepared split, read once per process and without decoding the images."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    dataset = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}).map(
+        lambda example: example["label"]
+    )
+    return np.fromiter(dataset.as_numpy_iterator(), np.int32)

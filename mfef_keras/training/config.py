@@ -17,6 +17,9 @@ from mfef_keras.choices import ABLATIONS, BACKBONES, METHODS, TOPOLOGIES
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker")
+# The split that picks the best epoch and student: the held-out validation split, or the test split as the
+# papers did (kept to reproduce their tables; it flatters every number).
+SELECTIONS = ("validation", "test")
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Keys that say where and how a run executes, not what it computes: changing them does not
 # make a run directory belong to another experiment.
@@ -125,7 +128,10 @@ class TrainConfig:
         fusion_weight_decay: L2 on fusion-path weights.
         temperature: KD temperature.
         rampup_epochs: ramp-up length of the KD weight; None scales FFL's 80-of-300 to ``epochs``.
-        train_limit: use only the first N training examples (a reduced split).
+        train_limit: use only the first N training examples (a reduced split) of those the validation
+            hold-out leaves.
+        selection: ``validation`` selects the best epoch and student on the validation split; ``test`` on the
+            test split, the papers' protocol (for reproducing their tables only).
         seed: seed for weights, data order and augmentation.
         precision: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
         jit: XLA-compile the training step.
@@ -154,6 +160,7 @@ class TrainConfig:
     temperature: float = 3.0
     rampup_epochs: float | None = None
     train_limit: int | None = None
+    selection: str = "validation"
     seed: int = 0
     precision: str = "float32"
     jit: bool = False
@@ -185,6 +192,8 @@ class TrainConfig:
             raise unknown_name_error("precision", self.precision, PRECISIONS)
         if self.strategy not in STRATEGIES:
             raise unknown_name_error("strategy", self.strategy, STRATEGIES)
+        if self.selection not in SELECTIONS:
+            raise unknown_name_error("selection", self.selection, SELECTIONS)
         for name in self.ablate:
             if name not in ABLATIONS:
                 raise unknown_name_error("ablation", name, ABLATIONS)

@@ -41,14 +41,18 @@ class CustomLoop:
     def _logs(self) -> dict:
         return {name: float(metric.result()) for name, metric in self.distiller._trackers.items()}
 
-    def run_epoch(self, train_ds, test_ds, progress: RunProgress | None = None) -> dict:
-        """Train on ``train_ds`` then evaluate on ``test_ds``; the logs in `fit`'s naming (``val_`` for test).
+    def run_epoch(self, train_ds, val_ds, test_ds, progress: RunProgress | None = None) -> dict:
+        """Train on ``train_ds``, then evaluate on ``val_ds`` and ``test_ds``; the logs named as the runner's.
 
         Args:
             train_ds: the epoch's training batches.
-            test_ds: the test batches.
+            val_ds: the validation batches (logs ``val_*``, as `fit` names them).
+            test_ds: the test batches (logs ``test_*``).
             progress: the run's display, told of every step; None to tell nothing (and read no metric per step).
         """
         logs = self._run(self._train, train_ds, progress, training=True)
-        logs.update({f"val_{k}": v for k, v in self._run(self._test, test_ds, progress, training=False).items()})
+        for prefix, dataset in (("val", val_ds), ("test", test_ds)):
+            logs.update(
+                {f"{prefix}_{k}": v for k, v in self._run(self._test, dataset, progress, training=False).items()}
+            )
         return logs

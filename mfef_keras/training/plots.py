@@ -61,11 +61,14 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def training_curves_figure(history: list[dict]) -> Figure:
-    """Loss (train terms, total train and test) and test accuracy per epoch, side by side.
+    """Loss (train terms, total train, validation and test) and validation and test accuracy per epoch.
+
+    Accuracy: validation solid, test dashed, one colour per model.
 
     Args:
         history: one row per epoch, as a run's metrics: ``epoch`` (plotted as given), ``loss``, ``val_loss``,
-            ``ce_<model>`` / ``kd_<model>`` loss terms and ``val_acc_<model>`` accuracies (fractions).
+            ``test_loss``, ``ce_<model>`` / ``kd_<model>`` loss terms and ``val_acc_<model>`` (validation split)
+            and ``test_acc_<model>`` (test split) accuracies (fractions).
     """
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
@@ -80,10 +83,11 @@ def training_curves_figure(history: list[dict]) -> Figure:
         return [row[key] for row in history]
 
     loss_axis.plot(epochs, column("loss"), color="black", lw=2, marker=marker, ms=3, label="total (train)")
-    if "val_loss" in keys:
-        loss_axis.plot(
-            epochs, column("val_loss"), color="black", lw=2, ls="--", marker=marker, ms=3, label="total (test)"
-        )
+    for key, style, split in (("val_loss", "--", "validation"), ("test_loss", ":", "test")):
+        if key in keys:
+            loss_axis.plot(
+                epochs, column(key), color="black", lw=2, ls=style, marker=marker, ms=3, label=f"total ({split})"
+            )
     for model in models:
         color = model_color(model)
         for term, style in (("ce", "-"), ("kd", ":")):
@@ -91,11 +95,14 @@ def training_curves_figure(history: list[dict]) -> Figure:
                 loss_axis.plot(
                     epochs, column(f"{term}_{model}"), color=color, ls=style, lw=1.2, label=f"{model} {term.upper()}"
                 )
-        accuracy = [100 * value for value in column(f"val_acc_{model}")]
-        acc_axis.plot(epochs, accuracy, color=color, lw=1.5, marker=marker, ms=3, label=model)
+        for prefix, style, split in (("val", "-", "val"), ("test", "--", "test")):
+            accuracy = [100 * value for value in column(f"{prefix}_acc_{model}")]
+            acc_axis.plot(
+                epochs, accuracy, color=color, ls=style, lw=1.5, marker=marker, ms=3, label=f"{model} ({split})"
+            )
 
     loss_axis.set(title="loss per epoch", ylabel="loss (log scale)", yscale="log")
-    acc_axis.set(title="test accuracy per epoch", ylabel="test top-1 accuracy (%)")
+    acc_axis.set(title="accuracy per epoch", ylabel="top-1 accuracy (%): validation solid, test dashed")
     for axis in (loss_axis, acc_axis):
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -192,14 +199,14 @@ def plot_confusion_matrix(
 
 
 def study_figure(rows: list[dict], setting: str) -> Figure:
-    """Dot plot of each variant's best top-1 per model, with its 95 % t-interval over seeds.
+    """Dot plot of each variant's test top-1 at the selected epoch per model, with its 95 % t-interval over seeds.
 
     One line per (variant, model) the study has, so a method without a fused head leaves no gap; the
     accuracy axis is zoomed to the data, which the intervals make safe to read.
 
     Args:
-        rows: `mfef_keras.training.study.aggregate` rows: ``variant``, ``model``, ``best_mean`` (%) and
-            ``best_ci95`` (half-width in points, None for a single seed).
+        rows: `mfef_keras.training.study.aggregate` rows: ``variant``, ``model``, ``test_at_best_mean`` (%) and
+            ``test_at_best_ci95`` (half-width in points, None for a single seed).
         setting: the study's data, backbone, epochs and seeds, shown in the title.
     """
     plt = _pyplot()
@@ -212,9 +219,9 @@ def study_figure(rows: list[dict], setting: str) -> Figure:
         if not ys:
             continue
         picked = [by_key[lines[y]] for y in ys]
-        means = [row["best_mean"] for row in picked]
+        means = [row["test_at_best_mean"] for row in picked]
         # A single seed has no interval: a zero-length bar says so rather than hiding the dot.
-        errors = [row["best_ci95"] or 0.0 for row in picked]
+        errors = [row["test_at_best_ci95"] or 0.0 for row in picked]
         axis.errorbar(means, ys, xerr=errors, fmt="o", color=model_color(model), capsize=3)
         for mean, error, y in zip(means, errors, ys, strict=True):
             axis.annotate(
@@ -227,7 +234,7 @@ def study_figure(rows: list[dict], setting: str) -> Figure:
     axis.set_ylim(len(lines) - 0.5, -0.5)
     axis.margins(x=0.08)
     axis.grid(axis="x", alpha=0.3)
-    axis.set_xlabel("best-epoch test top-1 (%), mean and 95 % t-interval over seeds")
+    axis.set_xlabel("test top-1 (%) at the selected epoch, mean and 95 % t-interval over seeds")
     axis.set_title(setting)
     fig.tight_layout()
     return fig

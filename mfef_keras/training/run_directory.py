@@ -199,28 +199,70 @@ def write_metrics(path: Path, history: list[dict]) -> None:
     write_bytes_atomic(path / "metrics.csv", buffer.getvalue().encode())
 
 
-def summarize(history: list[dict], num_students: int, has_fused: bool) -> dict:
-    """Best (with its epoch, as the rows count them: from 1) and last test accuracy of each model of a run."""
+# How each `TrainConfig.selection` is told in summary.json and on the console.
+SELECTION_LABELS = {
+    "validation": "selected on the validation split",
+    "test": "selected on the test split (papers' protocol)",
+}
+# The metrics prefix of the split each selection picks on.
+_SELECTION_PREFIX = {"validation": "val", "test": "test"}
+
+
+def summarize(history: list[dict], num_students: int, has_fused: bool, selection: str = "validation") -> dict:
+    """Per model of a run: the selected epoch (from 1), its validation and test accuracy, and the last test accuracy.
+
+    The epoch is the argmax of the ``selection`` split's accuracy (ties to the later epoch); so is the best
+    student among the students. ``best_val`` is the validation accuracy at that epoch (the best one when
+    selecting on validation).
+
+    Args:
+        history: metrics rows with ``val_acc_<model>`` (validation split) and ``test_acc_<model>`` (test split).
+        num_students: students of the run.
+        has_fused: whether the run has a fused head.
+        selection: ``"validation"`` or ``"test"`` (the papers' protocol), see `TrainConfig`.
+    """
+    prefix = _SELECTION_PREFIX[selection]
     models = [f"s{i}" for i in range(num_students)] + (["fused"] if has_fused else []) + ["ensemble"]
-    summary = {}
+    summary: dict = {"selection": selection, "selection_label": SELECTION_LABELS[selection]}
     for model in models:
-        key = f"val_acc_{model}"
+        key = f"{prefix}_acc_{model}"
         # Ties go to the later epoch: same accuracy after more training.
         best = max(history, key=lambda row: (row[key], row["epoch"]))
-        summary[model] = {"best": best[key], "best_epoch": best["epoch"], "last": history[-1][key]}
-    students = [f"s{i}" for i in range(num_students)]
-    best_student = max(students, key=lambda s: (summary[s]["best"], summary[s]["best_epoch"]))
+        summary[model] = {
+            "best_val": best[f"val_acc_{model}"],
+            "best_epoch": best["epoch"],
+            "test_at_best": best[f"test_acc_{model}"],
+            "test_last": history[-1][f"test_acc_{model}"],
+        }
+    scores = {f"s{i}": _selection_score(summary[f"s{i}"], selection) for i in range(num_students)}
+    best_student = max(scores, key=lambda s: (scores[s], summary[s]["best_epoch"]))
     summary["best_student"] = {"name": best_student, **summary[best_student]}
     return summary
 
 
+def _selection_score(row: dict, selection: str) -> float:
+    return row["best_val"] if selection == "validation" else row["test_at_best"]
+
+
+def summary_models(summary: dict) -> list[str]:
+    """The model names of a summary.json (students, fused head, ensemble), without its other entries."""
+    return [key for key, value in summary.items() if key != "best_student" and isinstance(value, dict)]
+
+
 def format_summary(summary: dict) -> str:
-    """The end-of-run table."""
-    lines = [f"{'model':<10}{'best top-1':>12}{'epoch':>7}{'last top-1':>12}"]
-    for model, row in summary.items():
-        if model == "best_student":
-            continue
-        lines.append(f"{model:<10}{100 * row['best']:>11.2f}%{row['best_epoch']:>7}{100 * row['last']:>11.2f}%")
+    """The end-of-run table: per model the selected epoch, its validation and test top-1, and the last test top-1."""
+    lines = [
+        f"{'model':<10}{'epoch':>7}{'val top-1':>11}{'test top-1':>12}{'test last':>11}",
+    ]
+    for model in summary_models(summary):
+        row = summary[model]
+        lines.append(
+            f"{model:<10}{row['best_epoch']:>7}{100 * row['best_val']:>10.2f}%{100 * row['test_at_best']:>11.2f}%"
+            f"{100 * row['test_last']:>10.2f}%"
+        )
     best = summary["best_student"]
-    lines.append(f"best student: {best['name']} ({100 * best['best']:.2f}% at epoch {best['best_epoch']})")
+    lines.append(
+        f"best student: {best['name']}, epoch {best['best_epoch']} (validation {100 * best['best_val']:.2f}%, "
+        f"test {100 * best['test_at_best']:.2f}%); epochs and student {summary['selection_label']}"
+    )
     return "\n".join(lines)

@@ -54,8 +54,17 @@ class RunResult:
     summary: dict
 
 
-def _student_metadata(config: TrainConfig, info, index: int, epoch: int, accuracy: float) -> dict:
-    # ``epoch``: the epoch (from 1) after which the student was saved.
+def _student_metadata(config: TrainConfig, info, index: int, row: dict, selection: str) -> dict:
+    """The metadata.json of student ``index`` saved after the epoch of metrics row ``row``.
+
+    Args:
+        config: the run's config.
+        info: the dataset's `DatasetInfo`.
+        index: the student's index.
+        row: the metrics row of the epoch (from 1) after which the student is saved.
+        selection: how that epoch was chosen: ``config.selection`` for the best student, ``"last_epoch"``
+            for ``students/s<i>``.
+    """
     return {
         "dataset": info.to_dict(),
         "backbone": config.backbone,
@@ -64,8 +73,10 @@ def _student_metadata(config: TrainConfig, info, index: int, epoch: int, accurac
         "topology": config.topology,
         "num_students": config.num_students,
         "student_index": index,
-        "epoch": epoch,
-        "test_accuracy": accuracy,
+        "epoch": row["epoch"],
+        "test_accuracy": row[f"test_acc_s{index}"],
+        "validation_accuracy": row[f"val_acc_s{index}"],
+        "selection": selection,
         "seed": config.seed,
         "experiment_hash": config.experiment_hash(),
         "config": config.to_dict(),
@@ -114,11 +125,11 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
 
 def _epoch_line(config: TrainConfig, row: dict, has_fused: bool, seconds_left: float | None) -> str:
     names = [f"s{i}" for i in range(config.num_students)] + (["fused"] if has_fused else []) + ["ensemble"]
-    accs = "  ".join(f"{n} {100 * row[f'val_acc_{n}']:.2f}" for n in names)
+    accs = "  ".join(f"{n} {100 * row[f'val_acc_{n}']:.2f}/{100 * row[f'test_acc_{n}']:.2f}" for n in names)
     left = f", ETA {format_duration(seconds_left)}" if seconds_left and row["epoch"] < config.epochs else ""
     return (
         f"epoch {row['epoch']}/{config.epochs}  loss {row['loss']:.4f}  lr {row['lr']:.4g}  "
-        f"test top-1 % {accs}  ({row['time_s']:.1f} s{left})"
+        f"val/test top-1 % {accs}  ({row['time_s']:.1f} s{left})"
     )
 
 
@@ -137,9 +148,15 @@ def _check_data(config: TrainConfig, info, train_size: int) -> None:
     """Refuse, before anything is built or written, data the run cannot train or evaluate on.
 
     Raises:
-        ValueError: the test split is empty (every epoch is evaluated on it), or a batch is larger than
-            the training set.
+        ValueError: the validation or test split is empty (every epoch is evaluated on both), or a batch is
+            larger than the training set.
     """
+    if not info.splits.get("val"):
+        raise ValueError(
+            f"Dataset {config.dataset} has no validation images (train split: {info.splits['train']} images), and "
+            "every epoch is evaluated on them. Add training images (a folder dataset: train/<class>/*.png, or a "
+            "valid/<class>/ tree)."
+        )
     if not info.splits.get("test"):
         raise ValueError(
             f"Dataset {config.dataset} has no test images (test split: {info.splits.get('test', 0)} images), and "
@@ -204,7 +221,7 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
     Raises:
         RunDirectoryError: the run directory is not writable, belongs to another config, is held by another
             trainer (`RunDirectoryBusy`), or a write to it failed (disk full, read-only, permission denied).
-        ValueError: the data has no test images or fewer training images than a batch.
+        ValueError: the data has no validation or test images, or fewer training images than a batch.
         TrainingDiverged: the loss became NaN; the last good checkpoint stays in place.
     """
     configure_cpu_devices(config.cpu_devices)
@@ -236,12 +253,11 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
     with _owned(run_dir, existed, echo):
         history, distiller = _train_epochs(config, info, strategy, chief, run_dir, checkpoint_source, train_size, echo)
         has_fused = distiller.fusion is not None
-        summary = summarize(history, config.num_students, has_fused)
+        summary = summarize(history, config.num_students, has_fused, config.selection)
         for index in range(config.num_students):
             target = run_dir / "students" / f"s{index}"
             if not target.exists():
-                accuracy = history[-1][f"val_acc_s{index}"]
-                metadata = _student_metadata(config, info, index, config.epochs, accuracy)
+                metadata = _student_metadata(config, info, index, history[-1], "last_epoch")
                 save_student_dir(target, distiller.get_student(index), metadata)
         write_json_atomic(run_dir / "summary.json", summary)
         plot_training_curves(history, run_dir / "curves.png")
@@ -279,7 +295,10 @@ def _train_epochs(
     elif state["epoch"] < config.epochs:
         echo(f"Resuming {run_dir} after epoch {state['epoch']} of {config.epochs}.")
     history = _epochs_from_one(state["history"])
-    test_ds = make_dataset(config.dataset, "test", config.eval_batch_size, training=False, data_dir=config.data_dir)
+    val_ds, test_ds = (
+        make_dataset(config.dataset, split, config.eval_batch_size, training=False, data_dir=config.data_dir)
+        for split in ("val", "test")
+    )
     display = RunProgress(config.epochs, math.ceil(train_size / config.batch_size), bar=config.progress and chief)
     callbacks = [keras.callbacks.TerminateOnNaN()]
     if display.live:
@@ -307,23 +326,26 @@ def _train_epochs(
             started = time.perf_counter()
             display.begin_epoch(epoch + 1)
             if loop is not None:
-                row = loop.run_epoch(train_ds, test_ds, progress=display if display.live else None)
+                row = loop.run_epoch(train_ds, val_ds, test_ds, progress=display if display.live else None)
             else:
                 # One call per epoch, so Keras's own bar would count epochs wrong (`Epoch 3/3`): the display draws.
                 fitted = distiller.fit(
                     train_ds,
                     epochs=epoch + 1,
                     initial_epoch=epoch,
-                    validation_data=test_ds,
+                    validation_data=val_ds,
                     verbose=0,
                     shuffle=False,
                     callbacks=callbacks,
                 )
                 row = {k: float(v[-1]) for k, v in fitted.history.items()}
+                # fit names the validation split's logs val_*; the test split's get test_*.
+                tested = distiller.evaluate(test_ds, verbose=0, return_dict=True, callbacks=callbacks)
+                row.update({f"test_{k}": float(v) for k, v in tested.items()})
             display.end_epoch()
             bad = [
                 f"{key} = {row.get(key, math.nan)}"
-                for key in ("loss", "val_loss")
+                for key in ("loss", "val_loss", "test_loss")
                 if not math.isfinite(row.get(key, math.nan))
             ]
             if bad:
@@ -333,13 +355,13 @@ def _train_epochs(
                 )
             row.update(epoch=epoch + 1, lr=learning_rate, time_s=time.perf_counter() - started)
             history.append(row)
-            best = summarize(history, config.num_students, has_fused)["best_student"]
+            best = summarize(history, config.num_students, has_fused, config.selection)["best_student"]
             if best["best_epoch"] == row["epoch"]:
                 index = int(best["name"][1:])
                 save_student_dir(
                     run_dir / "best_student",
                     distiller.get_student(index),
-                    _student_metadata(config, info, index, row["epoch"], best["best"]),
+                    _student_metadata(config, info, index, row, config.selection),
                 )
             write_metrics(run_dir, history)
             save_checkpoint(run_dir, distiller, {"epoch": epoch + 1, "history": history})

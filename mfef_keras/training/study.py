@@ -17,7 +17,7 @@ from mfef_keras.student_dir import write_json_atomic
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.plots import plot_study
 from mfef_keras.training.progress import format_duration
-from mfef_keras.training.run_directory import DATA_FILE
+from mfef_keras.training.run_directory import DATA_FILE, SELECTION_LABELS, summary_models
 
 # Variant name -> (method, ablated MFEF components).
 ABLATION_VARIANTS = {
@@ -168,12 +168,13 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> float | Non
 
 
 def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
-    """One row per (variant, model): mean and std over seeds of best and last top-1, in percent.
+    """One row per (variant, model): mean and std over seeds of the test top-1 at the selected and last epoch, in %.
 
-    Besides each student, the fused head and the ensemble, a ``students`` row averages
-    all students of all seeds: the number to compare between methods. ``best_ci95`` is the
-    half-width of the 95 % t-interval of the best top-1 over seeds (students averaged within a seed,
-    since the students of one seed share its data order); None for one seed.
+    The selected epoch is each run's (see `summarize`: on the validation split unless the run selected on test,
+    which each row's ``selection`` says). Besides each student, the fused head and the ensemble, a ``students``
+    row averages all students of all seeds: the number to compare between methods. ``test_at_best_ci95`` is the
+    half-width of the 95 % t-interval over seeds of the test top-1 at the selected epoch (students averaged
+    within a seed, since the students of one seed share its data order); None for one seed.
 
     Args:
         summaries: ``{variant: {seed: summary.json of that run}}``.
@@ -181,32 +182,35 @@ def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
     rows = []
     for variant, by_seed in summaries.items():
         per_seed = list(by_seed.values())
-        models = [m for m in per_seed[0] if m != "best_student"]
+        models = summary_models(per_seed[0])
         students = [m for m in models if m.startswith("s") and m[1:].isdigit()]
         for model in ["students", *models]:
             names = students if model == "students" else [model]
-            best = [100 * s[name]["best"] for s in per_seed for name in names]
-            last = [100 * s[name]["last"] for s in per_seed for name in names]
-            best_mean, best_std = _mean_std(best)
+            at_best = [100 * s[name]["test_at_best"] for s in per_seed for name in names]
+            last = [100 * s[name]["test_last"] for s in per_seed for name in names]
+            best_mean, best_std = _mean_std(at_best)
             last_mean, last_std = _mean_std(last)
-            per_seed_best = [statistics.fmean(100 * s[name]["best"] for name in names) for s in per_seed]
+            per_seed_best = [statistics.fmean(100 * s[name]["test_at_best"] for name in names) for s in per_seed]
             rows.append(
                 dict(
                     variant=variant,
                     model=model,
-                    best_mean=best_mean,
-                    best_std=best_std,
-                    best_ci95=t_interval(per_seed_best),
-                    last_mean=last_mean,
-                    last_std=last_std,
-                    n=len(best),
+                    selection=per_seed[0]["selection"],
+                    test_at_best_mean=best_mean,
+                    test_at_best_std=best_std,
+                    test_at_best_ci95=t_interval(per_seed_best),
+                    test_last_mean=last_mean,
+                    test_last_std=last_std,
+                    n=len(at_best),
                 )
             )
     return rows
 
 
 def format_table(rows: list[dict], num_classes: int | None = None) -> str:
-    """The rows as a markdown table (top-1 %, mean ± std over seeds), chance-level results marked.
+    """The rows as a markdown table (test top-1 %, mean ± std over seeds), chance-level results marked.
+
+    A line under the table says on which split the epochs were selected.
 
     Args:
         rows: `aggregate` rows.
@@ -222,12 +226,17 @@ def format_table(rows: list[dict], num_classes: int | None = None) -> str:
         flagged |= at_chance
         return f"{mean:.2f} ± {std:.2f}{' †' if at_chance else ''}"
 
-    lines = ["| method | model | best-epoch top-1 (%) | last-epoch top-1 (%) | n |", "|---|---|---|---|---|"]
+    lines = [
+        "| method | model | test top-1 at selected epoch (%) | test top-1 at last epoch (%) | n |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
         lines.append(
-            f"| {row['variant']} | {row['model']} | {cell(row['best_mean'], row['best_std'])} | "
-            f"{cell(row['last_mean'], row['last_std'])} | {row['n']} |"
+            f"| {row['variant']} | {row['model']} | {cell(row['test_at_best_mean'], row['test_at_best_std'])} | "
+            f"{cell(row['test_last_mean'], row['test_last_std'])} | {row['n']} |"
         )
+    selections = sorted({row["selection"] for row in rows})
+    lines += ["", f"Epochs {' or '.join(SELECTION_LABELS[s] for s in selections)}."]
     if flagged:
         lines += [
             "",

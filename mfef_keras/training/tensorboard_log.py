@@ -9,22 +9,29 @@ from __future__ import annotations
 from pathlib import Path
 
 TENSORBOARD_DIR = "tensorboard"
-SPLITS = ("train", "validation")
+SPLITS = ("train", "validation", "test")
+# Metrics-row prefix -> the split (and writer) its values go to; the rest is training.
+_PREFIXES = {"val_": "validation", "test_": "test"}
 # Bookkeeping columns of a metrics row, not measurements.
 _NOT_LOGGED = {"epoch", "time_s"}
 
 
 def scalars(row: dict) -> dict[str, dict[str, float]]:
-    """The TensorBoard scalars of one metrics row, by split: the same tag for a train and a test value.
+    """The TensorBoard scalars of one metrics row, by split: the same tag for a train, validation and test value.
 
     Args:
-        row: a row of ``metrics.json`` (``loss``, ``val_loss``, ``lr``...).
+        row: a row of ``metrics.json`` (``loss``, ``val_loss``, ``test_loss``, ``lr``...).
     """
-    train = {("learning_rate" if k == "lr" else k): v for k, v in row.items() if not k.startswith("val_")}
-    # w(t) is the schedule of the epoch, the same in training and testing: logged once, with training.
-    validation = {k[len("val_") :]: v for k, v in row.items() if k.startswith("val_") and k != "val_kd_weight"}
-    train = {k: v for k, v in train.items() if k not in _NOT_LOGGED}
-    return {"train": train, "validation": validation}
+    scalars = {split: {} for split in SPLITS}
+    for key, value in row.items():
+        prefix = next((p for p in _PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            if key not in _NOT_LOGGED:
+                scalars["train"]["learning_rate" if key == "lr" else key] = value
+        # w(t) is the schedule of the epoch, the same in training and evaluation: logged once, with training.
+        elif key[len(prefix) :] != "kd_weight":
+            scalars[_PREFIXES[prefix]][key[len(prefix) :]] = value
+    return scalars
 
 
 def _last_step(folder: Path) -> int:
@@ -44,7 +51,7 @@ def _last_step(folder: Path) -> int:
 
 
 class TensorBoardLog:
-    """Event files under ``<run_dir>/tensorboard/{train,validation}``, one step per epoch (from 1).
+    """Event files under ``<run_dir>/tensorboard/{train,validation,test}``, one step per epoch (from 1).
 
     Rows of ``history`` that the event files lack are written first: a resumed run continues the curves
     without writing a step twice, even when it was killed between its checkpoint and its event write.
@@ -58,7 +65,7 @@ class TensorBoardLog:
         from tensorflow.core.framework import summary_pb2
 
         self._folder = Path(run_dir) / TENSORBOARD_DIR
-        # Per split: a run killed between the two flushes has one step more in train than in validation.
+        # Per split: a run killed between the flushes has one step more in train than in the others.
         self._done = {split: _last_step(self._folder / split) for split in SPLITS}
         # Opened on the first step to log: each writer starts a file, which a finished run run again would not need.
         self._writers = {}
