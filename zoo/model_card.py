@@ -6,7 +6,6 @@ import dataclasses
 import shlex
 
 from mfef_keras.training.config import EXECUTION_KEYS, TrainConfig
-from mfef_keras.training.run_directory import summary_models
 
 # `mfef train` flags are the config keys with dashes, except these.
 _FLAGS = {
@@ -68,6 +67,9 @@ _SELECTION = {
 
 
 def _accuracy_table(metrics: dict, student_name: str) -> list[str]:
+    # Imported here: run_directory needs numpy, and importing mfef_keras.zoo stays standard-library only.
+    from mfef_keras.training.run_directory import summary_models
+
     # Students in index order, then the fused head and the ensemble (summary.json is stored sorted).
     models = sorted(summary_models(metrics), key=lambda m: (0, int(m[1:])) if m[1:].isdigit() else (1, m != "fused", m))
     # Summaries written before the validation split hold best/last test top-1 under other keys.
