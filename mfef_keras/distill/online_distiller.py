@@ -124,10 +124,12 @@ class OnlineDistiller(keras.Model):
         kwargs.setdefault("name", "online_distiller")
         super().__init__(**kwargs)
         students = list(students)
-        if len(students) < 2:
-            raise ValueError(f"OnlineDistiller needs at least 2 students, got {len(students)}.")
         if method not in METHODS:
             raise unknown_name_error("method", method, METHODS)
+        # A single student trained with `independent` is plain training: the baseline the methods must beat.
+        fewest = 1 if method == "independent" else 2
+        if len(students) < fewest:
+            raise ValueError(f"OnlineDistiller with {method} needs at least {fewest} students, got {len(students)}.")
         for name in ablate:
             if name not in ABLATIONS:
                 raise unknown_name_error("ablation", name, ABLATIONS)

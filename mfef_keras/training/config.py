@@ -202,8 +202,12 @@ class TrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}.")
-        if self.num_students < 2:
-            raise ValueError(f"num_students must be >= 2 for online distillation, got {self.num_students}.")
+        # One student is plain training, the baseline; the distillation methods need peers to learn from.
+        if self.num_students < 2 and self.method != "independent":
+            raise ValueError(
+                f"num_students must be >= 2 for online distillation with {self.method}, got {self.num_students} "
+                "(one student trains alone only with --method independent)."
+            )
         ranges = {
             "learning_rate": (self.learning_rate > 0, "> 0"),
             # A decay above 1 grows the rate at every milestone, <= 0 trains by gradient ascent or not at all.
