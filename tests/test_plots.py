@@ -152,7 +152,15 @@ def _study_rows() -> list[dict]:
     ):
         for k, model in enumerate(models):
             row = {"variant": variant, "model": model, "test_at_best_mean": 90.0 + k}
-            rows.append(row | {"test_at_best_ci95": 0.5 + k / 10})
+            # mfef's students +0.2 ± 0.3 (not significant), fused head +1.5 ± 0.5 (significant), ensemble -0.8 ± 0.6
+            diffs = {"students": (0.2, 0.3, False), "fused": (1.5, 0.5, True), "ensemble": (-0.8, 0.6, True)}
+            mean, ci95, significant = diffs[model] if variant == "mfef" else (None, None, None)
+            paired = {
+                "diff_vs_independent_mean": mean,
+                "diff_vs_independent_ci95": ci95,
+                "diff_vs_independent_significant": significant,
+            }
+            rows.append(row | {"test_at_best_ci95": 0.5 + k / 10} | paired)
     return rows
 
 
@@ -178,9 +186,38 @@ def test_study_chart_is_a_dot_plot_with_intervals_and_no_empty_slots(tmp_path):
     # every slot has a dot, each at its mean with its interval around it
     assert sorted(points) == list(range(len(labels)))
     assert points[3] == pytest.approx(91.0) and intervals[3] == pytest.approx((90.4, 91.6))
-    assert axis.get_title() == setting
+    assert fig.get_suptitle() == setting
     assert "95 % t-interval" in axis.get_xlabel()
     assert plot_study(_study_rows(), tmp_path / "study.png", setting).stat().st_size > 10_000
+
+
+def test_study_chart_shows_paired_differences_around_zero_with_significant_ones_marked():
+    fig = study_figure(_study_rows(), "setting")
+    axis, diff_axis = fig.axes
+    # same lines as the accuracy panel: mfef's students, fused and ensemble are lines 2, 3 and 4
+    assert diff_axis.get_shared_y_axes().joined(axis, diff_axis)
+    drawn = {}
+    for dots, _, (xbars,) in diff_axis.containers:
+        [(x, y)] = dots.get_xydata()
+        [segment] = xbars.get_segments()
+        drawn[int(y)] = (x, (segment[0][0], segment[1][0]), dots.get_markerfacecolor() != "white")
+    assert drawn == {
+        2: (0.2, pytest.approx((-0.1, 0.5)), False),
+        3: (1.5, pytest.approx((1.0, 2.0)), True),
+        4: (-0.8, pytest.approx((-1.4, -0.2)), True),
+    }
+    labels = sorted(text.get_text() for text in diff_axis.texts)
+    assert labels == ["+0.20", "+1.50 *", "-0.80 *"]
+    zero = [line for line in diff_axis.get_lines() if list(line.get_xdata()) == [0, 0]]
+    assert len(zero) == 1
+    low, high = diff_axis.get_xlim()
+    assert low < -1.4 and high > 2.0
+    assert "independent" in diff_axis.get_title() and "excludes 0" in diff_axis.get_xlabel()
+
+
+def test_study_chart_without_paired_differences_has_one_panel():
+    rows = [dict(row, diff_vs_independent_mean=None) for row in _study_rows()]
+    assert len(study_figure(rows, "no baseline").axes) == 1
 
 
 def test_study_chart_with_one_seed_still_shows_every_dot():

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 # One colour per model in every figure, so s0 in the loss panel is s0 in the accuracy panel and in a study.
@@ -202,18 +203,45 @@ def study_figure(rows: list[dict], setting: str) -> Figure:
     """Dot plot of each variant's test top-1 at the selected epoch per model, with its 95 % t-interval over seeds.
 
     One line per (variant, model) the study has, so a method without a fused head leaves no gap; the
-    accuracy axis is zoomed to the data, which the intervals make safe to read.
+    accuracy axis is zoomed to the data, which the intervals make safe to read. When some row has a paired
+    difference to the independent baseline, a second panel on the same lines shows it with its 95 % interval
+    around a zero line: a filled dot and a * where the interval excludes zero, a hollow dot where it does not.
 
     Args:
-        rows: `mfef_keras.training.study.aggregate` rows: ``variant``, ``model``, ``test_at_best_mean`` (%) and
-            ``test_at_best_ci95`` (half-width in points, None for a single seed).
+        rows: `mfef_keras.training.study.aggregate` rows: ``variant``, ``model``, ``test_at_best_mean`` (%),
+            ``test_at_best_ci95`` (half-width in points, None for a single seed) and ``diff_vs_independent_mean``,
+            ``diff_vs_independent_ci95`` (points) and ``diff_vs_independent_significant`` (None where not paired).
         setting: the study's data, backbone, epochs and seeds, shown in the title.
     """
     plt = _pyplot()
     variants = list(dict.fromkeys(row["variant"] for row in rows))
     by_key = {(row["variant"], row["model"]): row for row in rows}
     lines = [(v, m) for v in variants for m in STUDY_MODELS if (v, m) in by_key]
-    fig, axis = plt.subplots(figsize=(8, 1.2 + 0.32 * len(lines)))
+    paired = any(by_key[key]["diff_vs_independent_mean"] is not None for key in lines)
+    height = 1.6 + 0.32 * len(lines)
+    if paired:
+        fig, (axis, diff_axis) = plt.subplots(
+            1, 2, figsize=(13, height), sharey=True, gridspec_kw={"width_ratios": (3, 2)}
+        )
+    else:
+        fig, axis = plt.subplots(figsize=(8, height))
+    _accuracy_panel(axis, by_key, lines)
+    axis.set_yticks(range(len(lines)), [f"{variant} · {model}" for variant, model in lines])
+    axis.set_ylim(len(lines) - 0.5, -0.5)
+    if paired:
+        _difference_panel(diff_axis, by_key, lines)
+    fig.suptitle(setting)
+    fig.tight_layout()
+    return fig
+
+
+def _separate_variants(axis: Axes, lines: list[tuple[str, str]]) -> None:
+    for y in range(1, len(lines)):
+        if lines[y][0] != lines[y - 1][0]:
+            axis.axhline(y - 0.5, color="0.8", lw=0.8)
+
+
+def _accuracy_panel(axis: Axes, by_key: dict[tuple[str, str], dict], lines: list[tuple[str, str]]) -> None:
     for model in STUDY_MODELS:
         ys = [y for y, key in enumerate(lines) if key[1] == model]
         if not ys:
@@ -227,17 +255,39 @@ def study_figure(rows: list[dict], setting: str) -> Figure:
             axis.annotate(
                 f"{mean:.2f}", (mean + error, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8
             )
-    for y in range(1, len(lines)):
-        if lines[y][0] != lines[y - 1][0]:
-            axis.axhline(y - 0.5, color="0.8", lw=0.8)
-    axis.set_yticks(range(len(lines)), [f"{variant} · {model}" for variant, model in lines])
-    axis.set_ylim(len(lines) - 0.5, -0.5)
+    _separate_variants(axis, lines)
     axis.margins(x=0.08)
     axis.grid(axis="x", alpha=0.3)
+    axis.set_title("test top-1 per method")
     axis.set_xlabel("test top-1 (%) at the selected epoch, mean and 95 % t-interval over seeds")
-    axis.set_title(setting)
-    fig.tight_layout()
-    return fig
+
+
+def _difference_panel(axis: Axes, by_key: dict[tuple[str, str], dict], lines: list[tuple[str, str]]) -> None:
+    # One error bar per line, so that each can be filled (significant) or hollow on its own.
+    for y, key in enumerate(lines):
+        row = by_key[key]
+        mean = row["diff_vs_independent_mean"]
+        if mean is None:
+            continue
+        error, significant = row["diff_vs_independent_ci95"], row["diff_vs_independent_significant"]
+        color = model_color(key[1])
+        axis.errorbar([mean], [y], xerr=[error], fmt="o", color=color, mfc=color if significant else "white", capsize=3)
+        axis.annotate(
+            f"{mean:+.2f}{' *' if significant else ''}",
+            (mean + error, y),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            fontweight="bold" if significant else "normal",
+        )
+    # The zero line counts in autoscaling: zero stays in view even when every difference has one sign.
+    axis.axvline(0, color="black", lw=1)
+    _separate_variants(axis, lines)
+    axis.margins(x=0.15)
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_title("paired difference to independent (same seeds)")
+    axis.set_xlabel("Δ test top-1 (points), mean and 95 % t-interval;\nfilled and *: the interval excludes 0")
 
 
 def plot_study(rows: list[dict], path: Path, setting: str) -> Path:

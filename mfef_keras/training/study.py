@@ -27,6 +27,19 @@ ABLATION_VARIANTS = {
 }
 # A mean top-1 less than this many points above 1/classes means the models learned (almost) nothing.
 CHANCE_MARGIN = 5.0
+# The variant every other one is compared with, seed by seed: plain training of each student alone.
+BASELINE = "independent"
+# Model -> the baseline's model it is paired with. The fused head and the ensemble both combine the students,
+# so the fair plain-training counterpart of either is the independent students' ensemble.
+PAIRED_BASELINE_MODEL = {"students": "students", "ensemble": "ensemble", "fused": "ensemble"}
+# Under a table with paired differences: what they are and what their marks mean.
+PAIRING_FOOTNOTE = (
+    f"Δ: mean over the seeds both ran of the difference to {BASELINE} trained with the same seed (same initial "
+    "students, same data order), in points of test top-1 at the selected epoch, with its 95 % t-interval; "
+    f"students are compared with {BASELINE}'s students, the fused head and the ensemble with {BASELINE}'s "
+    "ensemble. * the interval excludes 0. — not applicable: the baseline itself, a single student, "
+    "or fewer than two seeds in common."
+)
 
 
 def study_variants(methods: Sequence[str], ablation: bool) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -49,7 +62,26 @@ def study_variants(methods: Sequence[str], ablation: bool) -> dict[str, tuple[st
 
 def _summary_of(run_dir: Path) -> dict | None:
     path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    _check_summary_format(summary, f"The run {run_dir}")
+    return summary
+
+
+def _check_summary_format(summary: dict, source: str) -> None:
+    """Refuse a summary.json written before runs selected their epoch on a validation split.
+
+    Such a summary holds ``best``/``last`` accuracies selected on test; mixing them with validation-selected
+    ones would compare different protocols, and reading them fails on missing keys.
+    """
+    models = summary_models(summary)
+    if "selection" not in summary or any("test_at_best" not in summary[model] for model in models):
+        raise ValueError(
+            f"{source} was trained by an older mfef: its summary.json has no validation-selected results "
+            "(no 'selection', no 'test_at_best'). Delete that run directory to train it again, "
+            "or give the study a new --out."
+        )
 
 
 def run_study(
@@ -141,8 +173,9 @@ def study_setting(base: TrainConfig, seeds: Sequence[int]) -> str:
     backbone = base.backbone if base.base_width is None else f"{base.backbone} (width {base.base_width})"
     data = base.dataset if base.train_limit is None else f"{base.dataset} ({base.train_limit} training images)"
     seed_list = ", ".join(str(seed) for seed in seeds)
+    epochs = f"{base.epochs} epoch{'s' if base.epochs != 1 else ''}"
     return (
-        f"{data} · {backbone} · {base.num_students} students · {base.epochs} epochs · "
+        f"{data} · {backbone} · {base.num_students} students · {epochs} · "
         f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({seed_list})"
     )
 
@@ -176,10 +209,22 @@ def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
     half-width of the 95 % t-interval over seeds of the test top-1 at the selected epoch (students averaged
     within a seed, since the students of one seed share its data order); None for one seed.
 
+    Every variant runs the same seeds, hence the same initial students and data order, so the ``students``,
+    ``ensemble`` and ``fused`` rows of a variant other than `BASELINE` are also compared with the baseline seed
+    by seed (see `PAIRED_BASELINE_MODEL`): ``diff_vs_independent_mean`` is the mean over the seeds both ran of
+    the difference in points, ``diff_vs_independent_ci95`` the half-width of its 95 % t-interval and
+    ``diff_vs_independent_significant`` whether that interval excludes zero. All three are None for the
+    baseline's rows, single students, a study without the baseline and fewer than two seeds in common.
+
     Args:
         summaries: ``{variant: {seed: summary.json of that run}}``.
     """
+    for variant, by_seed in summaries.items():
+        for seed, summary in by_seed.items():
+            _check_summary_format(summary, f"The {variant} run with seed {seed}")
     rows = []
+    # (variant, model) -> {seed: test top-1 at the selected epoch in %, students averaged within the seed}
+    at_best_by_seed: dict[tuple[str, str], dict[int, float]] = {}
     for variant, by_seed in summaries.items():
         per_seed = list(by_seed.values())
         models = summary_models(per_seed[0])
@@ -190,7 +235,10 @@ def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
             last = [100 * s[name]["test_last"] for s in per_seed for name in names]
             best_mean, best_std = _mean_std(at_best)
             last_mean, last_std = _mean_std(last)
-            per_seed_best = [statistics.fmean(100 * s[name]["test_at_best"] for name in names) for s in per_seed]
+            seed_means = {
+                seed: statistics.fmean(100 * s[name]["test_at_best"] for name in names) for seed, s in by_seed.items()
+            }
+            at_best_by_seed[variant, model] = seed_means
             rows.append(
                 dict(
                     variant=variant,
@@ -198,19 +246,43 @@ def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
                     selection=per_seed[0]["selection"],
                     test_at_best_mean=best_mean,
                     test_at_best_std=best_std,
-                    test_at_best_ci95=t_interval(per_seed_best),
+                    test_at_best_ci95=t_interval(list(seed_means.values())),
                     test_last_mean=last_mean,
                     test_last_std=last_std,
                     n=len(at_best),
                 )
             )
+    for row in rows:
+        row.update(_paired_difference(at_best_by_seed, row["variant"], row["model"]))
     return rows
+
+
+def _paired_difference(at_best_by_seed: dict[tuple[str, str], dict[int, float]], variant: str, model: str) -> dict:
+    """The ``diff_vs_independent_*`` entries of one row (see `aggregate`)."""
+    baseline = at_best_by_seed.get((BASELINE, PAIRED_BASELINE_MODEL.get(model, "")))
+    own = at_best_by_seed[variant, model]
+    # Only seeds both ran pair up: a study extended with more seeds may not have trained them all yet.
+    diffs = [] if variant == BASELINE or baseline is None else [own[s] - baseline[s] for s in own if s in baseline]
+    if len(diffs) < 2:
+        return {
+            "diff_vs_independent_mean": None,
+            "diff_vs_independent_ci95": None,
+            "diff_vs_independent_significant": None,
+        }
+    mean, half = statistics.fmean(diffs), t_interval(diffs)
+    return {
+        "diff_vs_independent_mean": mean,
+        "diff_vs_independent_ci95": half,
+        "diff_vs_independent_significant": abs(mean) > half,
+    }
 
 
 def format_table(rows: list[dict], num_classes: int | None = None) -> str:
     """The rows as a markdown table (test top-1 %, mean ± std over seeds), chance-level results marked.
 
-    A line under the table says on which split the epochs were selected.
+    Beside each mean ± std, the 95 % t-interval of the mean; when the study has `BASELINE` and another variant,
+    also each row's paired difference to it with its 95 % interval, starred when the interval excludes zero,
+    and a footnote saying how it is paired. A line under the table says on which split the epochs were selected.
 
     Args:
         rows: `aggregate` rows.
@@ -226,17 +298,25 @@ def format_table(rows: list[dict], num_classes: int | None = None) -> str:
         flagged |= at_chance
         return f"{mean:.2f} ± {std:.2f}{' †' if at_chance else ''}"
 
+    variants = {row["variant"] for row in rows}
+    paired = BASELINE in variants and len(variants) > 1
+    diff_header = f" Δ vs {BASELINE}, 95 % CI (points) |" if paired else ""
     lines = [
-        "| method | model | test top-1 at selected epoch (%) | test top-1 at last epoch (%) | n |",
-        "|---|---|---|---|---|",
+        "| method | model | test top-1 at selected epoch (%) | 95 % CI of the mean (%) |"
+        f"{diff_header} test top-1 at last epoch (%) | n |",
+        "|---|---|---|---|" + ("---|" if paired else "") + "---|---|",
     ]
     for row in rows:
+        diff = f" {_difference_cell(row)} |" if paired else ""
         lines.append(
             f"| {row['variant']} | {row['model']} | {cell(row['test_at_best_mean'], row['test_at_best_std'])} | "
+            f"{_interval_cell(row['test_at_best_mean'], row['test_at_best_ci95'])} |{diff} "
             f"{cell(row['test_last_mean'], row['test_last_std'])} | {row['n']} |"
         )
     selections = sorted({row["selection"] for row in rows})
     lines += ["", f"Epochs {' or '.join(SELECTION_LABELS[s] for s in selections)}."]
+    if paired:
+        lines += ["", PAIRING_FOOTNOTE]
     if flagged:
         lines += [
             "",
@@ -244,3 +324,16 @@ def format_table(rows: list[dict], num_classes: int | None = None) -> str:
             "learned (almost) nothing. Train longer, lower the learning rate or check the labels.",
         ]
     return "\n".join(lines)
+
+
+def _interval_cell(mean: float, half: float | None) -> str:
+    return "—" if half is None else f"[{mean - half:.2f}, {mean + half:.2f}]"
+
+
+def _difference_cell(row: dict) -> str:
+    mean = row["diff_vs_independent_mean"]
+    if mean is None:
+        return "—"
+    half = row["diff_vs_independent_ci95"]
+    star = " *" if row["diff_vs_independent_significant"] else ""
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]{star}"
