@@ -29,7 +29,13 @@ from mfef_keras.data.info import DatasetInfo
 from mfef_keras.models import get_backbone
 from mfef_keras.student_dir import load_student_dir, save_student_dir
 from mfef_keras.training.config import TrainConfig
-from mfef_keras.training.run_directory import summarize, write_config, write_metrics
+from mfef_keras.training.run_directory import (
+    data_fingerprint,
+    summarize,
+    write_config,
+    write_data_fingerprint,
+    write_metrics,
+)
 from mfef_keras.zoo import (
     DownloadError,
     IntegrityError,
@@ -48,8 +54,9 @@ from mfef_keras.zoo import (
 from mfef_keras.zoo.archive import extract_archive, pack_preset
 from mfef_keras.zoo.commands import zoo_group
 from mfef_keras.zoo.hashing import sha256_file
-from mfef_keras.zoo.manifest import MANIFEST_FORMAT, entry_url, read_manifest, shipped_manifest_path
-from mfef_keras.zoo.model_card import render_model_card
+from mfef_keras.zoo.manifest import MANIFEST_FORMAT, entry_url, parse_name, read_manifest, shipped_manifest_path
+from mfef_keras.zoo.model_card import render_model_card, reproduce_command
+from tests.helpers import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "resnet8_mfef.digits_test0"
@@ -61,7 +68,7 @@ DIGITS = DatasetInfo(
     image_shape=(32, 32, 1),
     mean=(0.3,),
     std=(0.4,),
-    splits={"train": 1437, "test": 360},
+    splits={"train": 1293, "val": 144, "test": 360},
 )
 
 
@@ -73,6 +80,7 @@ def _fake_run(run: Path) -> Path:
     config = TrainConfig(base_width=4, epochs=2, run_dir=str(run))
     run.mkdir(parents=True)
     write_config(run, config)
+    write_data_fingerprint(run, data_fingerprint(DIGITS, 1293))
     (run / "environment.json").write_text(
         json.dumps({"packages": {"keras": keras.__version__}, "python": "3.11", "platform": "test", "seed": 0})
     )
@@ -214,10 +222,16 @@ def no_network(monkeypatch):
 def test_publish_writes_a_verified_preset_with_a_model_card(published):
     preset, archive, entry = published["preset"], published["archive"], published["entry"]
     index = verify_preset(preset)
-    assert set(index["files"]) == {"model.keras", "metadata.json", "README.md"}
+    assert set(index["files"]) == {"model.keras", "metadata.json", "README.md", "metrics.csv"}
     assert index["files"]["model.keras"]["sha256"] == sha256_file(preset / "model.keras")
+    # The training log travels as the run wrote it, hashed like the weights.
+    assert (preset / "metrics.csv").read_bytes() == (published["run"] / "metrics.csv").read_bytes()
+    assert index["files"]["metrics.csv"]["sha256"] == sha256_file(published["run"] / "metrics.csv")
     assert entry["sha256"] == sha256_file(archive) and entry["size"] == archive.stat().st_size
     assert entry["path"] == archive.name and entry["dataset"] == "digits" and entry["test_accuracy"] == 0.8
+    # The figures `mfef zoo list` shows, and how the epoch was chosen, need no download.
+    assert (entry["selection"], entry["epoch"], entry["num_students"]) == ("validation", 2, 2)
+    assert entry["test_accuracy_last"] == pytest.approx(0.8) and entry["validation_accuracy"] == 0.8
 
     metadata = json.loads((preset / "metadata.json").read_text())
     assert metadata["dataset"]["class_names"] == [str(i) for i in range(10)]
@@ -229,40 +243,126 @@ def test_publish_writes_a_verified_preset_with_a_model_card(published):
     assert metadata["params"] == get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4).count_params()
     assert metadata["license"] == "Apache-2.0" and metadata["created"] and metadata["published_from"] == "best_student"
     assert metadata["experiment_hash"] == json.loads((published["run"] / "config.json").read_text())["experiment_hash"]
+    assert metadata["selection"] == "validation" and metadata["epoch"] == 2
+    assert metadata["test_accuracy_last"] == pytest.approx(0.8)
+    assert metadata["data"] == {"splits": {"train": 1293, "val": 144, "test": 360}, "train_examples": 1293}
 
     card = (preset / "README.md").read_text()
     assert card.startswith(f"# {NAME}")
-    assert "80.00%" in card and "| fused | 2 | 55.00% | 55.00% | 55.00% |" in card
+    assert "**Test top-1 accuracy: 80.00%** on the 360-image test split (weights of epoch 2 of 2; 80.00% after " in card
+    assert (
+        "Epoch and student selected on the 144-image validation split held out from the 1,437 training images; "
+        "the 360-image test split was used only for reporting." in card
+    )
+    assert "| fused | 2 | 55.00% | 55.00% | 55.00% |" in card
     assert "validation top-1 | test top-1 | test top-1, last epoch" in card
-    assert "the test split played no part in choosing it" in card
+    # The training log of the published student, the selected epoch marked.
+    assert "| epoch | learning rate | train top-1 | validation top-1 | test top-1 |" in card
+    assert "| 1 | 0.1 | – | 50.00% | 50.00% |" in card and "| **2** (selected) | 0.1 | – | 80.00% | 80.00% |" in card
+    assert "`metrics.csv`, in this preset, holds every loss and accuracy of every epoch." in card
     assert f'load_student("{NAME}", include_preprocessing=True)' in card
     assert "mfef train --dataset digits --backbone resnet8 --base-width 4" in card
     assert "Apache-2.0" in card
 
 
-@pytest.mark.parametrize("name", sorted(read_manifest(shipped_manifest_path())))
+@pytest.mark.parametrize(
+    "name", sorted(name for name, entry in read_manifest(shipped_manifest_path()).items() if "selection" not in entry)
+)
 def test_model_cards_of_presets_trained_before_the_validation_split_still_render(name):
-    # The shipped presets were selected on the test split, and their metadata says neither how nor on what.
+    # Presets published before the validation split were selected on the test split; their metadata says
+    # neither how nor on what, and their training log has no test_ columns (its val_ ones were the test split).
     metadata = json.loads((resolve_preset(name, offline=True) / "metadata.json").read_text())
     assert "selection" not in metadata and "best" in metadata["metrics"]["s0"]
     card = render_model_card(name, metadata)
-    assert "selected on the test split: trained before the package held out a validation split" in card
+    assert "selected on the 360-image test split (trained before the package held out a validation split" in card
     row = metadata["metrics"]["s0"]
     assert f"| {100 * row['best']:.2f}% | {row['best_epoch']} | {100 * row['last']:.2f}% |" in card
+    assert "| epoch | learning rate | train top-1 | test top-1 |" in card
 
 
-def test_reproduce_command_trains_the_same_experiment(published):
+def test_a_long_training_log_is_summarised_around_the_selected_epoch(published):
+    metadata = json.loads((published["preset"] / "metadata.json").read_text())
+    metadata["training_log"] = [{"epoch": e, "lr": 0.1, "val_acc_s0": 0.5, "test_acc_s0": 0.4} for e in range(1, 201)]
+    metadata["epoch"] = 137
+    card = render_model_card(NAME, metadata)
+    epochs = [int(match.group(1)) for match in re.finditer(r"^\| \**(\d+)", card, re.MULTILINE)]
+    assert epochs[0] == 1 and epochs[-1] == 200 and 137 in epochs and len(epochs) <= 32
+    assert epochs == sorted(epochs) and f"{len(epochs)} of the 200 epochs" in card
+
+
+def _parsed_by_mfef_train(command: str) -> TrainConfig:
+    """The config `mfef train` resolves from ``command``, as its command line parses it."""
     from mfef_keras.cli import main
     from mfef_keras.training.config import resolve_config
 
-    card = (published["preset"] / "README.md").read_text()
-    command = next(line for line in card.splitlines() if line.startswith("mfef train "))
-    context = main.commands["train"].make_context("train", shlex.split(command)[2:])
-    options = dict(context.params)
+    words = shlex.split(command)
+    assert words[:2] == ["mfef", "train"]
+    options = dict(main.commands["train"].make_context("train", words[2:]).params)
     options.pop("config_file")
     options["ablate"] = list(options["ablate"])
+    return resolve_config(None, options)
+
+
+def test_reproduce_command_trains_the_same_experiment(published):
+    card = (published["preset"] / "README.md").read_text()
+    command = next(line for line in card.splitlines() if line.startswith("mfef train "))
     stored = json.loads((published["run"] / "config.json").read_text())
-    assert resolve_config(None, options).experiment_hash() == stored["experiment_hash"]
+    assert _parsed_by_mfef_train(command).experiment_hash() == stored["experiment_hash"]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        # A single student trained alone on a reduced split, its epoch chosen on the test split, the rate's
+        # milestones and ramp-up given: every value away from its default.
+        dict(
+            dataset="fashion_mnist",
+            backbone="resnet20",
+            base_width=8,
+            method="independent",
+            num_students=1,
+            epochs=12,
+            batch_size=128,
+            eval_batch_size=50,
+            learning_rate=0.05,
+            lr_milestones=[4, 9],
+            lr_decay=0.2,
+            student_weight_decay=5e-4,
+            fusion_weight_decay=0.0,
+            temperature=4.0,
+            rampup_epochs=2.5,
+            train_limit=10_000,
+            selection="test",
+            seed=3,
+            precision="mixed_bfloat16",
+            jit=True,
+        ),
+        dict(method="mfef", num_students=3, topology="shared_trunk", ablate=["multi_scale", "attention"]),
+    ],
+)
+def test_reproduce_command_sets_every_field_of_the_config(settings):
+    config = TrainConfig(**settings, run_dir="runs/x", data_dir="/data", strategy="mirrored", progress=False)
+    command = reproduce_command(config.to_dict())
+    for flag in ("--students", "--selection", "--dataset"):
+        assert flag in shlex.split(command)
+    parsed = _parsed_by_mfef_train(command)
+    execution = ("run_dir", "data_dir", "strategy", "cpu_devices", "progress")
+    assert {k: v for k, v in parsed.to_dict().items() if k not in execution} == {
+        k: v for k, v in config.to_dict().items() if k not in execution
+    }
+
+
+@pytest.mark.parametrize(
+    "name, parts",
+    [
+        ("resnet8_mfef.digits_s0", ("resnet8", "mfef", "digits", "s0")),
+        ("wrn16_2_dml.cifar100_seed1", ("wrn16_2", "dml", "cifar100", "seed1")),
+        # Registry names with an underscore: the tag is what follows the last one.
+        ("resnet20_independent.fashion_mnist_s0", ("resnet20", "independent", "fashion_mnist", "s0")),
+    ],
+)
+def test_zoo_names_split_into_architecture_method_dataset_and_tag(name, parts):
+    assert tuple(parse_name(name).values()) == parts
 
 
 def test_publish_refuses_bad_names_existing_presets_and_outside_archives(published, tmp_path):
@@ -273,6 +373,8 @@ def test_publish_refuses_bad_names_existing_presets_and_outside_archives(publish
         publish(run, "resnet20_mfef.digits_s0", tmp_path)
     with pytest.raises(ValueError, match="dataset 'cifar10'"):
         publish(run, "resnet8_mfef.cifar10_s0", tmp_path)
+    with pytest.raises(ValueError, match="dataset 'fashion_mnist' \\(the student's is 'digits'\\)"):
+        publish(run, "resnet8_mfef.fashion_mnist_s0", tmp_path)
     with pytest.raises(FileExistsError, match="exists already"):
         publish(run, NAME, published["out"])
     shipped = shipped_manifest_path().read_text()
@@ -711,8 +813,9 @@ def test_cli_list_info_pull_verify_publish(published, tmp_path, monkeypatch):
     result = runner.invoke(zoo_group, ["list", "*_test0"])
     assert result.exit_code == 0, result.output
     header, row = result.output.splitlines()
-    assert header.split() == ["name", "dataset", "backbone", "method", "top-1", "size", "cached"]
-    assert row.split()[:5] == [NAME, "digits", "resnet8", "mfef", "80.00%"] and row.split()[-1] == "no"
+    assert header.split() == ["name", "dataset", "backbone", "method", "test", "top-1", "size", "cached"]
+    assert row.split()[:6] == [NAME, "digits", "resnet8", "mfef", "80.00%", "(val-selected)"]
+    assert row.split()[-1] == "no"
 
     result = runner.invoke(zoo_group, ["info", NAME])
     assert result.exit_code == 0 and published["entry"]["sha256"] in result.output and "cached" in result.output
@@ -747,6 +850,20 @@ def test_cli_list_info_pull_verify_publish(published, tmp_path, monkeypatch):
     assert result.exit_code == 1 and "is not a zoo name" in result.output
 
 
+def test_manifest_entries_without_the_selection_still_list_load_and_show(published, tmp_path, monkeypatch):
+    # Entries published before the validation split have no selection, epoch or last-epoch accuracy.
+    entry = {k: v for k, v in published["entry"].items() if k not in ("selection", "epoch", "test_accuracy_last")}
+    entry["path"] = str(published["archive"].relative_to(published["out"]))
+    _use_manifest(monkeypatch, published["out"] / "old-manifest.json", {"resnet8_mfef.digits_old0": entry})
+    result = CliRunner().invoke(zoo_group, ["list", "*_old0"])
+    assert result.exit_code == 0, result.output
+    # Its epoch was chosen on the test split, the only split there was.
+    assert result.output.splitlines()[1].split()[4:6] == ["80.00%", "(test-selected)"]
+    result = CliRunner().invoke(zoo_group, ["info", "resnet8_mfef.digits_old0"])
+    assert result.exit_code == 0 and "test_accuracy" in result.output and "selection" not in result.output
+    assert load_student("resnet8_mfef.digits_old0").mfef_metadata["name"] == NAME
+
+
 def test_a_manifest_path_that_is_a_directory_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("MFEF_ZOO_MANIFEST", str(tmp_path))
     with pytest.raises(ZooError, match=f"Manifest {tmp_path} is a directory; .* e.g. {tmp_path / 'manifest.json'}"):
@@ -769,19 +886,28 @@ def test_the_shipped_manifest_lists_only_archives_that_exist():
         assert (archive.stat().st_size, sha256_file(archive)) == (entry["size"], entry["sha256"]), name
 
 
-@pytest.mark.parametrize("name", sorted(read_manifest(shipped_manifest_path())))
-def test_shipped_students_reproduce_their_accuracy(name, monkeypatch):
-    from mfef_keras.data import make_dataset
+@pytest.mark.parametrize("name", SHIPPED)
+def test_mfef_eval_of_a_shipped_student_reproduces_its_manifest_accuracy(name, tmp_path):
+    from mfef_keras.data import dataset_info
 
-    if "url" in read_manifest(shipped_manifest_path())[name]:
+    entry = read_manifest(shipped_manifest_path())[name]
+    if "url" in entry:
         pytest.skip(f"{name} is hosted remotely and the tests use no network")
-    model = load_student(name, offline=True)
-    metadata = model.mfef_metadata
-    correct = total = 0
-    for images, labels in make_dataset(metadata["dataset"]["name"], "test", 100, training=False):
-        predicted = np.argmax(model.predict_on_batch(images), axis=-1)
-        correct += int(np.sum(predicted == np.asarray(labels)))
-        total += len(labels)
-    assert total == metadata["dataset"]["splits"]["test"]
-    # One image may flip on another machine's float rounding.
-    assert abs(correct / total - metadata["test_accuracy"]) <= 1 / total + 1e-9
+    try:
+        test_images = dataset_info(entry["dataset"]).splits["test"]
+    except FileNotFoundError as error:
+        pytest.skip(f"{entry['dataset']} is not installed here: {error}")
+    result = subprocess.run(
+        [sys.executable, "-m", "mfef_keras.cli", "eval", name, "--out", str(tmp_path / "eval")],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(MFEF_ZOO_OFFLINE="1"),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert metrics["examples"] == test_images
+    # Counted in images: training recorded a float32 mean, eval a float64 one, of the same correct predictions.
+    correct = round(metrics["top1"] * metrics["examples"])
+    assert correct == round(entry["test_accuracy"] * metrics["examples"]), result.stdout
+    assert f"top-1 {100 * entry['test_accuracy']:.2f}%" in result.stdout

@@ -1,8 +1,8 @@
 """The model zoo: published students by name, pulled into a verified cache and loaded as `keras.Model`s.
 
 Names read ``arch_method.dataset_tag`` (``resnet8_mfef.digits_s0``). A preset is a
-student directory (``model.keras`` + ``metadata.json``) with a model card (``README.md``)
-and ``preset.json``, the sha256 of every file; hashes are checked on every load.
+student directory (``model.keras`` + ``metadata.json``) with a model card (``README.md``), the
+training log (``metrics.csv``) and ``preset.json``, the sha256 of every file; hashes are checked on every load.
 
 Example:
     >>> from mfef_keras.zoo import list_models, load_student

@@ -46,12 +46,28 @@ def zoo_group() -> None:
     """
 
 
+# How each manifest entry's weights were chosen, as `mfef zoo list` shows it. Entries without a selection were
+# published before the validation split existed, when the best epoch was taken on the test split.
+_SELECTED = {"validation": "val-selected", "test": "test-selected", "last_epoch": "last epoch", None: "test-selected"}
+
+
+def _accuracy(entry: dict) -> str:
+    """The entry's test top-1 with how its epoch was chosen, e.g. ``93.41% (val-selected)``."""
+    accuracy = entry.get("test_accuracy")
+    if accuracy is None:
+        return "?"
+    selection = entry.get("selection")
+    return f"{100 * accuracy:.2f}% ({_SELECTED.get(selection, selection)})"
+
+
 @zoo_group.command(name="list")
 @click.argument("pattern", default="*")
 def list_command(pattern: str) -> None:
     """List published students, or those matching PATTERN.
 
-    PATTERN takes shell wildcards, e.g. 'resnet8_*' or '*.digits_*'."""
+    PATTERN takes shell wildcards, e.g. 'resnet8_*' or '*.digits_*'. The test top-1 is that of the published
+    weights, with the split their epoch was selected on (val-selected: the validation split held out from
+    training; test-selected: the test split itself, which flatters the number)."""
     from mfef_keras.zoo.registry import list_models, model_info
 
     with _plain_errors():
@@ -59,14 +75,14 @@ def list_command(pattern: str) -> None:
     if not rows:
         click.echo(f"No published student matches {pattern!r}.")
         return
-    header = ("name", "dataset", "backbone", "method", "top-1", "size", "cached")
+    header = ("name", "dataset", "backbone", "method", "test top-1", "size", "cached")
     table = [header] + [
         (
             row["name"],
             str(row.get("dataset", "?")),
             str(row.get("backbone", "?")),
             str(row.get("method", "?")),
-            f"{100 * row['test_accuracy']:.2f}%" if row.get("test_accuracy") is not None else "?",
+            _accuracy(row),
             _size(row["size"]),
             "yes" if row["cached"] else "no",
         )

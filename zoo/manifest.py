@@ -20,9 +20,11 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "mfef-zoo-manifest/1"
 ENV_MANIFEST = "MFEF_ZOO_MANIFEST"
 URL_SCHEMES = ("https", "http", "file")
-# arch_method.dataset_tag; the architecture may hold underscores (wrn16_2), the method may not.
+# arch_method.dataset_tag; the architecture (wrn16_2) and the dataset (fashion_mnist) may hold underscores, the
+# method and the tag may not: the method is what precedes the dot, the tag what follows the last underscore.
 NAME_PATTERN = re.compile(
-    r"^(?P<arch>[a-z0-9]+(?:_[a-z0-9]+)*)_(?P<method>[a-z0-9]+)\.(?P<dataset>[a-z0-9][a-z0-9-]*)_(?P<tag>[a-z0-9]+)$"
+    r"^(?P<arch>[a-z0-9]+(?:_[a-z0-9]+)*)_(?P<method>[a-z0-9]+)"
+    r"\.(?P<dataset>[a-z0-9][a-z0-9_-]*)_(?P<tag>[a-z0-9]+)$"
 )
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
@@ -40,7 +42,7 @@ def parse_name(name: str) -> dict[str, str]:
     if not match:
         raise ValueError(
             f"{name!r} is not a zoo name. Names look like arch_method.dataset_tag in lower case, "
-            "e.g. 'resnet8_mfef.digits_s0' or 'wrn16_2_dml.cifar100_seed1'."
+            "e.g. 'resnet8_mfef.digits_s0', 'resnet20_mfef.fashion_mnist_s0' or 'wrn16_2_dml.cifar100_seed1'."
         )
     return match.groupdict()
 

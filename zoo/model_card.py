@@ -23,9 +23,10 @@ def reproduce_command(config: dict) -> str:
         config: a training config dict (`TrainConfig.to_dict()`), as stored in run directories.
     """
     words = ["mfef", "train"]
-    # The config's own field order (dataset, backbone, method, ...) reads better than the sorted JSON.
-    order = [field.name for field in dataclasses.fields(TrainConfig)]
-    for key, value in sorted(config.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)):
+    # In the config's own field order (dataset, backbone, method, ...), which reads better than the sorted JSON;
+    # a key no longer a field would be a flag `mfef train` refuses.
+    for key in (field.name for field in dataclasses.fields(TrainConfig)):
+        value = config.get(key)
         if key in EXECUTION_KEYS or value is None:
             continue
         flag = _FLAGS.get(key, "--" + key.replace("_", "-"))
@@ -49,21 +50,84 @@ _TRAINING = {
 }
 
 
+# Rows of the card's training log; longer runs show evenly spaced epochs (metrics.csv holds them all).
+LOG_ROWS = 30
+
+
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
 
-# How the preset's weights were chosen, by the metadata's ``selection``. Metadata without one predates the
-# validation split: its epoch was chosen on the test split.
-_SELECTION = {
-    "validation": "the epoch of best accuracy on the validation split (held out from the training images); the "
-    "test split played no part in choosing it",
-    "test": "the epoch of best test accuracy (selected on the test split: the papers' protocol, which flatters "
-    "the number)",
-    "last_epoch": "the last epoch's weights",
-    None: "the epoch of best test accuracy (selected on the test split: trained before the package held out a "
-    "validation split, so the number is optimistic)",
-}
+def _count(value: int | None, noun: str) -> str:
+    """``"5,000-image split"``-style words, or just the noun when the count is unrecorded."""
+    return noun if value is None else f"{value:,}-image {noun}"
+
+
+def _splits(metadata: dict) -> dict:
+    # data.json's record of the run (publish copies it as ``data``) is what the run saw; the dataset entry of
+    # older metadata is the next best thing.
+    return (metadata.get("data") or {}).get("splits") or metadata["dataset"].get("splits", {})
+
+
+def _validation_origin(dataset: str, splits: dict) -> str:
+    """Where the validation images came from: held out of the training split, or shipped by the dataset."""
+    # Imported here: validation_split needs numpy, and importing mfef_keras.zoo stays standard-library only.
+    from mfef_keras.data.validation_split import holdout_size
+
+    train, val = splits.get("train"), splits.get("val")
+    if train is None or val is None:
+        return "held out from the training images"
+    if holdout_size(dataset, train + val) == val:
+        return f"held out from the {train + val:,} training images"
+    return "that the dataset ships"
+
+
+def selection_rule(metadata: dict) -> str:
+    """How the preset's weights were chosen, in words, with the split sizes when the run recorded them.
+
+    Args:
+        metadata: the preset's metadata; ``selection`` is ``validation``, ``test``, ``last_epoch`` or missing
+            (metadata from before the validation split, whose epoch was chosen on the test split).
+    """
+    selection, splits = metadata.get("selection"), _splits(metadata)
+    chosen = "Epoch and student" if metadata.get("num_students", 1) > 1 else "Epoch"
+    test_split = _count(splits.get("test"), "test split")
+    if selection == "validation":
+        origin = _validation_origin(metadata["dataset"]["name"], splits)
+        return (
+            f"{chosen} selected on the {_count(splits.get('val'), 'validation split')} {origin}; the {test_split} "
+            "was used only for reporting."
+        )
+    if selection == "test":
+        return f"{chosen} selected on the {test_split} itself (the papers' protocol, which flatters the number)."
+    if selection == "last_epoch":
+        return "The last epoch's weights of this student, selected on no split."
+    if selection is None:
+        return (
+            f"{chosen} selected on the {test_split} (trained before the package held out a validation split, so "
+            "the number is optimistic)."
+        )
+    return f"{chosen} selected by {selection!r}."
+
+
+def _headline(metadata: dict) -> str:
+    """The test top-1 of these weights, with the epoch it was taken at and the last epoch's, for comparison."""
+    epochs = metadata.get("config", {}).get("epochs", "?")
+    last = metadata.get("test_accuracy_last")
+    after = f"; {_percent(last)} after the last epoch" if last is not None else ""
+    return (
+        f"**Test top-1 accuracy: {_percent(metadata.get('test_accuracy'))}** on the "
+        f"{_count(_splits(metadata).get('test'), 'test split')} (weights of epoch {metadata.get('epoch', 0)} of "
+        f"{epochs}{after}). {selection_rule(metadata)}"
+    )
+
+
+def _trained_on(metadata: dict) -> str:
+    data = metadata.get("data") or {}
+    used, train = data.get("train_examples"), (data.get("splits") or {}).get("train")
+    if used is None:
+        return ""
+    return f" on {used:,} training images" if used == train else f" on {used:,} of the {train:,} training images"
 
 
 def _accuracy_table(metrics: dict, student_name: str) -> list[str]:
@@ -93,6 +157,40 @@ def _accuracy_table(metrics: dict, student_name: str) -> list[str]:
     return lines
 
 
+def _logged_epochs(log: list[dict], selected: int, most: int) -> list[dict]:
+    """At most about ``most`` rows of ``log``: evenly spaced epochs, always with the first, selected and last."""
+    if len(log) <= most:
+        return log
+    step = -(-len(log) // most)
+    keep = {0, len(log) - 1} | set(range(0, len(log), step))
+    return [row for index, row in enumerate(log) if index in keep or row.get("epoch") == selected]
+
+
+def _training_log(metadata: dict, student: str, most: int = LOG_ROWS) -> list[str]:
+    """Per epoch, this student's learning rate and top-1 on its training batches, the validation and the test split."""
+    log = metadata.get("training_log") or []
+    if not log:
+        return ["No training log was recorded."]
+    # Logs from before the validation split have no test_ keys: their val_ accuracy was measured on the test split.
+    splits = [("validation", "val"), ("test", "test")] if f"test_acc_{student}" in log[0] else [("test", "val")]
+    selected = metadata.get("epoch")
+    lines = [
+        "| epoch | learning rate | train top-1 | " + " | ".join(f"{split} top-1" for split, _ in splits) + " |",
+        "|---" * (3 + len(splits)) + "|",
+    ]
+    for row in _logged_epochs(log, selected, most):
+        epoch = f"**{row.get('epoch')}** (selected)" if row.get("epoch") == selected else str(row.get("epoch"))
+        cells = [epoch, f"{row.get('lr', float('nan')):.4g}", _percent(row.get(f"acc_{student}"))]
+        cells += [_percent(row.get(f"{prefix}_acc_{student}")) for _, prefix in splits]
+        lines.append(f"| {' | '.join(cells)} |")
+    shown = "every epoch" if len(log) <= most else f"{len(lines) - 2} of the {len(log)} epochs"
+    lines = [f"Student {student}, {shown}; the train top-1 is measured on augmented training batches.", "", *lines]
+    if metadata.get("training_log_file"):
+        log_file = metadata["training_log_file"]
+        lines += ["", f"`{log_file}`, in this preset, holds every loss and accuracy of every epoch."]
+    return lines
+
+
 def render_model_card(name: str, metadata: dict) -> str:
     """The Markdown model card of preset ``name``.
 
@@ -117,10 +215,10 @@ def render_model_card(name: str, metadata: dict) -> str:
         f"An image classifier for **{dataset['name']}** ({dataset['num_classes']} classes, {shape} images): a "
         f"`{metadata['backbone']}`{width} student ({student} of {metadata.get('num_students', '?')}, "
         f"{metadata.get('topology', 'independent')} topology) trained {training} "
-        f"for {config.get('epochs', '?')} epochs, seed {metadata.get('seed')}. "
-        f"{metadata['params']:,} parameters. Test top-1 accuracy of these weights: "
-        f"**{_percent(metadata.get('test_accuracy'))}** (epoch {metadata.get('epoch', 0)}: "
-        f"{_SELECTION.get(metadata.get('selection'), metadata.get('selection'))}).",
+        f"for {config.get('epochs', '?')} epochs{_trained_on(metadata)}, seed {metadata.get('seed')}. "
+        f"{metadata['params']:,} parameters.",
+        "",
+        _headline(metadata),
         "",
         "## Load it",
         "",
@@ -131,11 +229,16 @@ def render_model_card(name: str, metadata: dict) -> str:
         f"With `include_preprocessing=True` the model takes raw uint8 images (0–255) of shape {shape}; without it, "
         f"images already normalised as `(x / 255 - mean) / std` with mean {list(dataset['mean'])} and std "
         f"{list(dataset['std'])}. It returns logits for the classes {shown}. `model.mfef_metadata` holds this "
-        "card's data. `mfef zoo pull` downloads and verifies it (sha256 of every file).",
+        f"card's data. `mfef zoo pull` downloads and verifies it (sha256 of every file); `mfef eval {name}` "
+        "measures it on the test split again.",
         "",
-        f"## Accuracy ({dataset['name']} test split)",
+        f"## Accuracy ({dataset['name']})",
         "",
         *_accuracy_table(metadata.get("metrics", {}), student),
+        "",
+        "## Training log",
+        "",
+        *_training_log(metadata, student),
         "",
         "## Reproduce",
         "",

@@ -1,7 +1,8 @@
 """The preset directory: a student directory plus a model card and ``preset.json``, the hash of every file.
 
 A preset holds ``model.keras`` and ``metadata.json`` (a student directory, see
-`mfef_keras.student_dir`), ``README.md`` (the model card) and ``preset.json``, which lists
+`mfef_keras.student_dir`), ``README.md`` (the model card), ``metrics.csv`` (the training log; presets
+published before it was shipped lack it) and ``preset.json``, which lists
 the sha256 and size of every other file, so a preset can be checked wherever it lies.
 """
 
@@ -19,6 +20,8 @@ PRESET_FORMAT = "mfef-zoo-preset/1"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 CARD_FILE = "README.md"
+# The run's per-epoch losses and accuracies, shipped so the card's figures can be checked.
+LOG_FILE = "metrics.csv"
 REQUIRED_FILES = (MODEL_FILE, METADATA_FILE)
 
 

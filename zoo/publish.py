@@ -19,15 +19,28 @@ from mfef_keras.zoo.manifest import (
     write_manifest_entry,
 )
 from mfef_keras.zoo.model_card import render_model_card, reproduce_command
-from mfef_keras.zoo.preset import CARD_FILE, METADATA_FILE, MODEL_FILE, verify_preset, write_preset_index
+from mfef_keras.zoo.preset import (
+    CARD_FILE,
+    LOG_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    verify_preset,
+    write_preset_index,
+)
 
-# Descriptive fields copied into the manifest, so `mfef zoo list` needs no download.
+# Descriptive fields copied into the manifest, so `mfef zoo list` needs no download. Entries written before
+# the validation split lack the selection and the figures beside it; readers take them as optional.
 _LISTED = (
     "backbone",
     "base_width",
     "method",
+    "num_students",
     "seed",
+    "selection",
+    "epoch",
+    "validation_accuracy",
     "test_accuracy",
+    "test_accuracy_last",
     "params",
     "license",
     "created",
@@ -61,6 +74,21 @@ def _check_name(name: str, metadata: dict) -> None:
         raise ValueError(f"Name {name!r} does not match the student: {'; '.join(wrong)}.")
 
 
+def _data_record(run: Path) -> dict | None:
+    """The split sizes and the training examples used, from the run's data.json (None for runs without one)."""
+    path = run / "data.json"
+    if not path.is_file():
+        return None
+    data = _read_json(path, "the data record")
+    return {"splits": data.get("splits"), "train_examples": data.get("train_examples")}
+
+
+def _last_epoch_accuracy(summary: dict, student: str) -> float | None:
+    """The test top-1 of ``student`` after the last epoch (``last`` in summaries from before the validation split)."""
+    row = summary.get(student, {})
+    return row.get("test_last", row.get("last"))
+
+
 def _preset_metadata(name: str, metadata: dict, run: Path, source: Path, params: int, license: str) -> dict:
     config = _read_json(run / "config.json", "the config")
     summary = _read_json(run / "summary.json", "the summary")
@@ -84,8 +112,11 @@ def _preset_metadata(name: str, metadata: dict, run: Path, source: Path, params:
         "config": config["config"],
         "experiment_hash": config["experiment_hash"],
         "metrics": summary,
+        "test_accuracy_last": _last_epoch_accuracy(summary, f"s{metadata.get('student_index', 0)}"),
+        "data": _data_record(run),
         "reproduce": reproduce_command(config["config"]),
         "training_log": _read_json(run / "metrics.json", "the metrics")["epochs"],
+        "training_log_file": LOG_FILE,
         "environment": {k: environment.get(k) for k in ("packages", "python", "platform", "command")},
         "params": params,
         "license": license,
@@ -106,7 +137,8 @@ def publish(
 ) -> Path:
     """Pack a run's best student (or student ``student``) as preset ``name``, with its archive and manifest entry.
 
-    Writes ``out_dir/<name>/`` (model.keras as a plain Keras network, metadata.json, README.md, preset.json),
+    Writes ``out_dir/<name>/`` (model.keras as a plain Keras network, metadata.json, README.md, the run's
+    metrics.csv, preset.json),
     ``out_dir/<name>.tar.gz`` and the manifest entry: in ``out_dir/manifest.json``, or
     in the package's shipped manifest with ``update_shipped_manifest`` (``out_dir`` must
     then lie inside the package's zoo folder).
@@ -153,6 +185,8 @@ def publish(
             f"Preset {name} exists already ({', '.join(existing)}); pass overwrite=True (--overwrite)."
         )
 
+    if not (run / LOG_FILE).is_file():
+        raise FileNotFoundError(f"{run} is not a finished run directory: the training log {LOG_FILE} is missing.")
     model = resolved.load()
     preset_metadata = _preset_metadata(name, metadata, run, source, int(model.count_params()), license)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,6 +196,7 @@ def publish(
         to_plain_keras(model).save(staging / MODEL_FILE)
         (staging / METADATA_FILE).write_text(json.dumps(preset_metadata, indent=2, sort_keys=True, default=str) + "\n")
         (staging / CARD_FILE).write_text(render_model_card(name, preset_metadata))
+        shutil.copyfile(run / LOG_FILE, staging / LOG_FILE)
         write_preset_index(staging, name)
         verify_preset(staging)
         # mkdtemp makes a private (0700) folder; the preset is meant to be shared.
