@@ -209,12 +209,21 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size, normalize)
     """Top-1/top-5 accuracy and a confusion matrix of SOURCE on a test split.
 
     SOURCE is a run directory, a student directory (model.keras + metadata.json), a zoo
-    preset name or a .keras file (--dataset is required when no metadata.json is beside it).
+    preset name or a .keras file (--dataset is required when no metadata.json is beside it);
+    or an exported ONNX model (an .onnx file or an `mfef export` folder, fp32 or int8), run
+    by onnxruntime on the CPU, which gives the same figures on every run.
     """
+    from mfef_keras.export.evaluation import evaluate_onnx, is_onnx_model
     from mfef_keras.training.evaluation import evaluate_student
 
     with user_errors(*USER_ERRORS):
-        results = evaluate_student(source, dataset, data_dir, student, out_dir, batch_size, normalize=normalize)
+        if not is_onnx_model(source):
+            results = evaluate_student(source, dataset, data_dir, student, out_dir, batch_size, normalize=normalize)
+        elif student is not None:
+            raise click.BadParameter(f"applies to run directories; {source} is an ONNX model.", param_hint="--student")
+        else:
+            results = evaluate_onnx(source, dataset, data_dir, out_dir, batch_size, normalize=normalize)
+            click.echo(f"{results['model']} on {results['runtime']}")
     top_k = next(k for k in results if k.startswith("top") and k != "top1")
     click.echo(
         f"{results['dataset']} test ({results['examples']} images): top-1 {100 * results['top1']:.2f}%  "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from itertools import zip_longest
 
@@ -10,36 +11,40 @@ import numpy as np
 from mfef_keras.export.errors import ExportError
 
 
-def load_split(name: str, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    name: str, split: str, limit: int | None = None, data_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw uint8 NHWC images and integer labels of a dataset split.
 
     Args:
         name: registry name of the dataset (``"digits"``, ``"cifar100"``...).
         split: ``"train"`` or ``"test"``.
         limit: take at most this many examples.
+        data_dir: where datasets live (default: the registry's).
     """
     try:
         from mfef_keras.data import load_arrays
     except ImportError as error:
         raise ExportError(f"Cannot load dataset {name!r}: the dataset registry is unavailable ({error}).") from None
     try:
-        images, labels = load_arrays(name, split, limit=limit)
+        images, labels = load_arrays(name, split, data_dir=data_dir, limit=limit)
     except Exception as error:
         raise ExportError(f"Cannot load the {split!r} split of dataset {name!r}: {error}") from error
     return np.asarray(images), np.asarray(labels)
 
 
-def check_classes(name: str, class_names: Sequence[str]) -> None:
+def check_classes(name: str, class_names: Sequence[str], data_dir: str | os.PathLike | None = None) -> None:
     """Refuse dataset ``name`` unless its classes are ``class_names``, in the same order.
 
     Args:
         name: registry name of the dataset to validate on.
         class_names: the student's classes, in label order.
+        data_dir: where datasets live (default: the registry's).
     """
     try:
         from mfef_keras.data import dataset_info
 
-        found = [str(c) for c in dataset_info(name).class_names]
+        found = [str(c) for c in dataset_info(name, data_dir).class_names]
     except Exception as error:
         raise ExportError(f"Cannot read the classes of dataset {name!r}: {error}") from error
     expected = [str(c) for c in class_names]

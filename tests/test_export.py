@@ -383,7 +383,7 @@ def test_validate_on_and_int8_calibration_use_the_dataset_registry(student, tmp_
         return data[split]
 
     monkeypatch.setattr(mfef_keras.data, "load_arrays", load_arrays, raising=False)
-    monkeypatch.setattr(mfef_keras.data, "dataset_info", lambda name: toy_info(name), raising=False)
+    monkeypatch.setattr(mfef_keras.data, "dataset_info", lambda name, data_dir=None: toy_info(name), raising=False)
     save_student_dir(tmp_path / "student", student, {"dataset": toy_info().to_dict()})
     report = export_student(tmp_path / "student", tmp_path / "q", "onnx", quantize="int8", calibration_samples=64)
     # The int8 accuracy change is measured on the student's own test split even without --validate-on.
@@ -539,6 +539,39 @@ def test_predict_command_errors(full_export, tmp_path):
         assert "Traceback" not in output
     result, output = _invoke(predict_command, [out, tmp_path / "rgb.png", "--convert-channels"])
     assert result.exit_code == 0 and "converted RGB to L" in result.stderr
+
+
+def test_eval_command_measures_an_onnx_model_on_the_test_split(student, tmp_path):
+    from mfef_keras.cli import main
+
+    digits = DatasetInfo(**{**toy_info("digits").to_dict(), "class_names": tuple(str(i) for i in range(10))})
+    save_student_dir(tmp_path / "student", student, {"dataset": digits.to_dict()})
+    report = export_student(tmp_path / "student", tmp_path / "export", "onnx", validate_on="digits")
+    result, output = _invoke(main, ["eval", tmp_path / "export/model.onnx", "--out", tmp_path / "eval"])
+    assert result.exit_code == 0, output
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    # The accuracy the export measured when it wrote the model, found again from the file alone.
+    assert metrics["top1"] == report.accuracy["onnx"] and metrics["examples"] == 360
+    assert f"digits test (360 images): top-1 {100 * metrics['top1']:.2f}%" in output
+    assert (tmp_path / "eval/confusion_matrix.png").is_file() and np.sum(metrics["confusion_matrix"]) == 360
+
+
+def test_eval_command_refuses_what_it_cannot_measure_on_an_onnx_model(full_export, tmp_path):
+    from mfef_keras.cli import main
+
+    out, _ = full_export
+    (tmp_path / "corrupt.onnx").write_bytes(b"\x00garbage")
+    cases = [
+        ([out / "model.onnx"], "Cannot read the classes of dataset 'toy-waves'"),
+        ([out / "model.int8.onnx", "--dataset", "digits"], "'digits' has other classes than the student"),
+        ([out, "--student", "1"], "Invalid value for --student: applies to run directories"),
+        ([tmp_path / "corrupt.onnx", "--dataset", "digits"], "Cannot load the ONNX model"),
+    ]
+    for args, message in cases:
+        result, output = _invoke(main, ["eval", *args, "--out", tmp_path / "eval"])
+        assert result.exit_code != 0 and message in output, output
+        assert "Traceback" not in output
+    assert not (tmp_path / "eval").exists()
 
 
 def test_inference_path_imports_no_tensorflow(tmp_path):

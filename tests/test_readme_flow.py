@@ -1,4 +1,5 @@
-"""The README's flow, each command in a process of its own: train, eval, zoo publish and pull, export, predict.
+"""The README's flow, each command in a process of its own: train, eval, zoo publish and pull, export, predict,
+and the exported models' accuracy (fp32 and int8 ONNX) measured by `mfef eval`.
 
 Each command works on what an earlier process wrote, as users run them, so nothing a command needs
 can come from a module that happened to be imported by a previous step.
@@ -17,7 +18,9 @@ from mfef_keras.data import dataset_info, load_arrays
 from tests.helpers import subprocess_env
 
 NAME = "resnet8_mfef.digits_flow0"
-TINY = ["--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--base-width", "4", "--no-progress"]
+# A student right about half the time, so that the exported models' accuracy compares real predictions.
+TINY = ["--epochs", "2", "--train-limit", "512", "--batch-size", "32", "--base-width", "16", "--lr", "0.05"]
+TINY += ["--no-progress"]
 
 
 def _mfef(*args, env: dict[str, str]) -> str:
@@ -78,3 +81,39 @@ def test_readme_flow_in_separate_processes(tmp_path):
     for line in lines[1:3] + lines[4:6] + lines[7:9]:
         rank, label, probability = line.split()
         assert rank in ("1.", "2.") and label in class_names and 0.0 <= float(probability) <= 1.0
+
+    _check_onnx_accuracy(run, tmp_path, env)
+
+
+def _eval_onnx(model: Path, out: Path, env: dict[str, str]) -> dict:
+    """`mfef eval` of an ONNX model in a process of its own: what it printed agrees with its metrics.json."""
+    output = _mfef("eval", model, "--out", out, env=env)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"{metrics['model']} on onnxruntime " in output and "CPUExecutionProvider" in output
+    assert _top1(output) == pytest.approx(metrics["top1"], abs=5e-5) and metrics["examples"] == 360
+    assert metrics["correct"] == round(metrics["top1"] * 360)
+    return metrics
+
+
+def _check_onnx_accuracy(run: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """fp32 and int8 exports, each made and evaluated in processes of their own, against the Keras student."""
+    keras_metrics = json.loads((run / "best_student/eval/metrics.json").read_text())
+    _mfef("export", run, "--out", tmp_path / "export-int8", "--quantize", "int8", env=env)
+
+    fp32 = _eval_onnx(tmp_path / "export/model.onnx", tmp_path / "eval-fp32", env)
+    # The Keras student normalises its images in tf.data, the ONNX graph in onnxruntime: the same formula in
+    # float32, in another order of operations, so a logit may differ in its last bits (the export checks 1e-4)
+    # and an image whose top two logits tie that closely could flip. One such image is allowed, no more.
+    keras_correct = round(keras_metrics["top1"] * 360)
+    assert abs(fp32["correct"] - keras_correct) <= 1, (fp32["top1"], keras_metrics["top1"])
+    moved = np.abs(np.array(fp32["confusion_matrix"]) - np.array(keras_metrics["confusion_matrix"])).sum()
+    assert moved <= 2, "more than one image is classified differently by the ONNX model and the Keras student"
+    # Exact and reproducible: a second process gives every figure again.
+    assert _eval_onnx(tmp_path / "export/model.onnx", tmp_path / "eval-fp32-again", env) == fp32
+
+    int8 = _eval_onnx(tmp_path / "export-int8/model.int8.onnx", tmp_path / "eval-int8", env)
+    # The export measured its int8 model on the same test split, with the same runtime, when it wrote it.
+    quantization = json.loads((tmp_path / "export-int8/metadata.json").read_text())["quantization"]
+    assert int8["top1"] == pytest.approx(quantization["accuracy"], abs=1e-12)
+    # An export folder evaluates its default model, the int8 one when it has one.
+    assert _eval_onnx(tmp_path / "export-int8", tmp_path / "eval-folder", env)["top1"] == int8["top1"]
