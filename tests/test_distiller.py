@@ -143,7 +143,7 @@ def test_l2_weight_decay_is_added_to_the_gradient():
     d.prepare(steps_per_epoch=1)
     variables = d.students_net.trainable_variables
     before = [v.numpy().copy() for v in variables]
-    d._apply_gradients([tf.zeros_like(v) for v in variables], variables, [], None)
+    d._apply_gradients([tf.zeros_like(v) for v in variables], variables, [])
     for b, v in zip(before, variables):
         np.testing.assert_allclose(v.numpy(), b * (1 - 0.5 * 0.1), rtol=1e-6)
 

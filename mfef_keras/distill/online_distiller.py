@@ -1,7 +1,13 @@
-"""The online distiller: n students and the MFEF fusion path trained together by one custom train_step."""
+"""The online distiller: n students and the MFEF fusion path trained together by one custom train_step.
+
+The objective, the L2 terms and the loss scaling are backend-neutral `keras.ops` code; only taking the
+gradients and applying the updates differ per backend: a `tf.GradientTape` step here and a stateless
+step for `jax.jit` in `mfef_keras.distill.jax_steps`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -23,8 +29,15 @@ from mfef_keras.distill.schedules import (
 )
 from mfef_keras.models.registry import feature_layer
 
+# The backends whose trainers the distiller has a train_step for.
+TRAINING_BACKENDS = ("tensorflow", "jax")
+
 
 def _num_replicas() -> int:
+    # Only tf.distribute runs the step once per replica and sums the replicas' gradients; a JAX
+    # step is one program over the global batch, however its arrays are sharded.
+    if keras.backend.backend() != "tensorflow":
+        return 1
     import tensorflow as tf
 
     return tf.distribute.get_strategy().num_replicas_in_sync
@@ -49,6 +62,36 @@ def _with_l2(grads, variables, decay: float, loss_scale=None):
     if loss_scale is not None:
         coefficient = coefficient * loss_scale
     return [g if g is None else g + ops.cast(coefficient, g.dtype) * v for g, v in zip(grads, variables)]
+
+
+class _BothOptimizers:
+    """Stands in for `keras.Model.optimizer`: Keras's trainers know one optimiser, the distiller has two.
+
+    Keras's JAX trainer passes ``model.optimizer.variables`` into the stateless train step and writes
+    the values the step returns back into them after each epoch; listing both optimisers' variables
+    (student first) keeps both states in that loop. The distiller builds the two in
+    `OnlineDistiller.prepare`. Not a `keras.optimizers.Optimizer`: it has no variables of its own and
+    nothing for `Model.save` to write twice (the optimisers are saved under their own attributes).
+
+    Args:
+        distiller: the `OnlineDistiller` whose optimisers it lists.
+    """
+
+    # Keras would otherwise build it with every weight before the first step.
+    built = True
+
+    def __init__(self, distiller: OnlineDistiller):
+        self._distiller = distiller
+
+    @property
+    def optimizers(self) -> list:
+        """The student optimiser, then the fusion optimiser (fusion methods); those that exist yet."""
+        pair = (self._distiller.student_optimizer, self._distiller.fusion_optimizer)
+        return [optimizer for optimizer in pair if optimizer is not None]
+
+    @property
+    def variables(self) -> list:
+        return [v for optimizer in self.optimizers for v in optimizer.variables]
 
 
 def _ensemble_probabilities(logits):
@@ -287,46 +330,83 @@ class OnlineDistiller(keras.Model):
             return data[0], data[1]
         raise ValueError("OnlineDistiller expects (images, labels) batches.")
 
-    def train_step(self, data):
+    def _trained_variables(self) -> tuple[list, list]:
+        """The variables of the student optimiser and of the fusion optimiser, in the order each was built with."""
+        fusion_vars = self.fusion.trainable_variables if self.fusion is not None else []
+        return self.students_net.trainable_variables, fusion_vars
+
+    def _scaled_loss(self, terms: dict):
+        """The loss to differentiate: the total, times the student optimiser's loss scale (float16)."""
+        scale = _loss_scale(self.student_optimizer)
+        return terms["loss"] if scale is None else terms["loss"] * scale
+
+    def _optimizer_gradients(self, grads: list, student_values: list, fusion_values: list) -> tuple[list, list]:
+        """The gradients each optimiser applies: the L2 terms added and each optimiser's own loss scale.
+
+        Args:
+            grads: gradients of `_scaled_loss` with respect to the student variables, then the fusion
+                variables (`_trained_variables`).
+            student_values: the student variables, or in a stateless step their current values.
+            fusion_values: the fusion variables, or their current values.
+        """
+        split = len(student_values)
+        student_grads, fusion_grads = grads[:split], grads[split:]
+        settings = self._optimizer_settings
+        student_scale = _loss_scale(self.student_optimizer)
+        student_grads = _with_l2(student_grads, student_values, settings["student_weight_decay"], student_scale)
+        if not fusion_values:
+            return student_grads, []
+        fusion_scale = _loss_scale(self.fusion_optimizer)
+        if student_scale is not None or fusion_scale is not None:
+            # One backward pass serves both optimisers: re-express the student optimiser's
+            # loss scale (1 without one) as the fusion optimiser's own.
+            ratio = (1.0 if fusion_scale is None else fusion_scale) / (1.0 if student_scale is None else student_scale)
+            fusion_grads = [g * ops.cast(ratio, g.dtype) for g in fusion_grads]
+        fusion_grads = _with_l2(fusion_grads, fusion_values, settings["fusion_weight_decay"], fusion_scale)
+        return student_grads, fusion_grads
+
+    def train_step(self, *args):
+        """One optimisation step of both optimisers; Keras's trainer calls it.
+
+        TensorFlow calls ``train_step(data)`` and gets the logs; the step updates the variables.
+        JAX calls ``train_step(state, data)`` and gets ``(logs, new_state)``, touching no variable
+        (see `mfef_keras.distill.jax_steps.train_step`).
+        """
+        if keras.backend.backend() == "jax":
+            from mfef_keras.distill import jax_steps
+
+            return jax_steps.train_step(self, *args)
+        return self._tensorflow_train_step(*args)
+
+    def _tensorflow_train_step(self, data):
         import tensorflow as tf
 
         images, labels = self._unpack(data)
-        student_vars = self.students_net.trainable_variables
-        fusion_vars = self.fusion.trainable_variables if self.fusion is not None else []
-        student_scale = _loss_scale(self.student_optimizer)
+        student_vars, fusion_vars = self._trained_variables()
         with tf.GradientTape() as tape:
             logits, fused = self._forward(images, training=True)
             terms = self.loss_terms(labels, logits, fused)
-            loss = terms["loss"] if student_scale is None else terms["loss"] * student_scale
+            loss = self._scaled_loss(terms)
         grads = tape.gradient(loss, student_vars + fusion_vars)
-        self._apply_gradients(grads, student_vars, fusion_vars, student_scale)
+        self._apply_gradients(grads, student_vars, fusion_vars)
         return self._update_trackers(terms, labels, logits, fused)
 
-    def _apply_gradients(self, grads, student_vars, fusion_vars, student_scale):
-        split = len(student_vars)
-        student_grads, fusion_grads = grads[:split], grads[split:]
-        settings = self._optimizer_settings
-        self.student_optimizer.apply(
-            _with_l2(student_grads, student_vars, settings["student_weight_decay"], student_scale), student_vars
-        )
+    def _apply_gradients(self, grads, student_vars, fusion_vars):
+        student_grads, fusion_grads = self._optimizer_gradients(grads, student_vars, fusion_vars)
+        self.student_optimizer.apply(student_grads, student_vars)
         if fusion_vars:
-            fusion_scale = _loss_scale(self.fusion_optimizer)
-            if fusion_scale is not None:
-                # One backward pass serves both optimisers: re-express the student
-                # optimiser's loss scale as the fusion optimiser's own.
-                fusion_grads = [g * (fusion_scale / student_scale) for g in fusion_grads]
-            fusion_grads = _with_l2(fusion_grads, fusion_vars, settings["fusion_weight_decay"], fusion_scale)
             self.fusion_optimizer.apply(fusion_grads, fusion_vars)
 
-    def test_step(self, data):
-        images, labels = self._unpack(data)
+    def test_step(self, *args):
+        """The loss terms and accuracies of one batch; ``test_step(state, data)`` -> ``(logs, state)`` on JAX."""
+        if keras.backend.backend() == "jax":
+            from mfef_keras.distill import jax_steps
+
+            return jax_steps.test_step(self, *args)
+        images, labels = self._unpack(args[0])
         logits, fused = self._forward(images, training=False)
         terms = self.loss_terms(labels, logits, fused)
         return self._update_trackers(terms, labels, logits, fused)
-
-    def predict_step(self, data):
-        images = data[0] if isinstance(data, (list, tuple)) else data
-        return self(images, training=False)
 
     # --------------------------------------------------------------- compile
     def compile(
@@ -364,12 +444,14 @@ class OnlineDistiller(keras.Model):
             fusion_weight_decay: L2 coefficient added to fusion-path gradients.
             steps_per_epoch: optimiser steps per epoch; None lets the first `fit` take them
                 from its data. Fixed from then on.
-            jit_compile: XLA compilation of the steps (``"auto"`` is off on CPU).
-            steps_per_execution: batches run per `tf.function` call.
+            jit_compile: compile the steps with XLA: on TensorFlow ``"auto"`` is off on CPU; on JAX
+                ``"auto"`` is `jax.jit`, and False runs the steps op by op (many times slower).
+            steps_per_execution: batches run per call of the compiled step.
         """
-        if keras.backend.backend() != "tensorflow":
+        if keras.backend.backend() not in TRAINING_BACKENDS:
             raise RuntimeError(
-                f"OnlineDistiller trains with the TensorFlow backend; KERAS_BACKEND is {keras.backend.backend()!r}."
+                f"OnlineDistiller trains with the TensorFlow or JAX backend; KERAS_BACKEND is "
+                f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax."
             )
         self._optimizer_settings = dict(
             learning_rate=checked_number("learning_rate", learning_rate, inclusive=False),
@@ -381,7 +463,9 @@ class OnlineDistiller(keras.Model):
         )
         self.student_optimizer = self._maybe_loss_scaled(student_optimizer)
         self.fusion_optimizer = self._maybe_loss_scaled(fusion_optimizer) if self.fusion is not None else None
-        super().compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+        # No optimizer for Keras to make and build: the two optimisers stand in for it.
+        super().compile(optimizer=None, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+        self.optimizer = _BothOptimizers(self)
 
     def _maybe_loss_scaled(self, optimizer):
         if optimizer is None:
@@ -423,9 +507,7 @@ class OnlineDistiller(keras.Model):
                 "The steps per epoch are not known yet: pass prepare(steps_per_epoch=...) or "
                 "compile(steps_per_epoch=...), or call fit()."
             )
-        # Optimiser state must live in the model's strategy (mirrored under tf.distribute),
-        # even when fit() is called outside strategy.scope() as Keras allows.
-        with self.distribute_strategy.scope():
+        with self._strategy_scope():
             if self.student_optimizer is None:
                 self.student_optimizer = self._default_optimizer("student_sgd")
             if self.fusion is not None and self.fusion_optimizer is None:
@@ -434,6 +516,14 @@ class OnlineDistiller(keras.Model):
                 self.student_optimizer.build(self.students_net.trainable_variables)
             if self.fusion_optimizer is not None and not self.fusion_optimizer.built:
                 self.fusion_optimizer.build(self.fusion.trainable_variables)
+
+    def _strategy_scope(self):
+        # Optimiser state must live in the model's strategy (mirrored under tf.distribute),
+        # even when fit() is called outside strategy.scope() as Keras allows. Other backends
+        # have no strategies.
+        if keras.backend.backend() == "tensorflow":
+            return self.distribute_strategy.scope()
+        return contextlib.nullcontext()
 
     @staticmethod
     def _steps_in(x, batch_size, steps_per_epoch):

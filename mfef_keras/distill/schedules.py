@@ -36,15 +36,16 @@ def checked_milestones(milestones: Sequence[float]) -> tuple[float, ...]:
 
 
 def epoch_at_step(step, steps_per_epoch: int):
-    """The epoch (from 0) that optimizer step ``step`` (from 0) belongs to, as an int64 tensor.
+    """The epoch (from 0) that optimizer step ``step`` (from 0) belongs to, as an int32 tensor.
 
-    Integer division, so it stays exact at any step count (float32 is not past 2**24 steps).
+    Integer division, so it stays exact up to 2**31 steps (float32 is not past 2**24). int32, not
+    int64: JAX has no int64 unless x64 is switched on, and would truncate with a warning.
 
     Example:
         >>> int(epoch_at_step(781, steps_per_epoch=391))
         1
     """
-    return ops.floor_divide(ops.cast(step, "int64"), int(steps_per_epoch))
+    return ops.floor_divide(ops.cast(step, "int32"), int(steps_per_epoch))
 
 
 @keras.saving.register_keras_serializable(package="mfef_keras")
