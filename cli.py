@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-# The CLI trains with TensorFlow; library users keep whatever backend they chose.
+# TensorFlow unless KERAS_BACKEND names another backend (KERAS_BACKEND=jax trains too; `mfef train` says
+# which it uses). Set here, before anything imports Keras, so that keras.json's choice does not apply.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import click  # noqa: E402

@@ -65,6 +65,16 @@ for method, topology in cases:
     )
     distiller.fit(images, labels, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[record])
     save_checkpoint(root / method / backend, distiller, {"backend": backend, "logs": steps})
+    trained_on_tf = root / method / "tensorflow"
+    if backend != "tensorflow":
+        # The other direction of a resume: TensorFlow's trained state, restored here and written again.
+        keras.utils.set_random_seed(1)
+        again = build_students("resnet8", 4, num_students=2, topology=topology, base_width=16, input_shape=(16, 16, 3))
+        restored = OnlineDistiller(again, method=method, rampup_epochs=4)
+        restored.compile(steps_per_epoch=1)
+        restored.prepare()
+        state = load_checkpoint(trained_on_tf, restored)
+        save_checkpoint(root / method / f"tensorflow_via_{backend}", restored, state)
 print("trained", backend)
 """
 
@@ -103,6 +113,12 @@ def test_jax_step_matches_tensorflow_step(trained, method):
     tf_arrays, tf_state = _read(trained / method / "tensorflow")
     jax_arrays, jax_state = _read(trained / method / "jax")
     assert tf_state["backend"] == "tensorflow" and jax_state["backend"] == "jax"
+    # A JAX model restores every variable of TensorFlow's checkpoint exactly: weights, BatchNorm
+    # statistics, momentum buffers and step counters (and the checkpoint's own state).
+    via_jax, via_jax_state = _read(trained / method / "tensorflow_via_jax")
+    assert via_jax_state == tf_state and via_jax.keys() == tf_arrays.keys()
+    for key in tf_arrays:
+        np.testing.assert_array_equal(via_jax[key], tf_arrays[key], err_msg=key)
 
     # Every loss term, accuracy and w(t) after each step (Keras logs running means over the epoch).
     assert len(tf_state["logs"]) == len(jax_state["logs"]) == STEPS

@@ -1,7 +1,8 @@
 """Atomic training checkpoints: model weights, both optimisers' state and the run's history in one file.
 
 Variables are stored under their Keras paths (not their positions), so a checkpoint restores into a
-model only if every variable finds its counterpart with the same shape.
+model only if every variable finds its counterpart with the same shape. The file holds plain NumPy arrays
+and the paths are the same on every Keras backend, so a run started on TensorFlow resumes on JAX and back.
 """
 
 from __future__ import annotations

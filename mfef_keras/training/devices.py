@@ -1,11 +1,40 @@
-"""Device set-up and the tf.distribute strategy of a run."""
+"""Device set-up and the tf.distribute strategy of a run.
+
+tf.distribute belongs to the TensorFlow backend. On JAX a run trains on one device for now (Keras's
+`keras.distribution` is the JAX way to spread it), and the options that need tf.distribute are refused.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from mfef_keras._names import unknown_name_error
 from mfef_keras.training.config import STRATEGIES
+
+
+def _keras_backend() -> str:
+    # Importing Keras (and with it TensorFlow) initialises no device, so this may run first.
+    import keras
+
+    return keras.backend.backend()
+
+
+def _tensorflow_only(option: str, backend: str) -> ValueError:
+    return ValueError(
+        f"{option} uses tf.distribute, which needs the TensorFlow backend; KERAS_BACKEND is {backend!r}. "
+        "Run with KERAS_BACKEND=tensorflow, or leave the option out to train on one device."
+    )
+
+
+class OneDevice:
+    """The strategy of a run on a backend without tf.distribute: one replica, nothing to enter."""
+
+    num_replicas_in_sync = 1
+    cluster_resolver = None
+
+    def scope(self):
+        return contextlib.nullcontext()
 
 
 def configure_cpu_devices(count: int | None) -> None:
@@ -15,10 +44,14 @@ def configure_cpu_devices(count: int | None) -> None:
         count: logical devices wanted, at most the machine's CPU cores; None or 0 leaves the CPU whole.
 
     Raises:
-        ValueError: ``count`` exceeds the CPU cores (replicas would wait on each other without end).
+        ValueError: ``count`` exceeds the CPU cores (replicas would wait on each other without end), or the
+            backend is not TensorFlow (the logical devices are TensorFlow's, for tf.distribute).
     """
     if not count:
         return
+    backend = _keras_backend()
+    if backend != "tensorflow":
+        raise _tensorflow_only(f"cpu_devices {count} (--cpu-devices)", backend)
     cores = os.cpu_count() or 1
     if count > cores:
         # Each replica's step waits for all the others at every all-reduce; with more replicas than cores
@@ -44,7 +77,20 @@ def configure_cpu_devices(count: int | None) -> None:
 
 
 def make_strategy(name: str):
-    """``default``: one device; ``mirrored``: all GPUs, else all logical CPUs; ``multiworker``: from TF_CONFIG."""
+    """``default``: one device; ``mirrored``: all GPUs, else all logical CPUs; ``multiworker``: from TF_CONFIG.
+
+    On a backend other than TensorFlow, ``default`` is `OneDevice` and the others are refused.
+
+    Raises:
+        ValueError: an unknown name, or a tf.distribute strategy on another backend.
+    """
+    backend = _keras_backend()
+    if backend != "tensorflow":
+        if name == "default":
+            return OneDevice()
+        if name in STRATEGIES:
+            raise _tensorflow_only(f"strategy {name} (--strategy)", backend)
+        raise unknown_name_error("strategy", name, STRATEGIES)
     import tensorflow as tf
 
     if name == "default":

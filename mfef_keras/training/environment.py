@@ -7,6 +7,8 @@ import platform
 import sys
 from importlib import metadata
 
+_PACKAGES = ("mfef-keras", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "numpy", "tensorflow-datasets")
+
 
 def _version(package: str) -> str | None:
     try:
@@ -15,18 +17,32 @@ def _version(package: str) -> str | None:
         return None
 
 
-def describe_environment(seed: int) -> dict:
-    """Package versions, Python, platform, CPU count and visible TensorFlow devices."""
+def _devices(backend: str) -> tuple[list[str], list[str]]:
+    """The devices the backend computes on, and those of them that are GPUs."""
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()
+        return [str(d) for d in devices], [str(d) for d in devices if d.platform == "gpu"]
     import tensorflow as tf
 
-    packages = ["mfef-keras", "keras", "tensorflow", "tensorflow-cpu", "numpy", "tensorflow-datasets"]
+    return [d.name for d in tf.config.list_logical_devices()], [d.name for d in tf.config.list_physical_devices("GPU")]
+
+
+def describe_environment(seed: int) -> dict:
+    """The Keras backend, package versions, Python, platform, CPU count and the backend's visible devices."""
+    import keras
+
+    backend = keras.backend.backend()
+    devices, gpus = _devices(backend)
     return {
-        "packages": {name: v for name in packages if (v := _version(name))},
+        "keras_backend": backend,
+        "packages": {name: v for name in _PACKAGES if (v := _version(name))},
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "devices": [d.name for d in tf.config.list_logical_devices()],
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "devices": devices,
+        "gpus": gpus,
         "seed": seed,
         "command": " ".join(sys.argv),
     }

@@ -117,7 +117,8 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
             student_weight_decay=config.student_weight_decay,
             fusion_weight_decay=config.fusion_weight_decay,
             steps_per_epoch=steps_per_epoch,
-            jit_compile=bool(config.jit),
+            # JAX runs a step op by op without jax.jit, many times slower; --jit is TensorFlow's XLA choice.
+            jit_compile=True if keras.backend.backend() == "jax" else bool(config.jit),
         )
         distiller.prepare()
     return distiller
@@ -285,6 +286,8 @@ def _train_epochs(
     has_fused = distiller.fusion is not None
     loop = CustomLoop(distiller, strategy) if config.strategy == "multiworker" else None
     state = load_checkpoint(checkpoint_source, distiller)
+    # Told once per run: a run may resume on another backend than it started on.
+    echo(f"Keras backend: {keras.backend.backend()}.")
     if state is None:
         write_config(run_dir, config)
         write_data_fingerprint(run_dir, data_fingerprint(info, train_size))
