@@ -1,8 +1,8 @@
-"""The JAX train step computes what the TensorFlow one does: same loss terms, same weights, same optimiser state.
+"""The JAX (and torch) train step computes what the TensorFlow one does: same loss terms, weights, optimiser state.
 
 Each backend runs in its own process (Keras picks its backend once per process). The TensorFlow process
 builds every case, writes its initial state as a checkpoint, trains three steps and writes the result; the
-JAX process restores that initial checkpoint, trains the same three steps and writes its result. The
+JAX and torch processes restore that initial checkpoint, train the same three steps and write theirs. The
 steps exercise everything in the objective at once: the KD weight w(t) moves every step (one step per
 epoch, a ramp-up over 4 epochs), the learning rate drops before the third step, momentum carries over and
 both optimisers add their own L2 term.
@@ -10,6 +10,7 @@ both optimisers add their own L2 term.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from tests.helpers import subprocess_env
 
 # method, topology
 CASES = [("mfef", "independent"), ("ffl", "shared_trunk"), ("dml", "independent")]
+# The backends compared with TensorFlow; torch only where it is installed.
+OTHERS = ["jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
 STEPS = 3
 TOLERANCE = 1e-4
 
@@ -100,40 +103,41 @@ def _read(path) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The run directory of every case: ``<method>/{initial,tensorflow,jax}/checkpoint.npz``."""
+    """The run directory of every case: ``<method>/<initial, or the backend that trained>/checkpoint.npz``."""
     root = tmp_path_factory.mktemp("equivalence")
-    _train(root, "tensorflow")
-    _train(root, "jax")
+    for backend in ["tensorflow", *OTHERS]:
+        _train(root, backend)
     return root
 
 
+@pytest.mark.parametrize("backend", OTHERS)
 @pytest.mark.parametrize("method", [method for method, _ in CASES])
-def test_jax_step_matches_tensorflow_step(trained, method):
+def test_step_matches_tensorflow_step(trained, method, backend):
     initial, _ = _read(trained / method / "initial")
     tf_arrays, tf_state = _read(trained / method / "tensorflow")
-    jax_arrays, jax_state = _read(trained / method / "jax")
-    assert tf_state["backend"] == "tensorflow" and jax_state["backend"] == "jax"
-    # A JAX model restores every variable of TensorFlow's checkpoint exactly: weights, BatchNorm
+    other_arrays, other_state = _read(trained / method / backend)
+    assert tf_state["backend"] == "tensorflow" and other_state["backend"] == backend
+    # The other backend restores every variable of TensorFlow's checkpoint exactly: weights, BatchNorm
     # statistics, momentum buffers and step counters (and the checkpoint's own state).
-    via_jax, via_jax_state = _read(trained / method / "tensorflow_via_jax")
-    assert via_jax_state == tf_state and via_jax.keys() == tf_arrays.keys()
+    restored, via_other_state = _read(trained / method / f"tensorflow_via_{backend}")
+    assert via_other_state == tf_state and restored.keys() == tf_arrays.keys()
     for key in tf_arrays:
-        np.testing.assert_array_equal(via_jax[key], tf_arrays[key], err_msg=key)
+        np.testing.assert_array_equal(restored[key], tf_arrays[key], err_msg=key)
 
     # Every loss term, accuracy and w(t) after each step (Keras logs running means over the epoch).
-    assert len(tf_state["logs"]) == len(jax_state["logs"]) == STEPS
-    for step, (tf_logs, jax_logs) in enumerate(zip(tf_state["logs"], jax_state["logs"])):
-        assert tf_logs.keys() == jax_logs.keys()
+    assert len(tf_state["logs"]) == len(other_state["logs"]) == STEPS
+    for step, (tf_logs, other_logs) in enumerate(zip(tf_state["logs"], other_state["logs"])):
+        assert tf_logs.keys() == other_logs.keys()
         for key in tf_logs:
-            assert jax_logs[key] == pytest.approx(tf_logs[key], abs=TOLERANCE), f"{key} after step {step + 1}"
+            assert other_logs[key] == pytest.approx(tf_logs[key], abs=TOLERANCE), f"{key} after step {step + 1}"
     if method != "dml":
         weights = [logs["kd_weight"] for logs in tf_state["logs"]]
         assert weights[0] < weights[1] < weights[2], "w(t) follows the step counter"
 
     # Weights and BatchNorm statistics, variable by variable.
-    assert tf_arrays.keys() == jax_arrays.keys() == initial.keys()
+    assert tf_arrays.keys() == other_arrays.keys() == initial.keys()
     weights = [k for k in tf_arrays if k.startswith("weights/")]
-    differences = {k: float(np.max(np.abs(tf_arrays[k] - jax_arrays[k]), initial=0.0)) for k in weights}
+    differences = {k: float(np.max(np.abs(tf_arrays[k] - other_arrays[k]), initial=0.0)) for k in weights}
     assert max(differences.values()) < TOLERANCE, sorted(differences.items(), key=lambda item: -item[1])[:5]
     changed = [k for k in weights if not np.allclose(tf_arrays[k], initial[k])]
     assert len(changed) > len(weights) // 2, "three steps moved the weights"
@@ -145,11 +149,11 @@ def test_jax_step_matches_tensorflow_step(trained, method):
     # A wrong term, loss scale or decay moves every entry, by percents.
     optimizers = ["student_optimizer"] + (["fusion_optimizer"] if method != "dml" else [])
     for name in optimizers:
-        assert int(jax_arrays[f"{name}/iteration"]) == int(tf_arrays[f"{name}/iteration"]) == STEPS
+        assert int(other_arrays[f"{name}/iteration"]) == int(tf_arrays[f"{name}/iteration"]) == STEPS
     buffers = [k for k in tf_arrays if k.endswith("_momentum")]
     assert {k.split("/")[0] for k in buffers} == set(optimizers)
-    tf_buffers, jax_buffers = (
-        np.concatenate([arrays[k].ravel() for k in buffers]) for arrays in (tf_arrays, jax_arrays)
+    tf_buffers, other_buffers = (
+        np.concatenate([arrays[k].ravel() for k in buffers]) for arrays in (tf_arrays, other_arrays)
     )
-    assert np.max(np.abs(tf_buffers - jax_buffers)) < 2e-3
-    assert np.linalg.norm(tf_buffers - jax_buffers) < 2e-3 * np.linalg.norm(tf_buffers)
+    assert np.max(np.abs(tf_buffers - other_buffers)) < 2e-3
+    assert np.linalg.norm(tf_buffers - other_buffers) < 2e-3 * np.linalg.norm(tf_buffers)

@@ -1,8 +1,8 @@
 """The online distiller: n students and the MFEF fusion path trained together by one custom train_step.
 
 The objective, the L2 terms and the loss scaling are backend-neutral `keras.ops` code; only taking the
-gradients and applying the updates differ per backend: a `tf.GradientTape` step here and a stateless
-step for `jax.jit` in `mfef_keras.distill.jax_steps`.
+gradients and applying the updates differ per backend: a `tf.GradientTape` step and a torch autograd step
+here, and a stateless step for `jax.jit` in `mfef_keras.distill.jax_steps`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from mfef_keras.distill.schedules import (
 from mfef_keras.models.registry import feature_layer
 
 # The backends whose trainers the distiller has a train_step for.
-TRAINING_BACKENDS = ("tensorflow", "jax")
+TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def _num_replicas() -> int:
@@ -368,7 +368,7 @@ class OnlineDistiller(keras.Model):
     def train_step(self, *args):
         """One optimisation step of both optimisers; Keras's trainer calls it.
 
-        TensorFlow calls ``train_step(data)`` and gets the logs; the step updates the variables.
+        TensorFlow and torch call ``train_step(data)`` and get the logs; the step updates the variables.
         JAX calls ``train_step(state, data)`` and gets ``(logs, new_state)``, touching no variable
         (see `mfef_keras.distill.jax_steps.train_step`).
         """
@@ -376,6 +376,8 @@ class OnlineDistiller(keras.Model):
             from mfef_keras.distill import jax_steps
 
             return jax_steps.train_step(self, *args)
+        if keras.backend.backend() == "torch":
+            return self._torch_train_step(*args)
         return self._tensorflow_train_step(*args)
 
     def _tensorflow_train_step(self, data):
@@ -390,6 +392,21 @@ class OnlineDistiller(keras.Model):
         grads = tape.gradient(loss, student_vars + fusion_vars)
         self._apply_gradients(grads, student_vars, fusion_vars)
         return self._update_trackers(terms, labels, logits, fused)
+
+    def _torch_train_step(self, data):
+        import torch
+
+        images, labels = self._unpack(data)
+        student_vars, fusion_vars = self._trained_variables()
+        self.zero_grad()
+        logits, fused = self._forward(images, training=True)
+        terms = self.loss_terms(labels, logits, fused)
+        self._scaled_loss(terms).backward()
+        grads = [v.value.grad for v in student_vars + fusion_vars]
+        # The updates and the bookkeeping are no part of the graph to differentiate.
+        with torch.no_grad():
+            self._apply_gradients(grads, student_vars, fusion_vars)
+            return self._update_trackers(terms, labels, logits, fused)
 
     def _apply_gradients(self, grads, student_vars, fusion_vars):
         student_grads, fusion_grads = self._optimizer_gradients(grads, student_vars, fusion_vars)
@@ -450,8 +467,8 @@ class OnlineDistiller(keras.Model):
         """
         if keras.backend.backend() not in TRAINING_BACKENDS:
             raise RuntimeError(
-                f"OnlineDistiller trains with the TensorFlow or JAX backend; KERAS_BACKEND is "
-                f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax."
+                f"OnlineDistiller trains with the {', '.join(TRAINING_BACKENDS)} backends; KERAS_BACKEND is "
+                f"{keras.backend.backend()!r}."
             )
         self._optimizer_settings = dict(
             learning_rate=checked_number("learning_rate", learning_rate, inclusive=False),

@@ -7,7 +7,17 @@ import platform
 import sys
 from importlib import metadata
 
-_PACKAGES = ("mfef-keras", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "numpy", "tensorflow-datasets")
+_PACKAGES = (
+    "mfef-keras",
+    "keras",
+    "tensorflow",
+    "tensorflow-cpu",
+    "jax",
+    "jaxlib",
+    "torch",
+    "numpy",
+    "tensorflow-datasets",
+)
 
 
 def _version(package: str) -> str | None:
@@ -24,6 +34,11 @@ def _devices(backend: str) -> tuple[list[str], list[str]]:
 
         devices = jax.devices()
         return [str(d) for d in devices], [str(d) for d in devices if d.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        return ["cpu", *gpus], gpus
     import tensorflow as tf
 
     return [d.name for d in tf.config.list_logical_devices()], [d.name for d in tf.config.list_physical_devices("GPU")]
