@@ -51,9 +51,25 @@ class ParityResult:
         limit = "measured only" if self.tolerance is None else f"tolerance {self.tolerance:g}"
         verdict = "ok" if self.passed else "FAILED"
         return (
-            f"{self.artifact} vs keras on {self.data}, batches {list(self.batch_sizes)}: "
+            f"{self.artifact} vs keras on {self.data}, {describe_batches(self.batch_sizes)}: "
             f"max |diff| {self.max_abs_diff:.3g}, top-1 agreement {self.top1_agreement:.2%} ({limit}) {verdict}"
         )
+
+
+def describe_batches(batch_sizes: Sequence[int]) -> str:
+    """The batch sizes for a console line: listed when few, else counted (a test split makes dozens).
+
+    Args:
+        batch_sizes: sizes of the successive calls.
+    """
+    sizes = list(batch_sizes)
+    if len(sizes) <= 4:
+        return f"batches {sizes}"
+    head = sizes[:-1] if sizes[-1] != sizes[0] else sizes
+    if len(set(head)) == 1:
+        last = f" and 1 of {sizes[-1]}" if len(head) < len(sizes) else ""
+        return f"{len(head)} batches of {head[0]}{last}"
+    return f"{len(sizes)} batches of {min(sizes)} to {max(sizes)}"
 
 
 def at_batch_sizes(

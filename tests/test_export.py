@@ -611,3 +611,12 @@ def test_predict_runs_in_a_venv_with_only_onnxruntime_numpy_pillow_click(full_ex
     )
     assert result.returncode == 0, result.stderr
     assert [line.split()[1] for line in result.stdout.splitlines()[1:]] == [label for label, _ in expected]
+
+
+def test_parity_lines_count_the_batches_of_a_test_split_instead_of_listing_them():
+    from mfef_keras.export.parity import describe_batches
+
+    assert describe_batches([1, 2, 7]) == "batches [1, 2, 7]"
+    assert describe_batches([256] * 39 + [16]) == "39 batches of 256 and 1 of 16"
+    assert describe_batches([100] * 100) == "100 batches of 100"
+    assert describe_batches([1, 2, 7, 3, 5]) == "5 batches of 1 to 7"
