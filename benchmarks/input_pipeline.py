@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # the distiller's train_step is TensorFlow code
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # tf.data feeds the benchmark
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import time  # noqa: E402
