@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from mfef_keras._outputs import check_output_dir, writing_to
+from mfef_keras._outputs import check_output_dir
+from mfef_keras.eval_results import scores, write_results
 from mfef_keras.export.datasets import check_classes, check_images, load_split
 from mfef_keras.export.errors import ExportError
 from mfef_keras.export.metadata import EXPORT_FORMAT, METADATA_FILE
@@ -36,36 +34,6 @@ def _default_out(model_file: Path) -> Path:
     # Beside the export, not in it: an export folder holds only what its metadata lists (see `mfef export --force`).
     # Named after the export folder too, since every export calls its models model.onnx / model.int8.onnx.
     return Path(f"{model_file.resolve().parent.name}-{model_file.stem}-eval")
-
-
-def scores(labels: np.ndarray, logits: np.ndarray, class_names: list[str]) -> tuple[dict, np.ndarray]:
-    """Top-1, top-k (k = 5, or the class count if smaller), per-class accuracy and the confusion matrix.
-
-    Args:
-        labels: ``(N,)`` integer labels.
-        logits: ``(N, classes)`` model outputs.
-        class_names: one name per class, in label order.
-
-    Returns:
-        The figures (``examples``, ``top1``, ``top<k>``, ``per_class_accuracy``, ``confusion_matrix``) and the
-        confusion matrix as an array (rows: true class).
-    """
-    classes = len(class_names)
-    k = min(5, classes)
-    # A stable sort: equal logits rank by class index, the same on every run.
-    top_k = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (labels, top_k[:, 0]), 1)
-    per_class = {name: float(matrix[i, i] / max(1, matrix[i].sum())) for i, name in enumerate(class_names)}
-    figures = {
-        "examples": int(len(labels)),
-        "correct": int(np.sum(top_k[:, 0] == labels)),
-        "top1": float(np.mean(top_k[:, 0] == labels)),
-        f"top{k}": float(np.mean((top_k == labels[:, None]).any(axis=1))),
-        "per_class_accuracy": per_class,
-        "confusion_matrix": matrix.tolist(),
-    }
-    return figures, matrix
 
 
 def evaluate_onnx(
@@ -118,26 +86,5 @@ def evaluate_onnx(
         **figures,
     }
     title = f"{predictor.path.parent.name}/{predictor.path.name} on {dataset} test (onnxruntime)"
-    _write_results(out, results, matrix, predictor.class_names, title, normalize)
+    write_results(out, results, matrix, predictor.class_names, title, normalize)
     return {**results, "out_dir": str(out)}
-
-
-def _write_results(
-    out: Path, results: dict, matrix: np.ndarray, class_names: list[str], title: str, normalize: bool
-) -> None:
-    """``metrics.json`` and ``confusion_matrix.png`` in ``out``, written aside and moved in together."""
-    from mfef_keras.student_dir import write_json_atomic
-    from mfef_keras.training.plots import plot_confusion_matrix
-
-    created = not out.exists()
-    with writing_to(out):
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            with tempfile.TemporaryDirectory(prefix=".eval.partial-", dir=out) as staging:
-                write_json_atomic(Path(staging) / "metrics.json", results)
-                plot_confusion_matrix(matrix, class_names, Path(staging) / "confusion_matrix.png", title, normalize)
-                for name in ("metrics.json", "confusion_matrix.png"):
-                    os.replace(Path(staging) / name, out / name)
-        finally:
-            if created and not any(out.iterdir()):
-                out.rmdir()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from mfef_keras._outputs import check_output_dir, writing_to
+from mfef_keras._outputs import check_output_dir
+from mfef_keras.eval_results import scores, write_results
 from mfef_keras.model_source import ModelSource, resolve_model_source
-from mfef_keras.student_dir import write_json_atomic
-from mfef_keras.training.plots import plot_confusion_matrix
 
 
 def _default_out(source: str, resolved: ModelSource) -> Path:
@@ -70,23 +67,10 @@ def evaluate_student(
         logits.append(np.asarray(model.predict_on_batch(images)))
         labels.append(np.asarray(batch_labels))
     labels, logits = np.concatenate(labels), np.concatenate(logits)
-    k = min(5, classes)
-    top_k = np.argsort(-logits, axis=1)[:, :k]
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (labels, top_k[:, 0]), 1)
-    results = {
-        "source": str(source),
-        "dataset": dataset,
-        "examples": int(len(labels)),
-        "top1": float(np.mean(top_k[:, 0] == labels)),
-        f"top{k}": float(np.mean((top_k == labels[:, None]).any(axis=1))),
-        "per_class_accuracy": {
-            name: float(matrix[i, i] / max(1, matrix[i].sum())) for i, name in enumerate(info.class_names)
-        },
-        "confusion_matrix": matrix.tolist(),
-    }
+    figures, matrix = scores(labels.reshape(-1), logits, list(info.class_names))
+    results = {"source": str(source), "dataset": dataset, **figures}
     title = f"{_model_label(source, metadata)} on {dataset} test"
-    _write_results(out, results, matrix, list(info.class_names), title, normalize)
+    write_results(out, results, matrix, list(info.class_names), title, normalize)
     results["out_dir"] = str(out)
     return results
 
@@ -99,20 +83,3 @@ def _model_label(source: str, metadata: dict) -> str:
     student = f"s{metadata['student_index']}" if "student_index" in metadata else None
     known = [part for part in (student, metadata.get("backbone"), metadata.get("method")) if part]
     return f"{shown} ({', '.join(known)})" if known else shown
-
-
-def _write_results(
-    out: Path, results: dict, matrix: np.ndarray, class_names: list[str], title: str, normalize: bool
-) -> None:
-    created = not out.exists()
-    with writing_to(out):
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            with tempfile.TemporaryDirectory(prefix=".eval.partial-", dir=out) as staging:
-                write_json_atomic(Path(staging) / "metrics.json", results)
-                plot_confusion_matrix(matrix, class_names, Path(staging) / "confusion_matrix.png", title, normalize)
-                for name in ("metrics.json", "confusion_matrix.png"):
-                    os.replace(Path(staging) / name, out / name)
-        finally:
-            if created and not any(out.iterdir()):
-                out.rmdir()
