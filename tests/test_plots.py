@@ -229,6 +229,7 @@ def test_study_chart_with_one_seed_still_shows_every_dot():
 def test_eval_titles_its_confusion_matrix_with_the_model_and_normalises_on_request(tmp_path, monkeypatch):
     import keras
 
+    from mfef_keras import eval_results
     from mfef_keras.training import evaluation
 
     inputs = keras.Input((32, 32, 1))
@@ -241,7 +242,7 @@ def test_eval_titles_its_confusion_matrix_with_the_model_and_normalises_on_reque
         drawn.append((fig.axes[0].get_title(), np.asarray(fig.axes[0].images[0].get_array())))
         return plot_confusion_matrix(matrix, class_names, path, title, normalize)
 
-    monkeypatch.setattr(evaluation, "plot_confusion_matrix", plot)
+    monkeypatch.setattr(eval_results, "plot_confusion_matrix", plot)
     source = str(tmp_path / "tiny.keras")
     results = evaluation.evaluate_student(source, "digits", out_dir=str(tmp_path / "eval"), normalize=True)
     [(title, shown)] = drawn
