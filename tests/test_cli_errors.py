@@ -168,14 +168,14 @@ def _eval(student_dir, out) -> object:
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_disk_failures_in_eval_and_export_are_one_line_and_leave_nothing(student_dir, tmp_path, monkeypatch, code):
+    import mfef_keras.eval_results as eval_results
     import mfef_keras.export.exporter as exporter
-    import mfef_keras.training.evaluation as evaluation
 
     def fail(*args, **kwargs):
         # The temporary file's name: the message must name the output the user gave instead.
         raise OSError(code, os.strerror(code), str(tmp_path / ".partial-x" / "file.tmp"))
 
-    monkeypatch.setattr(evaluation, "plot_confusion_matrix", fail)
+    monkeypatch.setattr(eval_results, "plot_confusion_matrix", fail)
     result = _eval(student_dir, tmp_path / "eval")
     assert result.exit_code == 1 and not isinstance(result.exception, OSError), result.output
     assert f"Error: Cannot write {tmp_path / 'eval'}: " in result.stderr and errno.errorcode[code] in result.stderr
