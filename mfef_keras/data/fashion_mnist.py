@@ -96,12 +96,15 @@ class FashionMnistSource:
         )
 
     def raw(self, split: str, indices: np.ndarray | None) -> tf.data.Dataset:
-        import tensorflow as tf  # on use: `info` (for the class names, say) needs no TensorFlow
+        import tensorflow as tf  # on use: `info` and the numpy pipeline need no TensorFlow
 
+        return tf.data.Dataset.from_tensor_slices(self.raw_arrays(split, indices))
+
+    def raw_arrays(self, split: str, indices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         images, labels = self.arrays(split)
-        if indices is not None:
-            images, labels = images[indices], labels[indices]
-        return tf.data.Dataset.from_tensor_slices((images, labels))
+        if indices is None:
+            return images, labels
+        return images[indices], labels[indices]
 
     def labels(self, split: str) -> np.ndarray:
         return self.arrays(split)[1]

@@ -9,15 +9,18 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 from mfef_keras.data.image_files import MAX_IMAGE_PIXELS, ImageFileError, load_image
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.data.source import Augmentation
 from mfef_keras.data.validation_split import SHIPPED_SPLIT
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 REQUIRED_SPLITS = ("train", "test")
@@ -273,9 +276,9 @@ class ImageFolderSource:
         )
 
     def raw(self, split: str, indices: np.ndarray | None) -> tf.data.Dataset:
-        paths, labels = self.index.files[split]
-        if indices is not None:
-            paths, labels = [paths[i] for i in indices], labels[indices]
+        import tensorflow as tf  # on use: the numpy pipeline reads `raw_arrays` without TensorFlow
+
+        paths, labels = self._files(split, indices)
         shape = self.image_shape
 
         def decode(path: bytes) -> np.ndarray:
@@ -291,8 +294,45 @@ class ImageFolderSource:
         dataset = tf.data.Dataset.from_tensor_slices((path_tensor, labels))
         return dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
+    def raw_arrays(self, split: str, indices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Every image of the split decoded into memory (see `decode_all`), with its labels."""
+        paths, labels = self._files(split, indices)
+        return decode_all(tuple(map(_file_signature, paths)), self.image_shape), labels
+
     def labels(self, split: str) -> np.ndarray:
         return self.index.files[split][1]
+
+    def _files(self, split: str, indices: np.ndarray | None) -> tuple[tuple[str, ...], np.ndarray]:
+        paths, labels = self.index.files[split]
+        if indices is None:
+            return paths, labels
+        return tuple(paths[i] for i in indices), labels[indices]
+
+
+# Train, validation and test of one run: the numpy pipeline builds a dataset per epoch, and decoding a
+# CINIC-10 split again each time would take longer than many an epoch. Keyed on the files' sizes and
+# modification times, so a file replaced in between is decoded again.
+@functools.lru_cache(maxsize=3)
+def decode_all(signatures: tuple[tuple[str, int, int], ...], shape: tuple[int, int, int]) -> np.ndarray:
+    """The images of ``signatures`` as one read-only uint8 array ``(len(signatures), *shape)``, decoded by threads.
+
+    Args:
+        signatures: ``(path, size, mtime_ns)`` of each image file (see `_file_signature`).
+        shape: ``(height, width, channels)`` to decode to (see `read_image`).
+
+    Raises:
+        ImageFileError: naming a file that can no longer be decoded.
+    """
+    images = np.empty((len(signatures), *shape), np.uint8)
+
+    def decode(index: int) -> None:
+        images[index] = read_image(signatures[index][0], *shape)
+
+    # PIL releases the GIL while decoding, so threads help; `list` re-raises the first failure.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(decode, range(len(signatures))))
+    images.flags.writeable = False
+    return images
 
 
 def cinic10_source(data_dir: Path) -> ImageFolderSource:

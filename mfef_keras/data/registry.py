@@ -11,16 +11,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mfef_keras._names import unknown_name_error
+from mfef_keras._tensorflow import tensorflow_installed, tensorflow_missing
 from mfef_keras.data import validation_split
 from mfef_keras.data.info import DatasetInfo
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from mfef_keras.data.numpy_pipeline import NumpyBatches
     from mfef_keras.data.source import DatasetSource
 
 DATASETS = ("cifar10", "cifar100", "cinic10", "digits", "fashion_mnist")
 FOLDER_PREFIX = "folder:"
+# Read through tensorflow-datasets, so only where TensorFlow is installed.
+TENSORFLOW_DATASETS = ("cifar10", "cifar100")
 
 
 def default_data_dir() -> Path:
@@ -34,13 +38,25 @@ def list_datasets() -> list[str]:
 
 
 def _source(name: str, data_dir: str | os.PathLike | None) -> DatasetSource:
-    # Sources import TensorFlow; importing them here keeps `mfef_keras.data.info` light for other backends.
+    """The source of dataset ``name``.
+
+    Raises:
+        ValueError: unknown dataset.
+        TensorFlowMissing: CIFAR where TensorFlow is not installed.
+    """
+    # Imported here: CIFAR's source imports TensorFlow, the others' import PIL or scikit-learn.
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if name == "digits":
         from mfef_keras.data.digits import DigitsSource
 
         return DigitsSource()
-    if name in ("cifar10", "cifar100"):
+    if name in TENSORFLOW_DATASETS:
+        if not tensorflow_installed():
+            others = [dataset for dataset in DATASETS if dataset not in TENSORFLOW_DATASETS]
+            raise tensorflow_missing(
+                f"Dataset {name!r} is read through tensorflow-datasets, which needs TensorFlow",
+                f"train on a dataset that needs neither: {', '.join(others)} or {FOLDER_PREFIX}PATH",
+            )
         from mfef_keras.data.tfds_cifar import CifarSource
 
         return CifarSource(name, root)
@@ -71,8 +87,14 @@ def _public(info: DatasetInfo) -> DatasetInfo:
     return dataclasses.replace(info, splits=validation_split.public_splits(info.name, info.splits))
 
 
-def _examples(source: DatasetSource, name: str, split: str, limit: int | None) -> tuple[DatasetInfo, tf.data.Dataset]:
-    """The `DatasetInfo` and the raw examples of public split ``split``, the first ``limit`` of them if given."""
+def _locate(
+    source: DatasetSource, name: str, split: str, limit: int | None
+) -> tuple[DatasetInfo, str, np.ndarray | None]:
+    """The `DatasetInfo`, and where public split ``split`` (its first ``limit`` examples if given) lies in the source.
+
+    Returns:
+        ``(info, source split, indices)`` as `DatasetSource.raw` takes them.
+    """
     source_info = source.info()
     info = _public(source_info)
     if split not in info.splits:
@@ -82,7 +104,7 @@ def _examples(source: DatasetSource, name: str, split: str, limit: int | None) -
     )
     if limit is not None and limit < info.splits[split]:
         indices = (np.arange(info.splits[split]) if indices is None else indices)[:limit]
-    return info, source.raw(source_split, indices)
+    return info, source_split, indices
 
 
 def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
@@ -100,6 +122,7 @@ def dataset_info(name: str, data_dir: str | os.PathLike | None = None) -> Datase
     Raises:
         ValueError: unknown dataset (the message lists the known ones and the closest match).
         FileNotFoundError: an image-folder dataset whose tree is missing, or Fashion-MNIST's files.
+        TensorFlowMissing: CIFAR without TensorFlow.
     """
     return _public(_source(name, data_dir).info())
 
@@ -115,8 +138,11 @@ def make_dataset(
     limit: int | None = None,
     cache: bool = True,
     reshuffle_each_iteration: bool = True,
-) -> tf.data.Dataset:
+) -> tf.data.Dataset | NumpyBatches:
     """Batches of ``(float32 normalised NHWC images, int32 labels)`` from a split of dataset ``name``.
+
+    A `tf.data.Dataset` where TensorFlow is installed, else a `keras.utils.PyDataset` of numpy batches (see
+    `mfef_keras.data.pipeline_choice`); `keras.Model.fit` takes either on every backend.
 
     Normalisation is ``(x / 255 - mean) / std`` with the `DatasetInfo`'s constants, the formula of
     `mfef_keras.layers.ImageNormalization`. With ``training=True`` the examples are shuffled (afresh each
@@ -140,7 +166,8 @@ def make_dataset(
         data_dir: data directory; defaults to `default_data_dir`.
         limit: use only the first ``limit`` examples of the split (a fixed random sample); for ``"train"``,
             of what the validation hold-out leaves.
-        cache: keep decoded images in memory after the first epoch, when they fit.
+        cache: keep decoded images in memory after the first epoch, when they fit (tf.data; the numpy
+            pipeline always holds a split's images in memory).
         reshuffle_each_iteration: draw a new order and new augmentation each time the dataset is
             iterated. Turn it off when you build one pipeline per epoch (with a per-epoch seed): the
             batches then depend only on the seed, not on how many iterators a strategy creates.
@@ -148,16 +175,35 @@ def make_dataset(
     Raises:
         ValueError: unknown dataset or split, or bad ``batch_size``/``limit``.
         FileNotFoundError: the data is missing (the message says what to put where).
+        TensorFlowMissing: CIFAR without TensorFlow.
     """
-    from mfef_keras.data.pipeline import build_pipeline
+    from mfef_keras.data.pipeline_choice import TF_DATA, input_pipeline
 
     batch_size = _positive_int(batch_size, "batch_size")
     limit = None if limit is None else _positive_int(limit, "limit")
+    pipeline = input_pipeline()
     source = _source(name, data_dir)
-    info, examples = _examples(source, name, split, limit)
+    info, source_split, indices = _locate(source, name, split, limit)
+    if pipeline != TF_DATA:
+        from mfef_keras.data.numpy_pipeline import NumpyBatches
+
+        images, labels = source.raw_arrays(source_split, indices)
+        return NumpyBatches(
+            images,
+            labels,
+            mean=info.mean,
+            std=info.std,
+            augmentation=source.augmentation,
+            batch_size=batch_size,
+            training=training,
+            seed=seed,
+            reshuffle_each_iteration=reshuffle_each_iteration,
+        )
+    from mfef_keras.data.pipeline import build_pipeline
+
     num_examples = info.splits[split] if limit is None else min(limit, info.splits[split])
     return build_pipeline(
-        examples,
+        source.raw(source_split, indices),
         num_examples=num_examples,
         image_shape=info.image_shape,
         mean=info.mean,
@@ -188,13 +234,9 @@ def load_arrays(
     Raises:
         ValueError: unknown dataset or split, or bad ``limit``.
         FileNotFoundError: the data is missing.
+        TensorFlowMissing: CIFAR without TensorFlow.
     """
     limit = None if limit is None else _positive_int(limit, "limit")
     source = _source(name, data_dir)
-    info, examples = _examples(source, name, split, limit)
-    images = [np.zeros((0, *info.image_shape), np.uint8)]
-    labels = [np.zeros((0,), np.int32)]
-    for image_batch, label_batch in examples.batch(1024).as_numpy_iterator():
-        images.append(image_batch)
-        labels.append(label_batch)
-    return np.concatenate(images), np.concatenate(labels)
+    _, source_split, indices = _locate(source, name, split, limit)
+    return source.raw_arrays(source_split, indices)

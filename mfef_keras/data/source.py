@@ -29,7 +29,11 @@ class Augmentation:
 
 
 class DatasetSource(Protocol):
-    """A dataset the registry can serve: its description, its augmentation and its raw examples."""
+    """A dataset the registry can serve: its description, its augmentation and its raw examples.
+
+    `raw` feeds the tf.data pipeline and needs TensorFlow; `raw_arrays` feeds the numpy pipeline and
+    `mfef_keras.data.load_arrays`, and needs TensorFlow only where the source reads through it (CIFAR).
+    """
 
     augmentation: Augmentation
 
@@ -42,6 +46,9 @@ class DatasetSource(Protocol):
         Elements are ``(uint8 image of shape info().image_shape, int32 label)``; ``split`` is one of
         ``info().splits``.
         """
+
+    def raw_arrays(self, split: str, indices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The examples `raw` yields, in its order, as uint8 images ``(N, *info().image_shape)`` and int32 labels."""
 
     def labels(self, split: str) -> np.ndarray:
         """The int32 labels of ``split`` in that order, read without decoding images where possible."""

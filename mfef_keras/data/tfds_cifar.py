@@ -121,6 +121,14 @@ class CifarSource:
         kept = dataset.enumerate().filter(lambda i, example: wanted[i]).map(lambda i, example: example)
         return kept.take(len(indices))
 
+    def raw_arrays(self, split: str, indices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        images = [np.zeros((0, 32, 32, 3), np.uint8)]
+        labels = [np.zeros((0,), np.int32)]
+        for image_batch, label_batch in self.raw(split, indices).batch(1024).as_numpy_iterator():
+            images.append(image_batch)
+            labels.append(label_batch)
+        return np.concatenate(images), np.concatenate(labels)
+
     def labels(self, split: str) -> np.ndarray:
         self._prepared()
         return _labels(self.name, str(self.data_dir), split)
