@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
-# TensorFlow unless KERAS_BACKEND names another backend (KERAS_BACKEND=jax trains too; `mfef train` says
-# which it uses). Set here, before anything imports Keras, so that keras.json's choice does not apply.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# The backend KERAS_BACKEND names; unset, the first of these that is installed (TensorFlow, the design's
+# backend, where it is; JAX with the `jax` extra), noted on stderr when it is not TensorFlow. `mfef train`
+# says which backend it uses. Set here, before anything imports Keras, so that keras.json's choice does not apply.
+DEFAULT_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _choose_backend() -> None:
+    if os.environ.get("KERAS_BACKEND"):
+        return
+    # find_spec looks a package up without importing it.
+    installed = [name for name in DEFAULT_BACKENDS if importlib.util.find_spec(name) is not None]
+    if not installed:
+        sys.exit(
+            f"Error: no Keras backend is installed: none of {', '.join(DEFAULT_BACKENDS)}. Install one with "
+            "pip install 'mfef-keras[jax]' (or [cpu], [gpu] for TensorFlow)."
+        )
+    os.environ["KERAS_BACKEND"] = installed[0]
+    if installed[0] != "tensorflow":
+        print(
+            f"note: TensorFlow is not installed; using the {installed[0]} backend (set KERAS_BACKEND to choose).",
+            file=sys.stderr,
+        )
+
+
+_choose_backend()
 
 import click  # noqa: E402
 

@@ -1,12 +1,17 @@
 """TensorBoard event files of a run: every loss term, accuracy, the learning rate and w(t), per epoch.
 
 Written with `tf.summary.write` and the scalars plugin's metadata, so the `tensorboard` package is not needed
-to write them, only to view them (``tensorboard --logdir <run>/tensorboard``).
+to write them, only to view them (``tensorboard --logdir <run>/tensorboard``). Where TensorFlow is not installed
+(the ``jax`` extra) no event files are written, and a note says so: ``metrics.json``/``metrics.csv`` and
+``curves.png`` hold the same values.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+from mfef_keras._tensorflow import tensorflow_installed
 
 TENSORBOARD_DIR = "tensorboard"
 SPLITS = ("train", "validation", "test")
@@ -55,6 +60,7 @@ class TensorBoardLog:
 
     Rows of ``history`` that the event files lack are written first: a resumed run continues the curves
     without writing a step twice, even when it was killed between its checkpoint and its event write.
+    Without TensorFlow it writes nothing (``enabled`` is False) and says so on stderr.
 
     Args:
         run_dir: the run directory.
@@ -62,13 +68,21 @@ class TensorBoardLog:
     """
 
     def __init__(self, run_dir: Path, history: list[dict]):
-        from tensorflow.core.framework import summary_pb2
-
         self._folder = Path(run_dir) / TENSORBOARD_DIR
-        # Per split: a run killed between the flushes has one step more in train than in the others.
-        self._done = {split: _last_step(self._folder / split) for split in SPLITS}
         # Opened on the first step to log: each writer starts a file, which a finished run run again would not need.
         self._writers = {}
+        self.enabled = tensorflow_installed()
+        if not self.enabled:
+            print(
+                f"note: TensorFlow is not installed, so no TensorBoard event files are written under {self._folder}; "
+                "metrics.json, metrics.csv and curves.png hold the same values.",
+                file=sys.stderr,
+            )
+            return
+        from tensorflow.core.framework import summary_pb2
+
+        # Per split: a run killed between the flushes has one step more in train than in the others.
+        self._done = {split: _last_step(self._folder / split) for split in SPLITS}
         self._metadata = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
         )
@@ -77,6 +91,8 @@ class TensorBoardLog:
 
     def write(self, row: dict) -> None:
         """Log ``row`` (a metrics row) at step ``row["epoch"]`` and flush it; a step already logged is skipped."""
+        if not self.enabled:
+            return
         import tensorflow as tf
 
         for split, values in scalars(row).items():
