@@ -37,6 +37,7 @@ import click  # noqa: E402
 from mfef_keras import __version__  # noqa: E402
 from mfef_keras._names import unknown_name_error  # noqa: E402
 from mfef_keras._outputs import user_errors  # noqa: E402
+from mfef_keras._tensorflow import tensorflow_installed, tensorflow_missing  # noqa: E402
 from mfef_keras.choices import ABLATIONS, BACKBONES, METHODS, TOPOLOGIES, matching_names  # noqa: E402
 from mfef_keras.training.config import (  # noqa: E402
     PRECISIONS,
@@ -74,7 +75,25 @@ class NameChoice(click.Choice):
             self.fail(str(unknown_name_error(self.kind, value, self.choices)), param, ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+# Packages only the TensorFlow extras install; export (tf2onnx) needs them.
+TENSORFLOW_PACKAGES = ("tensorflow", "tf2onnx", "tensorflow_datasets")
+
+
+class Commands(click.Group):
+    """The `mfef` group: a command that reaches for TensorFlow where it is not installed ends in one line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as error:
+            if tensorflow_installed() or (error.name or "").split(".")[0] not in TENSORFLOW_PACKAGES:
+                raise
+            command = f"mfef {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "This command"
+            needs = tensorflow_missing(f"{command} needs {error.name}", "use mfef train, eval and study, which do not")
+            raise click.ClickException(str(needs)) from None
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="mfef")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's own log messages (hidden by default).")
 def main(verbose: bool) -> None:
