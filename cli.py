@@ -75,21 +75,22 @@ class NameChoice(click.Choice):
             self.fail(str(unknown_name_error(self.kind, value, self.choices)), param, ctx)
 
 
-# Packages only the TensorFlow extras install; export (tf2onnx) needs them.
-TENSORFLOW_PACKAGES = ("tensorflow", "tf2onnx", "tensorflow_datasets")
+# Packages only the TensorFlow extras (`cpu`, `gpu`) install: CIFAR, export (tf2onnx, onnx) and ONNX models need them.
+TENSORFLOW_EXTRA_PACKAGES = ("tensorflow", "tensorflow_datasets", "tf2onnx", "onnx", "onnxruntime")
 
 
 class Commands(click.Group):
-    """The `mfef` group: a command that reaches for TensorFlow where it is not installed ends in one line."""
+    """The `mfef` group: a command that reaches for a package of the TensorFlow extras where they are not
+    installed ends in one line saying what to install, not a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ModuleNotFoundError as error:
-            if tensorflow_installed() or (error.name or "").split(".")[0] not in TENSORFLOW_PACKAGES:
+            if tensorflow_installed() or (error.name or "").split(".")[0] not in TENSORFLOW_EXTRA_PACKAGES:
                 raise
             command = f"mfef {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "This command"
-            needs = tensorflow_missing(f"{command} needs {error.name}", "use mfef train, eval and study, which do not")
+            needs = tensorflow_missing(f"{command} needs {error.name}", "use mfef train, study and eval of Keras students, which do not")
             raise click.ClickException(str(needs)) from None
 
 
