@@ -90,7 +90,9 @@ class Commands(click.Group):
             if tensorflow_installed() or (error.name or "").split(".")[0] not in TENSORFLOW_EXTRA_PACKAGES:
                 raise
             command = f"mfef {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "This command"
-            needs = tensorflow_missing(f"{command} needs {error.name}", "use mfef train, study and eval of Keras students, which do not")
+            needs = tensorflow_missing(
+                f"{command} needs {error.name}", "use mfef train, study and eval of Keras students, which do not"
+            )
             raise click.ClickException(str(needs)) from None
 
 
