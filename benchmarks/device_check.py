@@ -10,8 +10,8 @@ Subcommands:
                                 one fresh process per call: builds 2 x B (resnet32) on CIFAR-100 shapes with the
                                 MFEF fusion path, compiles the step, then: img/s over S unsynchronised steps,
                                 the median of S steps each waited for (p50), the device's peak memory in use,
-                                and the numpy input pipeline's img/s at the same batch (pad, random crop, flip,
-                                normalise), to tell whether the host keeps the device fed.
+                                and the package's numpy input pipeline's img/s at the same batch (pad, random
+                                crop, flip, normalise), to tell whether the host keeps the device fed.
     plan --seconds T            the epochs of the training run that fit in T seconds, from the step results.
     train-report --run-dir D    seconds per epoch and test top-1 of a `mfef train` run, from its metrics.csv.
     table --results DIR         the final markdown table from every result in DIR.
@@ -26,7 +26,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 RESULT_PREFIX = "RESULT "
@@ -76,43 +76,36 @@ def environment() -> dict:
 
 
 # --------------------------------------------------------------------- step
-def numpy_pipeline(images, labels, batch_size: int, seed: int = 0) -> Iterator[tuple]:
-    """Shuffled, augmented, normalised float32 batches from uint8 NHWC arrays, on the host with numpy alone.
+def pipeline_img_s(batch_size: int, batches: int = 20) -> float:
+    """Images per second of the package's TF-free training pipeline on 10,000 random CIFAR-shaped uint8 images.
 
-    The recipe's augmentation (zero padding by `CIFAR_PAD`, a random crop back to size, a random horizontal
-    flip) and normalisation, batch-vectorised: what a TF-free pipeline has to deliver per step.
+    `mfef_keras.data.numpy_pipeline.NumpyBatches` with the recipe's augmentation (black padding by 4, random
+    crop, flip) and normalisation, what `mfef train` feeds the JAX step with when TensorFlow is absent; one
+    thread, batch after batch, as `fit` draws them.
     """
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    n, height, width, _ = images.shape
-    mean, std = np.asarray(CIFAR_MEAN, "float32"), np.asarray(CIFAR_STD, "float32")
-    pad = CIFAR_PAD
-    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    rows, cols = np.arange(height), np.arange(width)
-    while True:
-        order = rng.permutation(n)
-        for start in range(0, n - batch_size + 1, batch_size):
-            index = order[start : start + batch_size]
-            dy, dx = rng.integers(0, 2 * pad + 1, (2, batch_size))
-            flip = rng.random(batch_size) < 0.5
-            x_cols = np.where(flip[:, None], cols[::-1], cols) + dx[:, None]
-            crops = padded[index[:, None, None], (rows + dy[:, None])[:, :, None], x_cols[:, None, :]]
-            yield (crops.astype("float32") / 255.0 - mean) / std, labels[index]
-
-
-def pipeline_img_s(batch_size: int, batches: int = 20) -> float:
-    """Images per second that `numpy_pipeline` delivers from 10,000 random CIFAR-shaped uint8 images."""
-    import numpy as np
+    from mfef_keras.data.numpy_pipeline import NumpyBatches
+    from mfef_keras.data.source import Augmentation
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10_000, *IMAGE_SHAPE), dtype=np.uint8)
     labels = rng.integers(0, NUM_CLASSES, 10_000).astype("int32")
-    stream = numpy_pipeline(images, labels, batch_size)
-    next(stream)  # the padded copy is made once per run, not per batch
+    augmentation = Augmentation(pad=CIFAR_PAD, pad_mode="CONSTANT", flip=True)
+    pipeline = NumpyBatches(
+        images,
+        labels,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+        augmentation=augmentation,
+        batch_size=batch_size,
+        training=True,
+        seed=0,
+    )
+    batches = min(batches, len(pipeline))
     start = time.perf_counter()
-    for _ in range(batches):
-        next(stream)
+    for index in range(batches):
+        pipeline[index]
     return batches * batch_size / (time.perf_counter() - start)
 
 

@@ -1,14 +1,15 @@
 """The Keras half of the agreement check with `torch_reference`: train, record everything, save it to an .npz.
 
-torch is never imported here, and TensorFlow only inside `record_keras_steps`: the CUDA builds of torch and
-TensorFlow crash when they share a process (a segfault, no message), so the benchmark records the Keras steps in
-one process and replays them in PyTorch in another (`torch_reference.compare_steps`).
+torch is never imported here, and TensorFlow only inside `record_keras_steps` on its backend: the CUDA builds of
+torch and TensorFlow crash when they share a process (a segfault, no message), so the benchmark records the Keras
+steps in one process (on TensorFlow or on JAX) and replays them in PyTorch in another
+(`torch_reference.compare_steps`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def record_keras_steps(
     """Build `OnlineDistiller` as the benchmark does and run ``steps`` of its ``train_function`` on one batch.
 
     One step per epoch and a 2-epoch ramp-up, so step 1 has KD weight ``exp(-5)`` and step 2 ``exp(-1.25)`` and
-    the KD gradients weigh in the second update. Needs the TensorFlow backend.
+    the KD gradients weigh in the second update. On the TensorFlow backend the steps read a `tf.data` iterator;
+    on JAX they run the jit-compiled step with the state threaded as `fit` threads it
+    (`jax_step.JaxTrainFunction`). ``setup["backend"]`` says which.
 
     Args:
         backbone: a CIFAR ResNet, ``"resnet<6n+2>"``.
@@ -94,7 +97,6 @@ def record_keras_steps(
         lr_milestones: epochs (= steps here) at which the rate drops by 10x.
     """
     import keras
-    import tensorflow as tf
 
     from mfef_keras.distill import OnlineDistiller
     from mfef_keras.models import build_students
@@ -110,6 +112,7 @@ def record_keras_steps(
         steps_per_epoch=1,
         rampup_epochs=2,
         lr_milestones=list(lr_milestones),
+        backend=keras.backend.backend(),
     )
     keras.utils.set_random_seed(seed)
     students = build_students(backbone, num_classes, 2, topology, base_width=base_width)
@@ -128,12 +131,39 @@ def record_keras_steps(
     images = rng.standard_normal((batch_size, 32, 32, 3)).astype("float32")
     labels = rng.integers(0, num_classes, batch_size).astype("int32")
     start = weights()
-    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
-    distiller.make_train_function()
+    step = _jax_step(distiller, images, labels) if setup["backend"] == "jax" else _tf_step(distiller, images, labels)
     logs, after = [], []
     for _ in range(steps):
-        # Each step's own values, not running means over the steps.
-        distiller.reset_metrics()
-        logs.append({k: float(v) for k, v in distiller.train_function(iterator).items()})
+        logs.append({k: float(v) for k, v in step().items()})
         after.append(weights())
     return KerasSteps(setup, images, labels, start, trainable, logs, after)
+
+
+def _tf_step(distiller, images: np.ndarray, labels: np.ndarray) -> Callable[[], dict]:
+    """One ``train_function`` call on the batch, from freshly reset metrics, on the TensorFlow backend."""
+    import tensorflow as tf
+
+    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+    distiller.make_train_function()
+
+    def step() -> dict:
+        # Each step's own values, not running means over the steps.
+        distiller.reset_metrics()
+        return distiller.train_function(iterator)
+
+    return step
+
+
+def _jax_step(distiller, images: np.ndarray, labels: np.ndarray) -> Callable[[], dict]:
+    """One jit-compiled step on the batch on JAX; the variables hold the state after each (for `weights`)."""
+    from jax_step import JaxTrainFunction
+
+    train = JaxTrainFunction(distiller)
+
+    def step() -> dict:
+        train.reset_metrics()
+        logs = train(images, labels)
+        train.write_back()
+        return logs
+
+    return step

@@ -1,45 +1,64 @@
-"""Training throughput of `OnlineDistiller` against a plain PyTorch eager implementation of the same step.
+"""Training throughput of `OnlineDistiller` on TensorFlow and JAX against PyTorch implementations of the same step.
 
 Each configuration is two ResNet-32 students with the fusion path and FFL's full loss, the recipe's two SGD
 optimisers (momentum 0.9, Nesterov, lr 0.1, L2 1e-4 students / 1e-5 fusion path), batch 128 of random
-CIFAR-100-shaped data (32x32x3, 100 classes), fp32. Configurations: ``mfef/independent``,
-``mfef/shared_trunk`` and ``ffl/independent`` (FFL's plain fusion module). The PyTorch side is
-`torch_reference.TorchDistiller`, beside this script; torch is needed for it and for ``--check`` only.
-Install the CPU build of torch with ``pip install torch --index-url https://download.pytorch.org/whl/cpu``
-(a plain ``pip install torch`` brings the CUDA build on Linux, gigabytes; on this project's machines
-``pip install torch==2.13.0`` takes the local CPU wheel).
+CIFAR-100-shaped data (32x32x3, 100 classes). Configurations: ``mfef/independent``, ``mfef/shared_trunk`` and
+``ffl/independent`` (FFL's plain fusion module). Precisions (``--precisions``): ``float32`` and
+``mixed_bfloat16`` (the Keras dtype policy; PyTorch runs its forward pass under
+``torch.autocast(device, dtype=torch.bfloat16)``, the loss and the optimisers in float32 on both sides).
+
+Frameworks (``--frameworks``):
+
+- ``tensorflow``: Keras on TensorFlow, the distiller's own ``train_function`` on a repeated in-memory `tf.data`
+  iterator, exactly what `fit` calls per step (forward, losses, gradients, both optimisers, metric trackers);
+  ``--jit`` compiles it with XLA.
+- ``jax``: Keras on JAX, the distiller's own ``train_function`` (`jax.jit`-compiled) with the state threaded
+  and each batch device-put as `fit` does (`jax_step.JaxTrainFunction`).
+- ``torch``: `torch_reference.TorchDistiller` in **channels-last** memory format (model and inputs), PyTorch's
+  fastest form on the CPU (``torch.compile`` was slower here); the ratios are against it.
+- ``torch-nchw``: the same in PyTorch's default NCHW layout, a secondary row.
+
+torch is needed for its rows and for the loss agreement check only. Install its CPU build with
+``pip install torch --index-url https://download.pytorch.org/whl/cpu`` (a plain ``pip install torch`` brings
+the CUDA build on Linux, gigabytes; on this project's machines ``pip install torch==2.13.0`` takes the local
+CPU wheel); JAX's CPU build with ``pip install jax``.
 
 TensorFlow and torch never share a process: the CUDA builds of the two crash together (a segfault, exit -11,
-no message). Every measurement is a fresh process of one framework (``--worker``): it builds the model, runs
-``--warmup`` steps (the first traces the Keras step), then times ``--steps`` steps. The Keras side runs the
-distiller's own ``train_function`` on a repeated in-memory `tf.data` iterator, exactly what `fit` calls per
-step (forward, losses, gradients, both optimisers, metric trackers). The figure kept per configuration and
-framework is the median over ``--repeats`` processes; the runs alternate Keras / PyTorch so that drift in the
-machine's load hits both alike.
+no message). Every measurement is a fresh process of one framework (``--worker``; ``KERAS_BACKEND=jax`` for the
+JAX ones): it builds the model, runs ``--warmup`` steps (the first traces and compiles the step), then times
+``--steps`` steps. The figure kept per configuration, precision and framework is the median over ``--repeats``
+processes; the runs alternate frameworks so that drift in the machine's load hits all alike. JAX's CPU
+backend sizes its thread pool from the process's CPU affinity, so with ``--threads`` below the core count the
+JAX worker pins itself to that many cores.
 
-Run from the repository root (about 10 minutes on 2 quiet cores; ``--quick`` about 3)::
+Run from the repository root. Everything (3 configurations x 2 precisions x 4 frameworks x 3 processes) takes
+about an hour on 2 cores, JAX's CPU step being the slowest; ``--quick --configs mfef/independent`` took 17 minutes
+on the 2 cores while they were shared with other work::
 
     python benchmarks/train_throughput.py
-    python benchmarks/train_throughput.py --quick --configs mfef/independent
-    python benchmarks/train_throughput.py --check      # agreement of the two implementations only
-    python benchmarks/train_throughput.py --device gpu --precision mixed_bfloat16 --jit
+    python benchmarks/train_throughput.py --quick --configs mfef/independent --precisions float32
+    python benchmarks/train_throughput.py --check      # agreement of the implementations only
+    python benchmarks/train_throughput.py --device gpu --frameworks jax,torch --jit
 
-It prints each worker's figures as it goes, then a table: per configuration, img/s of each framework, their
-ratio (Keras / PyTorch), the fraction of the machine's matrix-multiply peak that each reaches, and the
-median peak resident memory of the worker processes (ru_maxrss). The peak is measured in the same run with
-the step's threads and kernels: square matmuls of several sizes in TensorFlow (and numpy) and in torch, each
-in its own process with the same thread settings as the steps, the best of all counts. Training FLOPs per
-image are 3x the forward pass's conv and dense multiply-adds x2, counted from each framework's graph; they
-are nominal, so a convolution algorithm that multiplies less (Winograd) or a disturbed peak measurement
-could put a step above the "peak": then ``n/a`` is printed, with a note, never a fraction above 100 %.
+It prints each worker's figures as it goes, then two markdown tables. The first: per configuration and
+precision, img/s of each framework, the ratios of TensorFlow and of JAX to PyTorch channels-last, and the
+median peak resident memory of the worker processes (ru_maxrss). The second: training GFLOP per image and
+the fraction of the machine's matrix-multiply peak that each framework reaches. The peak is measured in the
+same run with the step's threads and kernels, in the step's dtype: square matmuls of several sizes in
+TensorFlow (and numpy in float32), JAX and torch, each in its own process, the best of all counts. Training
+FLOPs per image are 3x the forward pass's conv and dense multiply-adds x2, counted from each framework's graph
+(TensorFlow's traced graph, JAX's jaxpr, torch's module hooks); they are nominal, so a convolution algorithm
+that multiplies less (Winograd) or a disturbed peak measurement could put a step above the "peak": then
+``n/a`` is printed, with a note, never a fraction above 100 %.
 
 Last come the loss-agreement lines (the first configuration only; ``--check`` does every one in
-``--configs``): a Keras process trains two steps on one batch and saves the initial weights, the batch, the
-loss terms and the updated weights to an .npz in a temporary directory (`keras_steps.record_keras_steps`);
-a torch process loads the initial weights into the PyTorch model, takes the same two steps and compares
-every loss term and every updated weight (`torch_reference.compare_steps`), at the benchmark's size, where a
-float64 PyTorch run gives the fp32 rounding floor, and on a small ResNet-8, where all must agree within
-1e-4. The exit status is non-zero if they do not.
+``--configs``), in float32: a Keras process per Keras backend (TensorFlow, and JAX when ``jax`` is among the
+frameworks) trains two steps on one batch and saves the initial weights, the batch, the loss terms and the
+updated weights to an .npz in a temporary directory (`keras_steps.record_keras_steps`); a torch process loads
+the initial weights into the PyTorch model, takes the same two steps and compares every loss term and every
+updated weight (`torch_reference.compare_steps`), at the benchmark's size, where a float64 PyTorch run gives
+the fp32 rounding floor, and on a small ResNet-8, where all must agree within 1e-4. The exit status is
+non-zero if they do not.
 """
 
 from __future__ import annotations
@@ -53,11 +72,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 CONFIGS = ("mfef/independent", "mfef/shared_trunk", "ffl/independent")
-FRAMEWORKS = ("keras", "torch")
+FRAMEWORKS = ("tensorflow", "jax", "torch", "torch-nchw")
+PRECISIONS = ("float32", "mixed_bfloat16")
+# Column labels; "torch" is PyTorch at its fastest on the CPU, channels-last, and the ratios' denominator.
+LABELS = {"tensorflow": "TF", "jax": "JAX", "torch": "torch CL", "torch-nchw": "torch NCHW"}
+REFERENCE = "torch"
+# Whose matmul peak bounds each framework's step: both torch layouts run on torch's kernels.
+PEAK_FAMILY = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "torch-nchw": "torch"}
+KERAS_BACKENDS = ("tensorflow", "jax")
 BACKBONE, DEPTH, NUM_CLASSES, IMAGE_SHAPE = "resnet32", 32, 100, (32, 32, 3)
 # The recipe's 391 steps per epoch: the step counter, LR schedule and KD ramp-up as in training.
 STEPS_PER_EPOCH = 391
@@ -72,6 +99,14 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def _comma_list(text: str, allowed: Sequence[str], what: str, parser: argparse.ArgumentParser) -> list[str]:
+    items = [item for item in text.split(",") if item]
+    for item in items:
+        if item not in allowed:
+            parser.error(f"unknown {what} {item!r}; choose from {', '.join(allowed)}")
+    return items
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="timed steps per process (default 30)")
@@ -79,36 +114,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement (default 3)")
     parser.add_argument("--quick", action="store_true", help="10 steps, 2 warm-up, 1 repeat")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
-    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma list of keras, torch")
+    parser.add_argument(
+        "--frameworks", default=",".join(FRAMEWORKS), help=f"comma list of {', '.join(FRAMEWORKS)} (default all)"
+    )
+    parser.add_argument(
+        "--precisions",
+        default=",".join(PRECISIONS),
+        help="comma list of Keras dtype policies, float32 and mixed_bfloat16 (PyTorch: bfloat16 autocast); "
+        "default both",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=_cores(), help="intra/inter-op threads (default: cores)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument(
-        "--precision",
-        choices=("float32", "mixed_bfloat16"),
-        default="float32",
-        help="Keras dtype policy; PyTorch runs its forward under bfloat16 autocast to match",
-    )
-    parser.add_argument("--jit", action="store_true", help="compile the Keras step with XLA")
-    parser.add_argument(
-        "--torch-channels-last", action="store_true", help="PyTorch in channels-last memory format (default NCHW)"
-    )
-    parser.add_argument("--check", action="store_true", help="only compare the two implementations")
+    parser.add_argument("--jit", action="store_true", help="compile the TensorFlow step with XLA (JAX's always is)")
+    parser.add_argument("--check", action="store_true", help="only compare the implementations")
     parser.add_argument("--skip-check", action="store_true", help="do not compare the implementations")
     parser.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--config", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--record-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.warmup, args.repeats = 10, 2, 1
-    args.configs = [c for c in args.configs.split(",") if c]
-    args.frameworks = [f for f in args.frameworks.split(",") if f]
-    for name in args.configs:
-        if name not in CONFIGS:
-            parser.error(f"unknown config {name!r}; choose from {', '.join(CONFIGS)}")
-    for name in args.frameworks:
-        if name not in FRAMEWORKS:
-            parser.error(f"unknown framework {name!r}; choose from {', '.join(FRAMEWORKS)}")
+    args.configs = _comma_list(args.configs, CONFIGS, "config", parser)
+    args.frameworks = _comma_list(args.frameworks, FRAMEWORKS, "framework", parser)
+    args.precisions = _comma_list(args.precisions, PRECISIONS, "precision", parser)
+    if not (args.configs and args.frameworks and args.precisions):
+        parser.error("--configs, --frameworks and --precisions need at least one entry each")
     if args.steps < 1 or args.warmup < 1 or args.repeats < 1:
         parser.error("--steps, --warmup and --repeats must be >= 1")
     return args
@@ -132,7 +164,7 @@ def _random_batch(batch_size: int):
 
 # ------------------------------------------------------------------ workers
 def _setup_tensorflow(args: argparse.Namespace):
-    """Import TensorFlow with the benchmark's threads and device; every Keras-side worker starts here."""
+    """Import TensorFlow with the benchmark's threads and device; every TensorFlow-side worker starts here."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -142,6 +174,18 @@ def _setup_tensorflow(args: argparse.Namespace):
     elif not tf.config.list_physical_devices("GPU"):
         raise RuntimeError("--device gpu, but TensorFlow sees no GPU.")
     return tf
+
+
+def _setup_jax(args: argparse.Namespace):
+    """Import JAX on the benchmark's device (``JAX_PLATFORMS`` is set by the parent) and cores."""
+    if args.device == "cpu" and args.threads < _cores():
+        # XLA's CPU thread pool takes one thread per core it may run on.
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+    import jax
+
+    if args.device == "gpu" and jax.default_backend() != "gpu":
+        raise RuntimeError(f"--device gpu, but JAX's default backend is {jax.default_backend()!r}.")
+    return jax
 
 
 def _setup_torch(args: argparse.Namespace):
@@ -177,32 +221,23 @@ def _time_steps(step, args: argparse.Namespace, build_s: float, train_gflop_per_
     )
 
 
-def keras_worker(args: argparse.Namespace) -> dict:
-    """Build the distiller as a user would, warm up its train_function, then time it."""
+def tensorflow_worker(args: argparse.Namespace) -> dict:
+    """Build the distiller as a user would, warm up its train_function on TensorFlow, then time it."""
     tf = _setup_tensorflow(args)
-    import keras
+    from jax_step import build_distiller
 
-    from mfef_keras.distill import OnlineDistiller
-    from mfef_keras.models import build_students
-
-    method, topology = args.config.split("/")
-    if args.precision != "float32":
-        keras.mixed_precision.set_global_policy(args.precision)
-    keras.utils.set_random_seed(0)
     start = time.perf_counter()
-    distiller = OnlineDistiller(build_students(BACKBONE, NUM_CLASSES, 2, topology), method)
-    distiller.compile(jit_compile=args.jit)
-    distiller.prepare(steps_per_epoch=STEPS_PER_EPOCH)
+    distiller = build_distiller(args.config, BACKBONE, NUM_CLASSES, args.precision, STEPS_PER_EPOCH, jit=args.jit)
     iterator = iter(tf.data.Dataset.from_tensors(_random_batch(args.batch_size)).repeat())
     distiller.make_train_function()
     build_s = time.perf_counter() - start
 
     return _time_steps(
-        lambda: distiller.train_function(iterator), args, build_s, 3 * _keras_forward_flops(distiller) / 1e9
+        lambda: distiller.train_function(iterator), args, build_s, 3 * _tensorflow_forward_flops(distiller) / 1e9
     )
 
 
-def _keras_forward_flops(distiller) -> float:
+def _tensorflow_forward_flops(distiller) -> float:
     """Multiply-adds x2 of every Conv2D, depthwise conv and MatMul in the traced forward pass, per image."""
     import numpy as np
     import tensorflow as tf
@@ -224,15 +259,30 @@ def _keras_forward_flops(distiller) -> float:
     return total
 
 
+def jax_worker(args: argparse.Namespace) -> dict:
+    """Build the distiller on JAX, warm up its jit-compiled train_function as `fit` drives it, then time it."""
+    _setup_jax(args)
+    from jax_step import JaxTrainFunction, build_distiller, forward_flops_per_image
+
+    start = time.perf_counter()
+    distiller = build_distiller(args.config, BACKBONE, NUM_CLASSES, args.precision, STEPS_PER_EPOCH, jit=True)
+    # Before the first step: the step donates the variables' buffers, and tracing the forward pass reads them.
+    gflop = 3 * forward_flops_per_image(distiller, IMAGE_SHAPE) / 1e9
+    train = JaxTrainFunction(distiller)
+    images, labels = _random_batch(args.batch_size)
+    build_s = time.perf_counter() - start
+    return _time_steps(lambda: train(images, labels), args, build_s, gflop)
+
+
 def torch_worker(args: argparse.Namespace) -> dict:
-    """Build the PyTorch reference, warm up, then time its training step."""
+    """Build the PyTorch reference (channels-last for ``torch``, NCHW for ``torch-nchw``), warm up, time its step."""
     torch, device = _setup_torch(args)
     from torch_reference import TorchDistiller, Trainer
 
     torch.manual_seed(0)
     method, topology = args.config.split("/")
     start = time.perf_counter()
-    memory_format = torch.channels_last if args.torch_channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if args.worker == "torch" else torch.contiguous_format
     model = TorchDistiller(DEPTH, NUM_CLASSES, 2, topology, method).to(device, memory_format=memory_format).train()
     autocast = None
     if args.precision == "mixed_bfloat16":
@@ -247,7 +297,7 @@ def torch_worker(args: argparse.Namespace) -> dict:
     build_s = time.perf_counter() - start
 
     def step() -> dict:
-        # The batch goes host -> device each step, as it does for Keras's tf.data iterator.
+        # The batch goes host -> device each step, as it does for the Keras iterators.
         return trainer.step(images.to(device, non_blocking=True), labels.to(device, non_blocking=True))
 
     return _time_steps(step, args, build_s, 3 * _torch_forward_flops(model, device) / 1e9)
@@ -308,8 +358,8 @@ def _peak_matrices(n: int) -> list:
     return [rng.standard_normal((n, n)).astype("float32") for _ in range(2)]
 
 
-def keras_peak_worker(args: argparse.Namespace) -> dict:
-    """Matmul peak in GFLOP/s of TensorFlow (and of numpy on CPU in float32), with the Keras step's threads.
+def tensorflow_peak_worker(args: argparse.Namespace) -> dict:
+    """Matmul peak in GFLOP/s of TensorFlow (and of numpy on CPU in float32), with the TensorFlow step's threads.
 
     In the step's dtype: bfloat16 with ``--precision mixed_bfloat16``; numpy has none, so it only runs in float32.
     """
@@ -334,6 +384,21 @@ def keras_peak_worker(args: argparse.Namespace) -> dict:
     return result
 
 
+def jax_peak_worker(args: argparse.Namespace) -> dict:
+    """Matmul peak in GFLOP/s of JAX (jit-compiled) in the step's dtype, on the JAX step's cores."""
+    jax = _setup_jax(args)
+    import jax.numpy as jnp
+
+    dtype = jnp.bfloat16 if args.precision == "mixed_bfloat16" else jnp.float32
+    matmul = jax.jit(jnp.matmul)
+
+    def jax_product(n: int) -> Callable[[], object]:
+        a, b = (jnp.asarray(m, dtype) for m in _peak_matrices(n))
+        return lambda: matmul(a, b).block_until_ready()
+
+    return {"jax": _gemm_gflops(jax_product, PEAK_SIZES[args.device])}
+
+
 def torch_peak_worker(args: argparse.Namespace) -> dict:
     """Matmul peak in GFLOP/s of torch in the step's dtype, with the PyTorch step's threads."""
     torch, device = _setup_torch(args)
@@ -347,8 +412,8 @@ def torch_peak_worker(args: argparse.Namespace) -> dict:
     return {"torch": _gemm_gflops(torch_product, PEAK_SIZES[args.device])}
 
 
-def _record_path(record_dir: Path, config: str, size: str) -> Path:
-    return record_dir / f"{config.replace('/', '-')}-{size}.npz"
+def _record_path(record_dir: Path, backend: str, config: str, size: str) -> Path:
+    return record_dir / f"{backend}-{config.replace('/', '-')}-{size}.npz"
 
 
 def _check_runs(config: str, batch_size: int) -> dict[str, dict]:
@@ -367,19 +432,28 @@ def _check_runs(config: str, batch_size: int) -> dict[str, dict]:
     }
 
 
-def keras_check_worker(args: argparse.Namespace) -> dict:
-    """Run two Keras training steps for each configuration and save them to ``--record-dir`` for the torch side."""
-    _setup_tensorflow(args)
+def _record_keras_checks(args: argparse.Namespace, backend: str) -> dict:
+    """Run two Keras training steps per configuration on ``backend`` and save them for the torch side."""
     from keras_steps import record_keras_steps
 
     for config in args.configs:
         for size, kwargs in _check_runs(config, args.batch_size).items():
-            record_keras_steps(**kwargs).save(_record_path(args.record_dir, config, size))
+            record_keras_steps(**kwargs).save(_record_path(args.record_dir, backend, config, size))
     return {}
 
 
+def tensorflow_check_worker(args: argparse.Namespace) -> dict:
+    _setup_tensorflow(args)
+    return _record_keras_checks(args, "tensorflow")
+
+
+def jax_check_worker(args: argparse.Namespace) -> dict:
+    _setup_jax(args)
+    return _record_keras_checks(args, "jax")
+
+
 def torch_check_worker(args: argparse.Namespace) -> dict:
-    """Replay the Keras steps saved in ``--record-dir`` in PyTorch and compare, for each configuration.
+    """Replay the Keras steps saved in ``--record-dir`` in PyTorch and compare, per Keras backend and configuration.
 
     At the benchmark's size with a float64 PyTorch run as the yardstick for fp32 rounding, and on the small model.
     """
@@ -388,57 +462,74 @@ def torch_check_worker(args: argparse.Namespace) -> dict:
     from torch_reference import compare_steps
 
     out = {}
-    for config in args.configs:
-        full, small = (
-            compare_steps(KerasSteps.load(_record_path(args.record_dir, config, size)), float64_reference=fp64)
-            for size, fp64 in (("full", True), ("small", False))
-        )
-        out[config] = dict(
-            lines=full.lines(),
-            first_step_term_rel_diff=full.first_step_term_rel_diff,
-            updates=[(s.update_rel_diff, s.keras_vs_fp64, s.torch_vs_fp64) for s in full.steps],
-            small_term_rel_diff=small.max_term_rel_diff,
-            small_update_rel_diff=small.max_update_rel_diff,
-        )
+    for backend in KERAS_BACKENDS:
+        for config in args.configs:
+            if not _record_path(args.record_dir, backend, config, "full").exists():
+                continue
+            full, small = (
+                compare_steps(KerasSteps.load(_record_path(args.record_dir, backend, config, size)), fp64)
+                for size, fp64 in (("full", True), ("small", False))
+            )
+            out[f"{backend} {config}"] = dict(
+                lines=full.lines(),
+                first_step_term_rel_diff=full.first_step_term_rel_diff,
+                updates=[(s.update_rel_diff, s.keras_vs_fp64, s.torch_vs_fp64) for s in full.steps],
+                small_term_rel_diff=small.max_term_rel_diff,
+                small_update_rel_diff=small.max_update_rel_diff,
+            )
     return out
 
 
 WORKERS = {
-    "keras": keras_worker,
+    "tensorflow": tensorflow_worker,
+    "jax": jax_worker,
     "torch": torch_worker,
-    "keras-peak": keras_peak_worker,
+    "torch-nchw": torch_worker,
+    "tensorflow-peak": tensorflow_peak_worker,
+    "jax-peak": jax_peak_worker,
     "torch-peak": torch_peak_worker,
-    "keras-check": keras_check_worker,
+    "tensorflow-check": tensorflow_check_worker,
+    "jax-check": jax_check_worker,
     "torch-check": torch_check_worker,
 }
 
 
 # ------------------------------------------------------------- orchestrator
-def _run_worker(
-    args: argparse.Namespace, worker: str, config: str | None = None, record_dir: Path | None = None
-) -> dict:
-    """Run ``worker`` in a fresh process (one framework only) and return what it emitted."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", worker]
-    command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
-    command += ["--threads", str(args.threads), "--device", args.device, "--precision", args.precision]
-    command += ["--configs", ",".join(args.configs)] + (["--jit"] if args.jit else [])
-    command += ["--torch-channels-last"] if args.torch_channels_last else []
-    command += ["--config", config] if config else []
-    command += ["--record-dir", str(record_dir)] if record_dir else []
+def _worker_env(args: argparse.Namespace, worker: str) -> dict[str, str]:
+    """The worker's environment: its Keras backend, the thread counts, and JAX kept off a GPU for ``--device cpu``."""
     threads = str(args.threads)
     env = dict(
         os.environ,
-        KERAS_BACKEND="tensorflow",
+        KERAS_BACKEND="jax" if worker.startswith("jax") else "tensorflow",
         TF_CPP_MIN_LOG_LEVEL="2",
         OMP_NUM_THREADS=threads,
         OPENBLAS_NUM_THREADS=threads,
         MKL_NUM_THREADS=threads,
     )
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=HERE.parent)
+    if worker.startswith("jax") and args.device == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def _run_worker(
+    args: argparse.Namespace,
+    worker: str,
+    config: str | None = None,
+    precision: str = "float32",
+    record_dir: Path | None = None,
+) -> dict:
+    """Run ``worker`` in a fresh process (one framework only) and return what it emitted."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", worker]
+    command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
+    command += ["--threads", str(args.threads), "--device", args.device, "--precision", precision]
+    command += ["--configs", ",".join(args.configs)] + (["--jit"] if args.jit else [])
+    command += ["--config", config] if config else []
+    command += ["--record-dir", str(record_dir)] if record_dir else []
+    done = subprocess.run(command, capture_output=True, text=True, env=_worker_env(args, worker), cwd=HERE.parent)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if done.returncode or not lines:
         raise RuntimeError(
-            f"worker {worker} {config or ''} failed (exit {done.returncode}):\n"
+            f"worker {worker} {config or ''} {precision} failed (exit {done.returncode}):\n"
             f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
         )
     return json.loads(lines[-1][len(RESULT_PREFIX) :])
@@ -448,69 +539,148 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+@dataclass
+class Row:
+    """One configuration in one precision: per framework, the medians over its processes (absent: not run).
+
+    Attributes:
+        config: ``method/topology``.
+        precision: the Keras dtype policy.
+        img_s: images per second.
+        rss_mb: peak resident memory of the worker process, MB.
+        gflop: training GFLOP per image, as the framework's own graph counts them.
+        percent_peak: img/s x GFLOP/img over the precision's best matmul rate, in % (above 100: no bound).
+    """
+
+    config: str
+    precision: str
+    img_s: dict[str, float]
+    rss_mb: dict[str, float]
+    gflop: dict[str, float]
+    percent_peak: dict[str, float]
+
+    def ratio(self, framework: str) -> float | None:
+        """``framework``'s img/s over PyTorch channels-last's, if both ran."""
+        if framework in self.img_s and REFERENCE in self.img_s:
+            return self.img_s[framework] / self.img_s[REFERENCE]
+        return None
+
+
+def summarise(runs: Mapping[tuple[str, str, str], Sequence[dict]], peak_gflops: Mapping[str, float]) -> list[Row]:
+    """Rows of the tables from every worker's result.
+
+    Args:
+        runs: ``(config, precision, framework)`` -> the results of its processes (`_time_steps`'s dicts).
+        peak_gflops: precision -> the best matmul GFLOP/s measured in it.
+    """
+    rows: dict[tuple[str, str], Row] = {}
+    for (config, precision, framework), results in runs.items():
+        row = rows.setdefault((config, precision), Row(config, precision, {}, {}, {}, {}))
+        row.img_s[framework] = statistics.median(r["img_s"] for r in results)
+        row.rss_mb[framework] = statistics.median(r["rss_mb"] for r in results)
+        row.gflop[framework] = results[0]["train_gflop_per_image"]
+        row.percent_peak[framework] = 100 * row.img_s[framework] * row.gflop[framework] / peak_gflops[precision]
+    return list(rows.values())
+
+
+def throughput_table(rows: Sequence[Row], frameworks: Sequence[str]) -> str:
+    """Markdown: img/s per framework, TensorFlow's and JAX's ratios to PyTorch channels-last, peak RSS."""
+    label = [LABELS[f] for f in frameworks]
+    ratios = [f for f in ("tensorflow", "jax") if f in frameworks]
+    header = (
+        ["config", "precision"]
+        + [f"{name} img/s" for name in label]
+        + [f"{LABELS[f]} / {LABELS[REFERENCE]}" for f in ratios]
+        + [f"peak RSS MB ({' / '.join(label)})"]
+    )
+    lines = [_markdown_row(header), _markdown_row(["---"] * len(header))]
+    for row in rows:
+        cells = [row.config, row.precision]
+        cells += [_fmt(row.img_s.get(f), ".1f") for f in frameworks]
+        cells += [_fmt(row.ratio(f), ".2f") for f in ratios]
+        cells.append(" / ".join(_fmt(row.rss_mb.get(f), ".0f") for f in frameworks))
+        lines.append(_markdown_row(cells))
+    return "\n".join(lines)
+
+
+def peak_table(rows: Sequence[Row], frameworks: Sequence[str]) -> str:
+    """Markdown: training GFLOP per image and each framework's fraction of the matmul peak (``n/a`` above 100 %)."""
+    header = ["config", "precision", "GFLOP/img"] + [f"{LABELS[f]} %peak" for f in frameworks]
+    lines = [_markdown_row(header), _markdown_row(["---"] * len(header))]
+    for row in rows:
+        percent = [row.percent_peak.get(f) for f in frameworks]
+        cells = [row.config, row.precision, _fmt(next(iter(row.gflop.values()), None), ".3f")]
+        cells += ["n/a" if p is not None and p > 100 else _fmt(p, ".1f") for p in percent]
+        lines.append(_markdown_row(cells))
+    return "\n".join(lines)
+
+
+def flop_count_notes(rows: Sequence[Row]) -> list[str]:
+    """A note per row whose frameworks count the training FLOPs more than 1 % apart (a graph mismatch)."""
+    notes = []
+    for row in rows:
+        counts = row.gflop.values()
+        if counts and max(counts) > 1.01 * min(counts):
+            listed = ", ".join(f"{LABELS[f]} {g:.4f}" for f, g in row.gflop.items())
+            notes.append(f"note: {row.config} {row.precision}: FLOP counts differ: {listed} GFLOP/img")
+    return notes
+
+
+def _markdown_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def measure_peaks(args: argparse.Namespace) -> dict[str, float]:
+    """Per precision, the best matmul GFLOP/s of the frameworks' kernels; prints each framework's."""
+    families = sorted({PEAK_FAMILY[f] for f in args.frameworks}, key=list(PEAK_FAMILY.values()).index)
+    best = {}
+    for precision in args.precisions:
+        peak = {k: v for family in families for k, v in _run_worker(args, f"{family}-peak", None, precision).items()}
+        best[precision] = max(peak.values())
+        dtype = "bfloat16" if precision == "mixed_bfloat16" else "float32"
+        print(
+            f"{dtype} matmul peak GFLOP/s (sizes {', '.join(map(str, PEAK_SIZES[args.device]))}, "
+            f"{args.threads} threads): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()),
+            flush=True,
+        )
+    return best
+
+
+def measure_steps(args: argparse.Namespace) -> dict[tuple[str, str, str], list[dict]]:
+    """Every (precision, configuration, repeat, framework) in a fresh process, frameworks alternating."""
+    runs: dict[tuple[str, str, str], list[dict]] = {}
+    for precision in args.precisions:
+        for config in args.configs:
+            for repeat in range(args.repeats):
+                for framework in args.frameworks:
+                    result = _run_worker(args, framework, config, precision)
+                    runs.setdefault((config, precision, framework), []).append(result)
+                    print(
+                        f"  {config:<18} {precision:<15} {LABELS[framework]:<10} run {repeat + 1}/{args.repeats}: "
+                        f"{result['img_s']:7.1f} img/s (step {result['step_s']:.3f} s, first step "
+                        f"{result['first_step_s']:.1f} s, build {result['build_s']:.1f} s, "
+                        f"RSS {result['rss_mb']:.0f} MB, {result['train_gflop_per_image']:.3f} GFLOP/img)",
+                        flush=True,
+                    )
+    return runs
+
+
 def orchestrate(args: argparse.Namespace) -> int:
     print(
-        f"{BACKBONE} x2, batch {args.batch_size}, {args.precision}, device {args.device}, {args.threads} threads, "
-        f"{args.warmup} warm-up + {args.steps} timed steps, median of {args.repeats} processes"
-        + (", Keras with XLA" if args.jit else "")
-        + (", PyTorch channels-last" if args.torch_channels_last else ""),
+        f"{BACKBONE} x2, batch {args.batch_size}, {', '.join(args.precisions)}, device {args.device}, "
+        f"{args.threads} threads, {args.warmup} warm-up + {args.steps} timed steps, median of {args.repeats} "
+        f"processes; {', '.join(LABELS[f] for f in args.frameworks)}" + (", TensorFlow with XLA" if args.jit else ""),
         flush=True,
     )
-    peak = {k: v for framework in args.frameworks for k, v in _run_worker(args, f"{framework}-peak").items()}
-    peak_gflops = max(peak.values())
-    dtype = "bfloat16" if args.precision == "mixed_bfloat16" else "float32"
-    sizes = ", ".join(map(str, PEAK_SIZES[args.device]))
-    print(
-        f"{dtype} matmul peak GFLOP/s (sizes {sizes}, {args.threads} threads): "
-        + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()),
-        flush=True,
-    )
-
-    runs: dict[tuple[str, str], list[dict]] = {}
-    for config in args.configs:
-        for repeat in range(args.repeats):
-            for framework in args.frameworks:
-                result = _run_worker(args, framework, config)
-                runs.setdefault((config, framework), []).append(result)
-                print(
-                    f"  {config:<18} {framework:<5} run {repeat + 1}/{args.repeats}: {result['img_s']:7.1f} img/s "
-                    f"(step {result['step_s']:.3f} s, first step {result['first_step_s']:.1f} s, "
-                    f"build {result['build_s']:.1f} s, RSS {result['rss_mb']:.0f} MB, "
-                    f"{result['train_gflop_per_image']:.3f} GFLOP/img)",
-                    flush=True,
-                )
-
-    header = (
-        f"{'config':<20}{'keras img/s':>12}{'torch img/s':>13}{'ratio':>7}{'keras %peak':>13}{'torch %peak':>13}"
-        f"{'keras RSS MB':>14}{'torch RSS MB':>14}{'GFLOP/img':>11}"
-    )
-    print("\n" + header)
-    above_peak = False
-    for config in args.configs:
-        row = {}
-        for framework in FRAMEWORKS:
-            results = runs.get((config, framework))
-            if not results:
-                row[framework] = (None, "-", None, None)
-                continue
-            img_s = statistics.median(r["img_s"] for r in results)
-            gflop = results[0]["train_gflop_per_image"]
-            percent = 100 * img_s * gflop / peak_gflops
-            above_peak = above_peak or percent > 100
-            rss = statistics.median(r["rss_mb"] for r in results)
-            row[framework] = (img_s, "n/a" if percent > 100 else f"{percent:.1f}", rss, gflop)
-        keras_row, torch_row = row["keras"], row["torch"]
-        ratio = keras_row[0] / torch_row[0] if keras_row[0] and torch_row[0] else None
-        gflop = keras_row[3] or torch_row[3]
-        print(
-            f"{config:<20}{_fmt(keras_row[0], '.1f'):>12}{_fmt(torch_row[0], '.1f'):>13}{_fmt(ratio, '.2f'):>7}"
-            f"{keras_row[1]:>13}{torch_row[1]:>13}{_fmt(keras_row[2], '.0f'):>14}"
-            f"{_fmt(torch_row[2], '.0f'):>14}{_fmt(gflop, '.3f'):>11}"
-        )
-        if keras_row[3] and torch_row[3] and abs(keras_row[3] - torch_row[3]) > 0.01 * keras_row[3]:
-            print(f"  note: FLOP counts differ: keras {keras_row[3]:.4f}, torch {torch_row[3]:.4f} GFLOP/img")
-    print(f"%peak: img/s x training GFLOP/img / matmul peak ({peak_gflops:.0f} GFLOP/s, measured above)")
-    if above_peak:
+    peak_gflops = measure_peaks(args)
+    rows = summarise(measure_steps(args), peak_gflops)
+    print("\n" + throughput_table(rows, args.frameworks))
+    print("\n" + peak_table(rows, args.frameworks))
+    for note in flop_count_notes(rows):
+        print(note)
+    peaks = ", ".join(f"{p} {g:.0f}" for p, g in peak_gflops.items())
+    print(f"%peak: img/s x training GFLOP/img / the precision's matmul peak (GFLOP/s: {peaks}, measured above)")
+    if any(p > 100 for row in rows for p in row.percent_peak.values()):
         print(
             "  n/a: the step's nominal FLOP rate is above the measured matmul peak, so that peak is no bound here: "
             "a convolution algorithm that multiplies less than counted (Winograd), or a peak measurement "
@@ -523,29 +693,35 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 def report_check(args: argparse.Namespace) -> int:
-    """Run the Keras vs PyTorch comparison and print it; non-zero exit if it fails.
+    """Run the Keras vs PyTorch comparison in float32 and print it; non-zero exit if it fails.
 
-    Two processes: the Keras one saves its steps to a temporary directory, the torch one replays and compares.
+    One process per Keras backend saves its steps to a temporary directory (JAX's only when ``jax`` is among the
+    frameworks), then a torch process replays and compares them.
     """
+    backends = ["tensorflow"] + (["jax"] if "jax" in args.frameworks else [])
     with tempfile.TemporaryDirectory(prefix="mfef-check-") as record_dir:
-        _run_worker(args, "keras-check", record_dir=Path(record_dir))
+        for backend in backends:
+            _run_worker(args, f"{backend}-check", record_dir=Path(record_dir))
         results = _run_worker(args, "torch-check", record_dir=Path(record_dir))
     ok = True
-    for config, r in results.items():
+    for name, r in results.items():
         for line in r["lines"]:
-            print(f"  {config}: {line}")
+            print(f"  {name}: {line}")
         full_ok = r["first_step_term_rel_diff"] <= TOLERANCE
         small_ok = max(r["small_term_rel_diff"], r["small_update_rel_diff"]) <= TOLERANCE
         ok = ok and full_ok and small_ok
         updates = " / ".join(f"{k:.1e} (float64: keras {k64:.1e}, torch {t64:.1e})" for k, k64, t64 in r["updates"])
         print(
-            f"loss agreement {config}: {BACKBONE} batch {args.batch_size}: every loss term within "
+            f"loss agreement {name}: {BACKBONE} batch {args.batch_size}: every loss term within "
             f"{r['first_step_term_rel_diff']:.1e} relative from the same weights (tolerance {TOLERANCE:.0e}): "
             f"{'OK' if full_ok else 'FAILED'}; weight updates keras vs torch, steps 1 / 2: {updates}\n"
-            f"loss agreement {config}: resnet8 width 4 batch 8, 2 steps: loss terms within "
+            f"loss agreement {name}: resnet8 width 4 batch 8, 2 steps: loss terms within "
             f"{r['small_term_rel_diff']:.1e}, weight updates within {r['small_update_rel_diff']:.1e} relative "
             f"(tolerance {TOLERANCE:.0e}): {'OK' if small_ok else 'FAILED'}"
         )
+    if len(results) < len(backends):
+        print(f"loss agreement: FAILED, {len(results)} comparisons for {len(backends)} Keras backends")
+        ok = False
     return 0 if ok else 1
 
 

@@ -4,6 +4,8 @@
 convolutions, `torch.optim.SGD`, `MultiStepLR`), what FFL-pytorch's `FFL_ResNet` and `Fusion_module` compute.
 """
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 from torch_reference import compare_forward, compare_one_step  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -40,3 +43,27 @@ def test_two_sgd_steps_across_a_milestone_match_pytorch(method, topology):
     assert comparison.max_update_rel_diff < TOLERANCE
     # The KD weight ramps up from the step counter: exp(-5) at epoch 0, exp(-1.25) at epoch 1 of 2.
     assert [s.terms["kd_weight"][1] for s in comparison.steps] == pytest.approx([np.exp(-5), np.exp(-1.25)])
+
+
+@pytest.mark.slow  # a JAX process compiling two steps: ~40 s of CPU; the TensorFlow-JAX equivalence test is quicker
+def test_the_jax_step_as_the_benchmark_drives_it_matches_pytorch(tmp_path):
+    # The benchmark's JAX record (jit-compiled train_function, state threaded as fit threads it) in a process
+    # of its own on the JAX backend, replayed here in PyTorch: the same check as TensorFlow's above.
+    pytest.importorskip("jax")
+    from keras_steps import KerasSteps
+    from torch_reference import compare_steps
+
+    record = tmp_path / "jax.npz"
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); from keras_steps import record_keras_steps; "
+        "record_keras_steps('resnet8', num_classes=10, topology='independent', method='mfef', batch_size=8, "
+        f"base_width=4, lr_milestones=(1,)).save({str(record)!r})"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = KerasSteps.load(record)
+    assert steps.setup["backend"] == "jax"
+    comparison = compare_steps(steps)
+    assert comparison.max_term_rel_diff < TOLERANCE
+    assert comparison.max_update_rel_diff < TOLERANCE
