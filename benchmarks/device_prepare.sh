@@ -48,7 +48,11 @@ for file in "${fashion_files[@]}"; do
   cp "$fashion/$file" "$carry/data/fashion-mnist/"
 done
 
-(cd "$carry" && find . -type f ! -name MANIFEST.txt -printf '%s %p\n' | sort -k2) >"$carry/MANIFEST.txt"
+{
+  # The package wheel is built from the working tree as it is: say which commit, and whether it had changes.
+  echo "built from $(git describe --always --dirty 2>/dev/null || echo 'no git') on $(date -u +%Y-%m-%dT%H:%MZ)"
+  (cd "$carry" && find . -type f ! -name MANIFEST.txt -printf '%s %p\n' | sort -k2)
+} >"$carry/MANIFEST.txt"
 total=$(du -sb "$carry" | cut -f1)
 echo "device_prepare: $(find "$carry/wheels" -name '*.whl' | wc -l) wheels and ${#fashion_files[@]} data files in $carry," \
   "$((total / 1024 / 1024)) MiB (limit $limit_mib MiB beside the working tree)"
