@@ -181,6 +181,9 @@ def _setup_jax(args: argparse.Namespace):
     if args.device == "cpu" and args.threads < _cores():
         # XLA's CPU thread pool takes one thread per core it may run on.
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+    # Keras's set_random_seed imports TensorFlow wherever it is installed (to seed tf.data): kept out, so a JAX
+    # worker's time and memory are JAX's alone, as on a machine without TensorFlow.
+    sys.modules.setdefault("tensorflow", None)
     import jax
 
     if args.device == "gpu" and jax.default_backend() != "gpu":
