@@ -124,12 +124,16 @@ def test_a_tensorflow_run_resumes_on_jax_and_back(runs):
 
 
 @pytest.mark.parametrize(
-    "extra, option",
-    [(["--strategy", "mirrored"], "strategy mirrored (--strategy)"), (["--cpu-devices", "2"], "cpu_devices 2")],
+    "backend, extra, message",
+    [
+        ("jax", ["--strategy", "multiworker"], "strategy multiworker (--strategy) needs the tensorflow backend"),
+        ("torch", ["--strategy", "mirrored"], "strategy mirrored (--strategy) needs the tensorflow or jax backend"),
+        ("torch", ["--cpu-devices", "2"], "cpu_devices 2 (--cpu-devices) needs the tensorflow or jax backend"),
+    ],
 )
-def test_tf_distribute_options_are_refused_on_jax_before_anything_is_written(tmp_path, extra, option):
+def test_strategies_a_backend_lacks_are_refused_before_anything_is_written(tmp_path, backend, extra, message):
     run_dir = tmp_path / "run"
-    result = _train("jax", run_dir, extra=extra)
+    result = _train(backend, run_dir, extra=extra)
     assert result.returncode != 0
-    assert f"{option}" in result.stderr and "needs the TensorFlow backend; KERAS_BACKEND is 'jax'" in result.stderr
+    assert message in result.stderr and f"KERAS_BACKEND is {backend!r}" in result.stderr
     assert not run_dir.exists()

@@ -1,7 +1,8 @@
-"""Device set-up and the tf.distribute strategy of a run.
+"""Device set-up and the distribution strategy of a run.
 
-tf.distribute belongs to the TensorFlow backend. On JAX a run trains on one device for now (Keras's
-`keras.distribution` is the JAX way to spread it), and the options that need tf.distribute are refused.
+On TensorFlow a run is spread by tf.distribute. On JAX, ``mirrored`` is `keras.distribution.DataParallel`
+over every local device: one program over the global batch, so its gradients and BatchNorm statistics are
+those of one device (nothing to synchronise or rescale). The torch backend trains on one device.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ def _keras_backend() -> str:
     return keras.backend.backend()
 
 
-def _tensorflow_only(option: str, backend: str) -> ValueError:
+def _unsupported(option: str, backend: str, backends: str) -> ValueError:
     return ValueError(
-        f"{option} uses tf.distribute, which needs the TensorFlow backend; KERAS_BACKEND is {backend!r}. "
-        "Run with KERAS_BACKEND=tensorflow, or leave the option out to train on one device."
+        f"{option} needs the {backends} backend; KERAS_BACKEND is {backend!r}. "
+        f"Run with KERAS_BACKEND set to {backends.replace(' or ', ' or to ')}, or leave the option out to train "
+        "on one device."
     )
 
 
 class OneDevice:
-    """The strategy of a run on a backend without tf.distribute: one replica, nothing to enter."""
+    """The strategy of a run on one device of a backend without tf.distribute: one replica, nothing to enter."""
 
     num_replicas_in_sync = 1
     cluster_resolver = None
@@ -37,21 +39,61 @@ class OneDevice:
         return contextlib.nullcontext()
 
 
+def _replicated_batches(devices: list):
+    """`keras.distribution.DataParallel` over ``devices`` that gives every device the whole batch."""
+    import keras
+
+    class ReplicatedBatches(keras.distribution.DataParallel):
+        def get_data_layout(self, data_shape):
+            return keras.distribution.TensorLayout([None] * len(data_shape), self.device_mesh)
+
+    return ReplicatedBatches(devices=devices)
+
+
+class JaxDataParallel:
+    """The strategy of a JAX run over several devices: `keras.distribution.DataParallel`, set for the process.
+
+    It is set globally rather than in `scope`, because Keras's JAX trainer reads the distribution when `fit`
+    and `evaluate` run, not only when the variables are made. JAX cannot split a batch of 9 over 2 devices,
+    and Keras lays out all the batches of a `fit` or `evaluate` call as it laid out the first: see
+    `shared_train_size` and `evaluation_scope` for how runs keep every batch shareable.
+
+    Args:
+        devices: the JAX devices to spread each batch over.
+    """
+
+    cluster_resolver = None
+
+    def __init__(self, devices: list):
+        import keras
+
+        self.devices = list(devices)
+        self.num_replicas_in_sync = len(self.devices)
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=self.devices))
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
 def configure_cpu_devices(count: int | None) -> None:
     """Split the CPU into ``count`` logical devices; must run before TensorFlow initialises its devices.
+
+    On TensorFlow these are logical devices for tf.distribute; on JAX, CPU devices for
+    `keras.distribution.DataParallel` (JAX's ``jax_num_cpu_devices``).
 
     Args:
         count: logical devices wanted, at most the machine's CPU cores; None or 0 leaves the CPU whole.
 
     Raises:
         ValueError: ``count`` exceeds the CPU cores (replicas would wait on each other without end), or the
-            backend is not TensorFlow (the logical devices are TensorFlow's, for tf.distribute).
+            backend is neither TensorFlow nor JAX.
+        RuntimeError: the backend has already set up its devices.
     """
     if not count:
         return
     backend = _keras_backend()
-    if backend != "tensorflow":
-        raise _tensorflow_only(f"cpu_devices {count} (--cpu-devices)", backend)
+    if backend not in ("tensorflow", "jax"):
+        raise _unsupported(f"cpu_devices {count} (--cpu-devices)", backend, "tensorflow or jax")
     cores = os.cpu_count() or 1
     if count > cores:
         # Each replica's step waits for all the others at every all-reduce; with more replicas than cores
@@ -60,6 +102,9 @@ def configure_cpu_devices(count: int | None) -> None:
             f"cpu_devices {count} (--cpu-devices) is more than the {cores} CPU cores of this machine; "
             f"use {cores} or fewer."
         )
+    if backend == "jax":
+        _split_jax_cpu(count)
+        return
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -76,21 +121,50 @@ def configure_cpu_devices(count: int | None) -> None:
         ) from None
 
 
-def make_strategy(name: str):
-    """``default``: one device; ``mirrored``: all GPUs, else all logical CPUs; ``multiworker``: from TF_CONFIG.
+def _split_jax_cpu(count: int) -> None:
+    import jax
+    from jax._src import xla_bridge
 
-    On a backend other than TensorFlow, ``default`` is `OneDevice` and the others are refused.
+    if xla_bridge.backends_are_initialized():
+        if len(jax.devices("cpu")) == count:
+            return
+        raise RuntimeError(
+            f"Cannot split the CPU into {count} devices: JAX has already set up its devices. Set cpu_devices "
+            "before anything else runs JAX."
+        )
+    jax.config.update("jax_num_cpu_devices", count)
+
+
+def make_strategy(name: str):
+    """``default``: one device; ``mirrored``: all GPUs, else all (logical) CPUs; ``multiworker``: from TF_CONFIG.
+
+    On TensorFlow these are tf.distribute strategies. On JAX, ``default`` is `OneDevice` and ``mirrored`` is
+    `JaxDataParallel` over all local devices of the default platform (GPUs where there are some). Torch has
+    ``default`` only.
 
     Raises:
-        ValueError: an unknown name, or a tf.distribute strategy on another backend.
+        ValueError: an unknown name, or a strategy the backend does not have.
     """
+    if name not in STRATEGIES:
+        raise unknown_name_error("strategy", name, STRATEGIES)
     backend = _keras_backend()
+    if backend == "jax":
+        import jax
+        import keras
+
+        # A run on one device must not inherit a distribution set by an earlier run in this process.
+        keras.distribution.set_distribution(None)
+        if name == "default":
+            return OneDevice()
+        if name == "mirrored":
+            return JaxDataParallel(jax.local_devices())
+        raise _unsupported(f"strategy {name} (--strategy)", backend, "tensorflow")
     if backend != "tensorflow":
         if name == "default":
             return OneDevice()
-        if name in STRATEGIES:
-            raise _tensorflow_only(f"strategy {name} (--strategy)", backend)
-        raise unknown_name_error("strategy", name, STRATEGIES)
+        raise _unsupported(
+            f"strategy {name} (--strategy)", backend, "tensorflow or jax" if name == "mirrored" else "tensorflow"
+        )
     import tensorflow as tf
 
     if name == "default":
@@ -105,6 +179,44 @@ def make_strategy(name: str):
         # device has no such ordering constraint.
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise unknown_name_error("strategy", name, STRATEGIES)
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def shared_train_size(strategy, train_size: int, batch_size: int) -> int:
+    """How many of ``train_size`` training images a run uses: all, except over several JAX devices.
+
+    There it is the largest multiple of the device count, so that every batch, the last partial one too,
+    splits evenly (at most devices - 1 images, the last of the split, are left out).
+
+    Raises:
+        ValueError: ``batch_size`` is not a multiple of the JAX devices.
+    """
+    if not isinstance(strategy, JaxDataParallel):
+        return train_size
+    devices = strategy.num_replicas_in_sync
+    if batch_size % devices:
+        raise ValueError(
+            f"batch_size {batch_size} (--batch-size) cannot be shared by the {devices} devices of strategy "
+            f"mirrored; use a multiple of {devices}."
+        )
+    return train_size - train_size % devices
+
+
+@contextlib.contextmanager
+def evaluation_scope(strategy, examples: int, batch_size: int):
+    """Evaluates ``examples`` images in batches of ``batch_size`` on every device of ``strategy``.
+
+    Over several JAX devices, when some batch would not split evenly, each device computes every batch whole
+    (slower, the same result) instead of failing; evaluation must see every image.
+    """
+    devices = strategy.num_replicas_in_sync
+    if not isinstance(strategy, JaxDataParallel) or (examples % devices == 0 and batch_size % devices == 0):
+        yield
+        return
+    import keras
+
+    keras.distribution.set_distribution(_replicated_batches(strategy.devices))
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=strategy.devices))

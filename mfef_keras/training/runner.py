@@ -16,7 +16,7 @@ from mfef_keras.student_dir import save_student_dir, write_json_atomic
 from mfef_keras.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.custom_loop import CustomLoop
-from mfef_keras.training.devices import configure_cpu_devices, make_strategy
+from mfef_keras.training.devices import configure_cpu_devices, evaluation_scope, make_strategy, shared_train_size
 from mfef_keras.training.environment import describe_environment
 from mfef_keras.training.plots import plot_training_curves
 from mfef_keras.training.progress import RunProgress, format_duration
@@ -89,7 +89,9 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
     from mfef_keras.distill import OnlineDistiller
     from mfef_keras.models import build_students
 
-    distributed = strategy.num_replicas_in_sync > 1
+    # tf.distribute replicas each see a share of the batch; a JAX data-parallel step is one program over the
+    # global batch, whose BatchNorm statistics are already global.
+    sync_batchnorm = strategy.num_replicas_in_sync > 1 and keras.backend.backend() == "tensorflow"
     family = {"base_width": config.base_width} if config.base_width else {}
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -99,7 +101,7 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
             num_students=config.num_students,
             topology=config.topology,
             input_shape=info.image_shape,
-            sync_batchnorm=distributed,
+            sync_batchnorm=sync_batchnorm,
             **family,
         )
         distiller = OnlineDistiller(
@@ -108,7 +110,7 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
             temperature=config.temperature,
             rampup_epochs=config.effective_rampup_epochs,
             ablate=config.ablate,
-            sync_batchnorm=distributed,
+            sync_batchnorm=sync_batchnorm,
         )
         distiller.compile(
             learning_rate=config.learning_rate,
@@ -234,7 +236,15 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
     existed = check_run_dir(run_dir, config)
     # Fails fast (before anything is written) when the data is missing.
     info = dataset_info(config.dataset, config.data_dir)
-    train_size = min(info.splits["train"], config.train_limit or info.splits["train"])
+    keras.mixed_precision.set_global_policy(config.precision)
+    strategy = make_strategy(config.strategy)
+    available = min(info.splits["train"], config.train_limit or info.splits["train"])
+    train_size = shared_train_size(strategy, available, config.batch_size)
+    if train_size < available:
+        echo(
+            f"Training on {train_size} of the {available} images, so that the {strategy.num_replicas_in_sync} "
+            "devices share every batch evenly."
+        )
     _check_data(config, info, train_size)
     fingerprint = data_fingerprint(info, train_size)
     if (run_dir / CHECKPOINT_FILE).exists():
@@ -242,8 +252,6 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
         # as if nothing changed; without one the run starts over and records the data anew.
         check_data_fingerprint(run_dir, fingerprint)
 
-    keras.mixed_precision.set_global_policy(config.precision)
-    strategy = make_strategy(config.strategy)
     chief = _is_chief(strategy)
     if not chief:
         # Every worker computes the same thing; only the chief writes (and locks) the run directory.
@@ -287,7 +295,11 @@ def _train_epochs(
     loop = CustomLoop(distiller, strategy) if config.strategy == "multiworker" else None
     state = load_checkpoint(checkpoint_source, distiller)
     # Told once per run: a run may resume on another backend than it started on.
-    echo(f"Keras backend: {keras.backend.backend()}.")
+    replicas = strategy.num_replicas_in_sync
+    echo(
+        f"Keras backend: {keras.backend.backend()}"
+        + (f", data-parallel over {replicas} devices." if replicas > 1 else ".")
+    )
     if state is None:
         write_config(run_dir, config)
         write_data_fingerprint(run_dir, data_fingerprint(info, train_size))
@@ -322,7 +334,7 @@ def _train_epochs(
                 training=True,
                 seed=config.seed * 100_003 + epoch,
                 data_dir=config.data_dir,
-                limit=config.train_limit,
+                limit=train_size,
                 reshuffle_each_iteration=False,
             )
             learning_rate = float(distiller.student_optimizer.learning_rate)
@@ -336,15 +348,15 @@ def _train_epochs(
                     train_ds,
                     epochs=epoch + 1,
                     initial_epoch=epoch,
-                    validation_data=val_ds,
                     verbose=0,
                     shuffle=False,
                     callbacks=callbacks,
                 )
                 row = {k: float(v[-1]) for k, v in fitted.history.items()}
-                # fit names the validation split's logs val_*; the test split's get test_*.
-                tested = distiller.evaluate(test_ds, verbose=0, return_dict=True, callbacks=callbacks)
-                row.update({f"test_{k}": float(v) for k, v in tested.items()})
+                for split, dataset in (("val", val_ds), ("test", test_ds)):
+                    with evaluation_scope(strategy, info.splits[split], config.eval_batch_size):
+                        logs = distiller.evaluate(dataset, verbose=0, return_dict=True, callbacks=callbacks)
+                    row.update({f"{split}_{k}": float(v) for k, v in logs.items()})
             display.end_epoch()
             bad = [
                 f"{key} = {row.get(key, math.nan)}"
