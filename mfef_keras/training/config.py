@@ -134,9 +134,10 @@ class TrainConfig:
             test split, the papers' protocol (for reproducing their tables only).
         seed: seed for weights, data order and augmentation.
         precision: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
-        jit: XLA-compile the training step.
-        strategy: ``default``, ``mirrored`` or ``multiworker``.
-        cpu_devices: split the CPU into this many logical devices (for mirrored runs without GPUs).
+        jit: compile the training step: XLA on TensorFlow, torch.compile on torch (JAX always uses jax.jit).
+        strategy: ``default``, ``mirrored`` (tf.distribute on TensorFlow, `keras.distribution.DataParallel` on
+            JAX) or ``multiworker`` (TensorFlow).
+        cpu_devices: split the CPU into this many devices (for mirrored runs without GPUs).
         run_dir: the run directory (derived from the config when None).
         progress: show progress bars.
     """
