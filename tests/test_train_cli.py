@@ -1,6 +1,7 @@
 """End-to-end training runs through the `mfef` CLI: run directories, resume, NaN, devices, bad input."""
 
 import errno
+import importlib.util
 import json
 import math
 import os
@@ -182,10 +183,21 @@ def test_selection_on_test_is_the_papers_protocol_picked_by_test_accuracy_and_la
     assert metadata["test_accuracy"] == summary["best_student"]["test_at_best"]
 
 
-def test_piped_output_is_one_plain_line_per_epoch_and_numbered_like_the_files(tmp_path):
+# On torch, nothing imports TensorFlow before the data pipeline does, after asking whether it is installed.
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "tensorflow",
+        pytest.param(
+            "torch", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
+        ),
+    ],
+)
+def test_piped_output_is_one_plain_line_per_epoch_and_numbered_like_the_files(tmp_path, backend):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "mfef_keras.cli", "train", "--epochs", "2", "--run-dir", str(run), *TINY]
     env = _subprocess_env()
+    env["KERAS_BACKEND"] = backend
     # The TensorFlow defaults a user has: no log level chosen.
     env.pop("TF_CPP_MIN_LOG_LEVEL")
     log = tmp_path / "train.log"

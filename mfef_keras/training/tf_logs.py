@@ -48,16 +48,22 @@ class _QuietImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path=None, target=None):
         if fullname != "tensorflow":
             return None
+        # A lookup without import (`importlib.util.find_spec`, asking whether TensorFlow is installed) lands
+        # here too, so the finder stays until TensorFlow is loaded; it steps aside only for its own lookup.
         sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
         if spec is not None and spec.loader is not None:
-            spec.loader = _QuietLoader(spec.loader)
+            spec.loader = _QuietLoader(spec.loader, self)
         return spec
 
 
 class _QuietLoader(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader, finder: _QuietImport):
         self.loader = loader
+        self.finder = finder
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
@@ -65,5 +71,7 @@ class _QuietLoader(importlib.abc.Loader):
     def exec_module(self, module) -> None:
         # TensorFlow sees its own loader, as if imported without this one.
         module.__spec__.loader = module.__loader__ = self.loader
+        if self.finder in sys.meta_path:
+            sys.meta_path.remove(self.finder)
         with _stderr_discarded():
             self.loader.exec_module(module)
