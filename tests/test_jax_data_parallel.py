@@ -1,4 +1,5 @@
-"""`mfef train --strategy mirrored` on JAX: `keras.distribution.DataParallel` over two CPU devices.
+"""`mfef train --strategy mirrored` on JAX: `keras.distribution.DataParallel` over two CPU devices; and
+`--strategy multiworker`: two processes of one CPU device each, joined by `jax.distributed`.
 
 A data-parallel JAX step is one program over the global batch, so a run over two devices must follow the
 run on one device (same loss terms, same BatchNorm statistics, nothing rescaled), the last partial batch
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 
@@ -28,14 +30,31 @@ ARGS += ["--batch-size", "32", "--eval-batch-size", "64", "--epochs", "1", "--lr
 ARGS += ["--no-progress"]
 
 
+def _command(run_dir, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "mfef_keras.cli", "train", "--run-dir", str(run_dir), *ARGS, *extra]
+
+
 def _train(run_dir, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mfef_keras.cli", "train", "--run-dir", str(run_dir), *ARGS, *extra],
-        env=subprocess_env(KERAS_BACKEND="jax"),
-        capture_output=True,
-        text=True,
-        timeout=600,
+        _command(run_dir, *extra), env=subprocess_env(KERAS_BACKEND="jax"), capture_output=True, text=True, timeout=600
     )
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    """The metrics of the reference run: one device, the 70 images the two-device runs keep of 71."""
+    run_dir = tmp_path_factory.mktemp("one") / "run"
+    result = _train(run_dir, "--train-limit", "70")
+    assert result.returncode == 0, result.stderr
+    return _rows(run_dir)
+
+
+def _assert_follows(rows: list[dict], reference: list[dict]) -> None:
+    for a, b in zip(reference, rows, strict=True):
+        for key in ("loss", "ce_s0", "ce_fused", "kd_fused", "kd_weight", "val_loss", "test_ce_s1"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=2e-3), (a["epoch"], key)
+        for key in ("val_acc_s0", "test_acc_fused", "test_acc_ensemble"):
+            assert float(b[key]) == pytest.approx(float(a[key]), abs=0.02), (a["epoch"], key)
 
 
 def _rows(run_dir) -> list[dict]:
@@ -43,18 +62,48 @@ def _rows(run_dir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_two_cpu_devices_train_as_one_device(tmp_path):
-    one = _train(tmp_path / "one", "--train-limit", "70")
+def test_two_cpu_devices_train_as_one_device(tmp_path, one_device):
     two = _train(tmp_path / "two", "--train-limit", "71", "--strategy", "mirrored", "--cpu-devices", "2")
-    assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two.stderr
     assert "data-parallel over 2 devices" in two.stdout
     assert "Training on 70 of the 71 images" in two.stdout
-    for a, b in zip(_rows(tmp_path / "one"), _rows(tmp_path / "two"), strict=True):
-        for key in ("loss", "ce_s0", "ce_fused", "kd_fused", "kd_weight", "val_loss", "test_ce_s1"):
-            assert float(b[key]) == pytest.approx(float(a[key]), rel=2e-3), (a["epoch"], key)
-        for key in ("val_acc_s0", "test_acc_fused", "test_acc_ensemble"):
-            assert float(b[key]) == pytest.approx(float(a[key]), abs=0.02), (a["epoch"], key)
+    _assert_follows(_rows(tmp_path / "two"), one_device)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_device(tmp_path, one_device):
+    run_dir = tmp_path / "run"
+    address = f"127.0.0.1:{_free_port()}"
+    processes = []
+    for index in range(2):
+        env = subprocess_env(KERAS_BACKEND="jax")
+        env.update(
+            KERAS_DISTRIBUTION_JOB_ADDRESSES=address,
+            KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+            KERAS_DISTRIBUTION_PROCESS_ID=str(index),
+        )
+        command = _command(run_dir, "--train-limit", "71", "--strategy", "multiworker")
+        processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    chief_output = outputs[0][0]
+    assert "data-parallel over 2 devices" in chief_output and "Training on 70 of the 71 images" in chief_output
+    _assert_follows(_rows(run_dir), one_device)
+    # Only process 0 writes the run directory; the other's files went to a directory of its own.
+    assert sorted(p.name for p in (run_dir / "students").iterdir()) == ["s0", "s1"]
+
+
+def test_multiworker_without_a_cluster_is_refused_with_what_to_set(tmp_path):
+    result = _train(tmp_path / "run", "--strategy", "multiworker")
+    assert result.returncode != 0
+    assert "KERAS_DISTRIBUTION_JOB_ADDRESSES" in result.stderr and "KERAS_DISTRIBUTION_PROCESS_ID" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_more_cpu_devices_than_cores_are_refused(tmp_path):

@@ -120,14 +120,17 @@ def test_a_tensorflow_run_resumes_on_jax_and_back(runs):
                 assert row[key] == pytest.approx(expected[key], abs=0.01), f"{name} epoch {row['epoch']} {key}"
     environment = json.loads((runs["on_jax"] / "environment.json").read_text())
     assert environment["keras_backend"] == "tensorflow", "written when the run started"
+    assert [(r["after_epoch"], r["keras_backend"]) for r in environment["resumes"]] == [(1, "jax")]
+    environment = json.loads((runs["back_on_tf"] / "environment.json").read_text())
+    assert [(r["after_epoch"], r["keras_backend"]) for r in environment["resumes"]] == [(1, "jax"), (2, "tensorflow")]
     assert all(math.isfinite(row["loss"]) for row in resumed["back_on_tf"])
 
 
 @pytest.mark.parametrize(
     "backend, extra, message",
     [
-        ("jax", ["--strategy", "multiworker"], "strategy multiworker (--strategy) needs the tensorflow backend"),
         ("torch", ["--strategy", "mirrored"], "strategy mirrored (--strategy) needs the tensorflow or jax backend"),
+        ("torch", ["--strategy", "multiworker"], "strategy multiworker (--strategy) needs the tensorflow or jax"),
         ("torch", ["--cpu-devices", "2"], "cpu_devices 2 (--cpu-devices) needs the tensorflow or jax backend"),
     ],
 )

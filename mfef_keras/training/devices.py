@@ -56,23 +56,54 @@ class JaxDataParallel:
     It is set globally rather than in `scope`, because Keras's JAX trainer reads the distribution when `fit`
     and `evaluate` run, not only when the variables are made. JAX cannot split a batch of 9 over 2 devices,
     and Keras lays out all the batches of a `fit` or `evaluate` call as it laid out the first: see
-    `shared_train_size` and `evaluation_scope` for how runs keep every batch shareable.
+    `shared_train_size` and `evaluation_scope` for how runs keep every batch shareable. Over several
+    processes (`jax.distributed`), each process feeds its part of every batch (`batch_share`).
 
     Args:
-        devices: the JAX devices to spread each batch over.
+        devices: the JAX devices to spread each batch over (all processes' devices in a multi-process run).
     """
 
     cluster_resolver = None
 
     def __init__(self, devices: list):
+        import jax
         import keras
 
         self.devices = list(devices)
         self.num_replicas_in_sync = len(self.devices)
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=self.devices))
+        self.process_index = jax.process_index()
+        self.process_count = jax.process_count()
+        keras.distribution.set_distribution(self._sharded())
+
+    def _sharded(self):
+        import keras
+
+        # Each process passes its own part of the batch; Keras must not shard a tf.data pipeline itself.
+        return keras.distribution.DataParallel(devices=self.devices, auto_shard_dataset=self.process_count == 1)
 
     def scope(self):
         return contextlib.nullcontext()
+
+
+def _start_jax_processes() -> None:
+    """Joins this process to the others of a multi-process JAX run (`keras.distribution.initialize`)."""
+    import jax
+    import keras
+    from jax._src import distributed
+
+    if distributed.global_state.client is not None:
+        return
+    # The CPU's collectives between processes (JAX's default has none); GPUs use NCCL whatever this says.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        keras.distribution.initialize()
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(
+            "strategy multiworker (--strategy) on JAX starts jax.distributed and could not: "
+            f"{error} Set KERAS_DISTRIBUTION_JOB_ADDRESSES (the coordinator's host:port, the same in every "
+            "process), KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID (0 to N-1) in each "
+            "process, or run under a cluster manager JAX detects (SLURM, Open MPI)."
+        ) from None
 
 
 def configure_cpu_devices(count: int | None) -> None:
@@ -138,9 +169,10 @@ def _split_jax_cpu(count: int) -> None:
 def make_strategy(name: str):
     """``default``: one device; ``mirrored``: all GPUs, else all (logical) CPUs; ``multiworker``: from TF_CONFIG.
 
-    On TensorFlow these are tf.distribute strategies. On JAX, ``default`` is `OneDevice` and ``mirrored`` is
-    `JaxDataParallel` over all local devices of the default platform (GPUs where there are some). Torch has
-    ``default`` only.
+    On TensorFlow these are tf.distribute strategies. On JAX, ``default`` is `OneDevice`, ``mirrored`` is
+    `JaxDataParallel` over all local devices of the default platform (GPUs where there are some), and
+    ``multiworker`` joins the processes of a `jax.distributed` run (see `_start_jax_processes`) and is
+    `JaxDataParallel` over all their devices. Torch has ``default`` only.
 
     Raises:
         ValueError: an unknown name, or a strategy the backend does not have.
@@ -158,13 +190,12 @@ def make_strategy(name: str):
             return OneDevice()
         if name == "mirrored":
             return JaxDataParallel(jax.local_devices())
-        raise _unsupported(f"strategy {name} (--strategy)", backend, "tensorflow")
+        _start_jax_processes()
+        return JaxDataParallel(jax.devices())
     if backend != "tensorflow":
         if name == "default":
             return OneDevice()
-        raise _unsupported(
-            f"strategy {name} (--strategy)", backend, "tensorflow or jax" if name == "mirrored" else "tensorflow"
-        )
+        raise _unsupported(f"strategy {name} (--strategy)", backend, "tensorflow or jax")
     import tensorflow as tf
 
     if name == "default":
@@ -219,4 +250,28 @@ def evaluation_scope(strategy, examples: int, batch_size: int):
     try:
         yield
     finally:
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=strategy.devices))
+        keras.distribution.set_distribution(strategy._sharded())
+
+
+def batch_share(strategy, examples: int, batch_size: int) -> tuple[int, int] | None:
+    """``(process, processes)``: the part of every batch this process feeds, or None for whole batches.
+
+    Only a multi-process JAX run splits batches between processes, and only where `evaluation_scope` does
+    not give every device whole batches (then every process feeds the whole batch).
+    """
+    if not isinstance(strategy, JaxDataParallel) or strategy.process_count == 1:
+        return None
+    devices = strategy.num_replicas_in_sync
+    if examples % devices or batch_size % devices:
+        return None
+    return strategy.process_index, strategy.process_count
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run directory: the only one, TensorFlow's chief, or JAX's process 0."""
+    if isinstance(strategy, JaxDataParallel):
+        return strategy.process_index == 0
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)

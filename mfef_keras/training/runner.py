@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
@@ -16,7 +17,14 @@ from mfef_keras.student_dir import save_student_dir, write_json_atomic
 from mfef_keras.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.custom_loop import CustomLoop
-from mfef_keras.training.devices import configure_cpu_devices, evaluation_scope, make_strategy, shared_train_size
+from mfef_keras.training.devices import (
+    batch_share,
+    configure_cpu_devices,
+    evaluation_scope,
+    is_chief,
+    make_strategy,
+    shared_train_size,
+)
 from mfef_keras.training.environment import describe_environment
 from mfef_keras.training.plots import plot_training_curves
 from mfef_keras.training.progress import RunProgress, format_duration
@@ -34,13 +42,6 @@ from mfef_keras.training.run_directory import (
 )
 from mfef_keras.training.run_lock import run_directory_lock
 from mfef_keras.training.tensorboard_log import TensorBoardLog
-
-
-def _is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
 class TrainingDiverged(RuntimeError):
@@ -252,7 +253,7 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
         # as if nothing changed; without one the run starts over and records the data anew.
         check_data_fingerprint(run_dir, fingerprint)
 
-    chief = _is_chief(strategy)
+    chief = is_chief(strategy)
     if not chief:
         # Every worker computes the same thing; only the chief writes (and locks) the run directory.
         checkpoint_source, run_dir = run_dir, Path(tempfile.mkdtemp(prefix="mfef-worker-"))
@@ -275,6 +276,27 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
     return RunResult(run_dir=run_dir, history=history, summary=summary)
 
 
+def _share(batches, strategy, examples: int, batch_size: int):
+    """``batches``, or this process's part of each of them in a multi-process JAX run (see `batch_share`)."""
+    from mfef_keras.data.process_share import process_share
+
+    share = batch_share(strategy, examples, batch_size)
+    return batches if share is None else process_share(batches, *share)
+
+
+def _record_resume(run_dir: Path, epoch: int, seed: int) -> None:
+    """Adds where a resumed run goes on (backend, devices, versions) to its environment.json, under ``resumes``.
+
+    A run may resume on another backend or machine than it started on; its record must say so.
+    """
+    path = run_dir / "environment.json"
+    environment = json.loads(path.read_text()) if path.exists() else {}
+    resumed = {"after_epoch": epoch, **describe_environment(seed)}
+    resumed.pop("seed")
+    environment.setdefault("resumes", []).append(resumed)
+    write_json_atomic(path, environment)
+
+
 def _train_epochs(
     config: TrainConfig,
     info,
@@ -292,7 +314,9 @@ def _train_epochs(
 
     distiller = _build(config, info, strategy, math.ceil(train_size / config.batch_size))
     has_fused = distiller.fusion is not None
-    loop = CustomLoop(distiller, strategy) if config.strategy == "multiworker" else None
+    # tf.distribute's multi-worker strategy needs the package's own loop; JAX's processes train through fit.
+    multiworker_tf = config.strategy == "multiworker" and keras.backend.backend() == "tensorflow"
+    loop = CustomLoop(distiller, strategy) if multiworker_tf else None
     state = load_checkpoint(checkpoint_source, distiller)
     # Told once per run: a run may resume on another backend than it started on.
     replicas = strategy.num_replicas_in_sync
@@ -309,9 +333,15 @@ def _train_epochs(
         echo(f"Training {config.epochs} epoch{'s' if config.epochs != 1 else ''} in {run_dir}.")
     elif state["epoch"] < config.epochs:
         echo(f"Resuming {run_dir} after epoch {state['epoch']} of {config.epochs}.")
+        _record_resume(run_dir, state["epoch"], config.seed)
     history = _epochs_from_one(state["history"])
     val_ds, test_ds = (
-        make_dataset(config.dataset, split, config.eval_batch_size, training=False, data_dir=config.data_dir)
+        _share(
+            make_dataset(config.dataset, split, config.eval_batch_size, training=False, data_dir=config.data_dir),
+            strategy,
+            info.splits[split],
+            config.eval_batch_size,
+        )
         for split in ("val", "test")
     )
     display = RunProgress(config.epochs, math.ceil(train_size / config.batch_size), bar=config.progress and chief)
@@ -337,6 +367,7 @@ def _train_epochs(
                 limit=train_size,
                 reshuffle_each_iteration=False,
             )
+            train_ds = _share(train_ds, strategy, train_size, config.batch_size)
             learning_rate = float(distiller.student_optimizer.learning_rate)
             started = time.perf_counter()
             display.begin_epoch(epoch + 1)
