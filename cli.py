@@ -186,15 +186,23 @@ TRAINING_OPTIONS = {
         "--precision", type=NameChoice("precision", PRECISIONS), help=f"Compute precision. {_default('precision')}"
     ),
     "jit": click.option(
-        "--jit/--no-jit", default=None, help="XLA-compile the training step (slower on CPU). [default: no]"
+        "--jit/--no-jit",
+        default=None,
+        help="TensorFlow: XLA-compile the training step (slower on CPU); torch: torch.compile it. JAX always "
+        "compiles it with jax.jit. [default: no]",
     ),
     "strategy": click.option(
         "--strategy",
         type=NameChoice("strategy", STRATEGIES),
-        help=f"tf.distribute strategy. {_default('strategy')}",
+        help="How to spread training: default (one device); mirrored (data parallel over all GPUs, else over "
+        "--cpu-devices CPUs: tf.distribute on TensorFlow, keras.distribution.DataParallel on JAX); multiworker "
+        "(several processes: TF_CONFIG on TensorFlow, jax.distributed from KERAS_DISTRIBUTION_* on JAX). "
+        f"{_default('strategy')}",
     ),
     "cpu_devices": click.option(
-        "--cpu-devices", type=int, help="Split the CPU into N logical devices (mirrored runs without GPUs)."
+        "--cpu-devices",
+        type=int,
+        help="Split the CPU into N devices, at most its cores (mirrored runs without GPUs; TensorFlow or JAX).",
     ),
     "run_dir": click.option(
         "--run-dir", help="Run directory. [default: runs/<dataset>-<backbone>-<method>-<config hash>]"
