@@ -480,3 +480,29 @@ def test_bad_prepare_and_student_index():
     d.compile()
     with pytest.raises(ValueError, match="steps per epoch are not known yet"):
         d.prepare()
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_pytorch_sgd_tensorflow_kernel_equals_the_generic_update(nesterov, monkeypatch):
+    # On TensorFlow a dense gradient takes the fused ApplyMomentum kernel; the keras.ops update (any
+    # backend, sparse gradients) must give the same weights and buffers, in a compiled step too.
+    from mfef_keras.distill import pytorch_sgd
+
+    rng = np.random.default_rng(11)
+    w0 = rng.normal(size=(4, 6)).astype("float32")
+    grads = [rng.normal(size=(4, 6)).astype("float32") for _ in range(8)]
+
+    def run():
+        w = keras.Variable(w0)
+        optimizer = PyTorchSGD(MultiStepDecay(0.1, steps_per_epoch=2, milestones=(2,)), momentum=0.9, nesterov=nesterov)
+        optimizer.build([w])
+        step = tf.function(lambda g: optimizer.apply([g], [w]))
+        for g in grads:
+            step(tf.constant(g))
+        return w.numpy(), optimizer.momentums[0].numpy()
+
+    fused = run()
+    monkeypatch.setattr(pytorch_sgd, "_dense", lambda gradient: False)
+    generic = run()
+    for a, b in zip(fused, generic):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -45,6 +45,8 @@ class PyTorchSGD(keras.optimizers.SGD):
         super().__init__(learning_rate=learning_rate, momentum=float(momentum), nesterov=bool(nesterov), **kwargs)
 
     def update_step(self, gradient, variable, learning_rate):
+        if self.momentum and keras.backend.backend() == "tensorflow" and _dense(gradient):
+            return self._tensorflow_momentum_step(gradient, variable, learning_rate)
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         if self.momentum == 0:
@@ -57,3 +59,30 @@ class PyTorchSGD(keras.optimizers.SGD):
         self.assign(buffer, new_buffer)
         direction = ops.add(gradient, ops.multiply(new_buffer, momentum)) if self.nesterov else new_buffer
         self.assign_sub(variable, ops.multiply(direction, learning_rate))
+
+    def _tensorflow_momentum_step(self, gradient, variable, learning_rate):
+        # TensorFlow's ApplyMomentum kernel is this update in one op (b = m * b + g, then w -= lr * b, or
+        # w -= lr * g + lr * m * b with Nesterov): the generic code is about eight graph ops per variable,
+        # some 2,000 per MFEF step, whose dispatch cost three times the fused kernel's (9 vs 3.5 ms for the
+        # 246 variables of two ResNet-32 and the fusion path). Only the rounding of the Nesterov step's
+        # last product differs. `variable` is the tf.Variable (under tf.distribute, one replica's); the
+        # buffer's handle is that replica's too inside the strategy's update call.
+        import tensorflow as tf
+
+        buffer = self.momentums[self._get_variable_index(variable)]
+        buffer = buffer.value if isinstance(buffer, keras.Variable) else buffer
+        variable = variable.value if isinstance(variable, keras.Variable) else variable
+        return tf.raw_ops.ResourceApplyMomentum(
+            var=variable.handle,
+            accum=buffer.handle,
+            lr=tf.cast(learning_rate, variable.dtype),
+            grad=tf.cast(gradient, variable.dtype),
+            momentum=tf.cast(self.momentum, variable.dtype),
+            use_locking=False,
+            use_nesterov=self.nesterov,
+        )
+
+
+def _dense(gradient) -> bool:
+    # Sparse gradients (tf.IndexedSlices from an embedding lookup) keep the generic update.
+    return not hasattr(gradient, "indices")
