@@ -14,8 +14,9 @@ Printed per precision, as markdown:
 - the same time in categories: convolutions, BatchNorm kernels, casts, layout transposes, ReLU, the optimisers'
   updates (ops under the ``student_sgd``/``fusion_sgd`` scopes), BatchNorm moving statistics, and the rest
   (loss, L2 terms, metrics, gradient plumbing);
-- the step's wall time against its op time: with ``--threads`` inter-op threads, op time above the wall time
-  means ops overlapped; the ops per step are the executor's dispatch count.
+- the step's wall time against its op time: with ``--threads`` inter-op threads, op time up to ``threads`` x the
+  wall time means the executor threads were busy running kernels; what is missing is dispatch, host work and
+  waiting (host syncs would show here); the ops per step are the executor's dispatch count.
 
 Run from the repository root (TensorFlow backend)::
 
@@ -166,6 +167,7 @@ def worker(args: argparse.Namespace) -> dict:
         precision=args.worker,
         img_s=img_s,
         rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        threads=args.threads,
         **read_trace(args.logdir, args.profile_steps),
     )
 
@@ -178,11 +180,13 @@ def _row(cells) -> str:
 def report(result: dict, top: int) -> str:
     """Markdown tables of one precision's profile."""
     op_ms = result["op_ms"]
+    wall, threads = result["wall_ms"] or float("nan"), result["threads"]
+    busy = 100 * op_ms / (wall * threads)
     lines = [
         f"### {result['precision']}: {result['img_s']:.1f} img/s untraced, peak RSS {result['rss_mb']:.0f} MB",
         "",
-        f"Traced step: {result['wall_ms'] or float('nan'):.1f} ms wall, {op_ms:.1f} ms of op time, "
-        f"{result['ops_per_step']:.0f} ops per step.",
+        f"Traced step: {wall:.1f} ms wall, {op_ms:.1f} ms of op time ({busy:.0f} % of {threads} executor threads "
+        f"busy; the rest is dispatch, host work and waiting), {result['ops_per_step']:.0f} ops per step.",
         "",
         _row(["op type (self time)", "ms/step", "% of op time", "ops/step"]),
         _row(["---"] * 4),
