@@ -1,5 +1,6 @@
 """`mfef train --strategy mirrored` on JAX: `keras.distribution.DataParallel` over two CPU devices; and
-`--strategy multiworker`: two processes of one CPU device each, joined by `jax.distributed`.
+`--strategy multiworker`: two processes of one CPU device each, joined by `jax.distributed`. The runs are
+marked slow (about 3 minutes together); `.ci/run` runs them after the default suite.
 
 A data-parallel JAX step is one program over the global batch, so a run over two devices must follow the
 run on one device (same loss terms, same BatchNorm statistics, nothing rescaled), the last partial batch
@@ -62,6 +63,7 @@ def _rows(run_dir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_cpu_devices_train_as_one_device(tmp_path, one_device):
     two = _train(tmp_path / "two", "--train-limit", "71", "--strategy", "mirrored", "--cpu-devices", "2")
     assert two.returncode == 0, two.stderr
