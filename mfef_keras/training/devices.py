@@ -1,8 +1,9 @@
 """Device set-up and the distribution strategy of a run.
 
 On TensorFlow a run is spread by tf.distribute. On JAX, ``mirrored`` is `keras.distribution.DataParallel`
-over every local device: one program over the global batch, so its gradients and BatchNorm statistics are
-those of one device (nothing to synchronise or rescale). The torch backend trains on one device.
+over every local device, and ``multiworker`` over the devices of all the processes of a `jax.distributed` run:
+one program over the global batch, so its gradients and BatchNorm statistics are those of one device (nothing
+to synchronise or rescale). The torch backend trains on one device.
 """
 
 from __future__ import annotations
@@ -40,14 +41,17 @@ class OneDevice:
 
 
 def _replicated_batches(devices: list):
-    """`keras.distribution.DataParallel` over ``devices`` that gives every device the whole batch."""
+    """`keras.distribution.DataParallel` over ``devices`` that gives every device the whole batch.
+
+    Every process then feeds the whole batch too, so Keras must not shard a tf.data pipeline by process.
+    """
     import keras
 
     class ReplicatedBatches(keras.distribution.DataParallel):
         def get_data_layout(self, data_shape):
             return keras.distribution.TensorLayout([None] * len(data_shape), self.device_mesh)
 
-    return ReplicatedBatches(devices=devices)
+    return ReplicatedBatches(devices=devices, auto_shard_dataset=False)
 
 
 class JaxDataParallel:
@@ -227,8 +231,8 @@ def shared_train_size(strategy, train_size: int, batch_size: int) -> int:
     devices = strategy.num_replicas_in_sync
     if batch_size % devices:
         raise ValueError(
-            f"batch_size {batch_size} (--batch-size) cannot be shared by the {devices} devices of strategy "
-            f"mirrored; use a multiple of {devices}."
+            f"batch_size {batch_size} (--batch-size) cannot be shared by the {devices} devices of this "
+            f"data-parallel run; use a multiple of {devices}."
         )
     return train_size - train_size % devices
 
