@@ -77,9 +77,10 @@ class JaxDataParallel:
         self.num_replicas_in_sync = len(self.devices)
         self.process_index = jax.process_index()
         self.process_count = jax.process_count()
-        keras.distribution.set_distribution(self._sharded())
+        keras.distribution.set_distribution(self.sharded_distribution())
 
-    def _sharded(self):
+    def sharded_distribution(self):
+        """The `keras.distribution.DataParallel` that splits every batch over the devices."""
         import keras
 
         # Each process passes its own part of the batch; Keras must not shard a tf.data pipeline itself.
@@ -237,6 +238,12 @@ def shared_train_size(strategy, train_size: int, batch_size: int) -> int:
     return train_size - train_size % devices
 
 
+def _shares_every_batch(strategy: JaxDataParallel, examples: int, batch_size: int) -> bool:
+    """Whether ``examples`` images in batches of ``batch_size`` split evenly over the strategy's devices."""
+    devices = strategy.num_replicas_in_sync
+    return examples % devices == 0 and batch_size % devices == 0
+
+
 @contextlib.contextmanager
 def evaluation_scope(strategy, examples: int, batch_size: int):
     """Evaluates ``examples`` images in batches of ``batch_size`` on every device of ``strategy``.
@@ -244,8 +251,7 @@ def evaluation_scope(strategy, examples: int, batch_size: int):
     Over several JAX devices, when some batch would not split evenly, each device computes every batch whole
     (slower, the same result) instead of failing; evaluation must see every image.
     """
-    devices = strategy.num_replicas_in_sync
-    if not isinstance(strategy, JaxDataParallel) or (examples % devices == 0 and batch_size % devices == 0):
+    if not isinstance(strategy, JaxDataParallel) or _shares_every_batch(strategy, examples, batch_size):
         yield
         return
     import keras
@@ -254,7 +260,7 @@ def evaluation_scope(strategy, examples: int, batch_size: int):
     try:
         yield
     finally:
-        keras.distribution.set_distribution(strategy._sharded())
+        keras.distribution.set_distribution(strategy.sharded_distribution())
 
 
 def batch_share(strategy, examples: int, batch_size: int) -> tuple[int, int] | None:
@@ -265,8 +271,7 @@ def batch_share(strategy, examples: int, batch_size: int) -> tuple[int, int] | N
     """
     if not isinstance(strategy, JaxDataParallel) or strategy.process_count == 1:
         return None
-    devices = strategy.num_replicas_in_sync
-    if examples % devices or batch_size % devices:
+    if not _shares_every_batch(strategy, examples, batch_size):
         return None
     return strategy.process_index, strategy.process_count
 
