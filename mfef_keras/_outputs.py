@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from mfef_keras._regular_files import NotARegularFile
+
 # Failures of the disk or of its permissions rather than of the program: the user fixes them by
 # freeing space or writing elsewhere, so they are told which path failed and why, without a traceback.
 # errno -> (what failed, why, what to do).
@@ -85,11 +87,12 @@ def writing_to(target: str | os.PathLike) -> Iterator[None]:
 
 @contextmanager
 def user_errors(*kinds: type[Exception]) -> Iterator[None]:
-    """Turn the user's errors (``kinds``) and disk failures into a clean ``Error: ...`` line and exit status 1.
+    """Turn the user's errors (``kinds``), disk failures and non-regular files into an ``Error: ...`` line, exit 1.
 
     Args:
         *kinds: exception types whose message is meant for the user as it is.
     """
+    kinds = (*kinds, NotARegularFile)
     try:
         yield
     except (*kinds, OSError) as error:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfef_keras._regular_files import open_for_writing
 from mfef_keras.zoo.errors import ZooError
 
 ENV_CACHE = "MFEF_ZOO_CACHE"
@@ -119,7 +120,8 @@ def locked(folder: Path) -> Iterator[None]:
         folder: the key's folder (created if missing).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a") as handle:
+    # Never through a link: opening for writing a link planted in a shared cache would create or touch its target.
+    with open(open_for_writing(folder / LOCK_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as handle:
         # flock locks belong to the open file, so threads of one process exclude each other too.
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -6,12 +6,15 @@ person will see; the matching ``plot_*`` function saves it as a PNG and closes i
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from mfef_keras.student_dir import write_bytes_atomic
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -53,11 +56,14 @@ def model_color(model: str) -> str:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    # Through `write_bytes_atomic`: savefig opens the path itself, which would follow a link planted there.
     plt = _pyplot()
+    png = io.BytesIO()
     try:
-        fig.savefig(path, dpi=100)
+        fig.savefig(png, format="png", dpi=100)
     finally:
         plt.close(fig)
+    write_bytes_atomic(path, png.getvalue())
     return path
 
 

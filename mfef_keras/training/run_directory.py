@@ -47,11 +47,28 @@ def check_run_dir(path: Path, config: TrainConfig) -> bool:
             raise RunDirectoryError(f"{path} is not empty and is not a run directory (no {CONFIG_FILE}).")
         if not os.access(path, os.W_OK):
             raise RunDirectoryError(f"Run directory {path} is not writable.")
+        _refuse_links(path)
         return True
     parent = next((p for p in path.parents if p.exists()), Path("."))
     if not os.access(parent, os.W_OK):
         raise RunDirectoryError(f"Cannot create run directory {path}: {parent} is not writable.")
     return False
+
+
+def _refuse_links(path: Path) -> None:
+    """Refuse a symbolic link anywhere inside run directory ``path``.
+
+    A run directory may come from a download or a shared disk: a link there (``students -> ~``, say) would
+    make the trainer write, replace or delete files wherever it points.
+    """
+    for folder, folders, files in os.walk(path):
+        for name in (*folders, *files):
+            entry = Path(folder) / name
+            if entry.is_symlink():
+                raise RunDirectoryError(
+                    f"Run directory {path} holds a symbolic link, {entry} (to {os.readlink(entry)}); mfef does not "
+                    "write through links, which could point at any file. Remove the link, or choose another --run-dir."
+                )
 
 
 def _read_json(file: Path) -> dict:

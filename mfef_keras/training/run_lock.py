@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from mfef_keras._regular_files import open_for_writing
 from mfef_keras.training.run_directory import LOCK_FILE, RunDirectoryError
 
 
@@ -42,9 +43,11 @@ def _acquire(path: Path) -> int:
 
     Raises:
         RunDirectoryBusy: another process holds the lock; the message names it.
+        NotARegularFile: ``path`` is a link, a directory or a special file: a link would make the record
+            overwrite whatever it points at.
     """
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_for_writing(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -57,7 +60,7 @@ def _acquire(path: Path) -> int:
         # The previous holder deletes the file as it releases it: a lock on a file no longer at ``path``
         # would exclude nobody, so open the one there now.
         try:
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
+            if os.path.samestat(os.fstat(fd), os.lstat(path)):
                 return fd
         except FileNotFoundError:
             pass

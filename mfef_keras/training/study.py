@@ -13,7 +13,7 @@ from pathlib import Path
 from mfef_keras._names import unknown_name_error
 from mfef_keras._outputs import check_output_dir
 from mfef_keras.distill import METHODS
-from mfef_keras.student_dir import write_json_atomic
+from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.plots import plot_study
 from mfef_keras.training.progress import format_duration
@@ -143,7 +143,7 @@ def run_study(
     rows = aggregate(summaries)
     table = format_table(rows, _num_classes(runs))
     elapsed = time.perf_counter() - started
-    (out / "table.md").write_text(table + "\n")
+    write_bytes_atomic(out / "table.md", (table + "\n").encode())
     write_json_atomic(
         out / "study.json",
         {"rows": rows, "runs": runs, "seeds": list(seeds), "config": base.to_dict(), "elapsed_s": elapsed},
