@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -64,3 +67,16 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     # A cluster description left in the environment would make every child wait for its workers.
     env.pop("TF_CONFIG", None)
     return env
+
+
+def python_312() -> Path | None:
+    """A Python 3.12 interpreter that runs: ``python3.12`` on the PATH, else one of pyenv's 3.12 builds; or None."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"), "versions")
+    # pyenv's shim is on the PATH even where 3.12 is not one of pyenv's chosen versions, and then fails: each
+    # candidate is run to be sure.
+    candidates = [shutil.which("python3.12"), *sorted(pyenv.glob("3.12*/bin/python3.12"), reverse=True)]
+    for candidate in filter(None, candidates):
+        check = [candidate, "-c", "import sys; assert sys.version_info[:2] == (3, 12)"]
+        if subprocess.run(check, capture_output=True, timeout=60).returncode == 0:
+            return Path(candidate)
+    return None

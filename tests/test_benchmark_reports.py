@@ -70,8 +70,9 @@ def test_unknown_frameworks_and_precisions_are_refused():
     assert (args.frameworks, args.precisions, args.steps, args.repeats) == (["jax", "torch"], ["mixed_bfloat16"], 10, 1)
 
 
+@pytest.mark.needs_jax
 def test_jaxpr_flop_count_covers_convolutions_depthwise_and_matmuls_in_nested_jits():
-    jax = pytest.importorskip("jax")
+    import jax
     from jax_step import _jaxpr_flops
 
     dimensions = ("NHWC", "HWIO", "NHWC")

@@ -26,6 +26,8 @@ import pytest
 
 from tests.helpers import subprocess_env
 
+pytestmark = pytest.mark.needs_jax
+
 ARGS = ["--dataset", "digits", "--backbone", "resnet8", "--base-width", "16"]
 ARGS += ["--batch-size", "32", "--eval-batch-size", "64", "--epochs", "1", "--lr", "0.01", "--rampup-epochs", "1"]
 ARGS += ["--no-progress"]

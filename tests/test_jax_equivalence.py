@@ -10,7 +10,6 @@ both optimisers add their own L2 term.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -22,8 +21,8 @@ from tests.helpers import subprocess_env
 
 # method, topology
 CASES = [("mfef", "independent"), ("ffl", "shared_trunk"), ("dml", "independent")]
-# The backends compared with TensorFlow; torch only where it is installed.
-OTHERS = ["jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
+# The backends compared with TensorFlow, each skipped where it is not installed.
+OTHERS = [pytest.param("jax", marks=pytest.mark.needs_jax), pytest.param("torch", marks=pytest.mark.needs_torch)]
 STEPS = 3
 TOLERANCE = 1e-4
 
@@ -105,12 +104,17 @@ def _read(path) -> tuple[dict, dict]:
 def trained(tmp_path_factory):
     """The run directory of every case: ``<method>/<initial, or the backend that trained>/checkpoint.npz``."""
     root = tmp_path_factory.mktemp("equivalence")
-    for backend in ["tensorflow", *OTHERS]:
-        _train(root, backend)
+    _train(root, "tensorflow")
     return root
 
 
-@pytest.mark.parametrize("backend", OTHERS)
+@pytest.fixture(scope="module", params=OTHERS)
+def backend(request, trained) -> str:
+    """Each other backend, trained once for all the cases from TensorFlow's initial checkpoints."""
+    _train(trained, request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("method", [method for method, _ in CASES])
 def test_step_matches_tensorflow_step(trained, method, backend):
     initial, _ = _read(trained / method / "initial")

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import python_312
+
 ROOT = Path(__file__).resolve().parents[1]
-PYTHON_312 = Path("/root/.pyenv/versions/3.12.1/bin/python3.12")
 # The default MFEF pair on the embedded digits, at width 8 and four epochs: about 94 % test top-1.
 TRAIN = ["--epochs", "4", "--base-width", "8", "--batch-size", "64", "--lr-milestones", "3", "--no-progress"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_python312]
 
 
 def _run(command: list, cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -35,10 +36,8 @@ def _run(command: list, cwd: Path, **env: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def jax_venv(tmp_path_factory) -> Path:
-    if not PYTHON_312.exists():
-        pytest.skip(f"{PYTHON_312} is not installed")
     venv = tmp_path_factory.mktemp("jax-only") / "venv"
-    subprocess.run([PYTHON_312, "-m", "venv", venv], check=True, timeout=300)
+    subprocess.run([python_312(), "-m", "venv", venv], check=True, timeout=300)
     installed = _run([venv / "bin" / "pip", "install", "-q", "-e", f"{ROOT}[jax]"], ROOT)
     assert installed.returncode == 0, installed.stderr[-3000:]
     return venv

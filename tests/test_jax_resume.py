@@ -88,6 +88,7 @@ def runs(tmp_path_factory):
     return {"reference": reference, "on_jax": on_jax, "back_on_tf": back_on_tf, "outputs": outputs}
 
 
+@pytest.mark.needs_jax
 def test_a_tensorflow_run_resumes_on_jax_and_back(runs):
     outputs = runs["outputs"]
     assert "Keras backend: tensorflow." in outputs["reference"]
@@ -134,6 +135,7 @@ def test_a_tensorflow_run_resumes_on_jax_and_back(runs):
         ("torch", ["--cpu-devices", "2"], "cpu_devices 2 (--cpu-devices) needs the tensorflow or jax backend"),
     ],
 )
+@pytest.mark.needs_torch
 def test_strategies_a_backend_lacks_are_refused_before_anything_is_written(tmp_path, backend, extra, message):
     run_dir = tmp_path / "run"
     result = _train(backend, run_dir, extra=extra)

@@ -9,7 +9,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import subprocess_env
+
+pytestmark = pytest.mark.needs_jax
 
 _SETUP = """
 import sys

@@ -125,6 +125,7 @@ print(hashed.hexdigest())
 """
 
 
+@pytest.mark.needs_jax
 def test_batches_depend_on_the_seed_alone_not_on_the_process(numpy_pipeline):
     # Another process, another backend and no TensorFlow there: a resumed run sees the uninterrupted run's data.
     child = subprocess.run(

@@ -140,10 +140,8 @@ print("loaded", len(model.layers), "layers")
 """
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+@pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=pytest.mark.needs_jax)])
 def test_a_saved_student_loads_with_plain_keras_in_a_fresh_process(written_student, backend, tmp_path):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
     assert "loaded" in _run_script(_LOAD_WITH_PLAIN_KERAS, str(written_student), backend, cwd=tmp_path)
 
 

@@ -1,4 +1,4 @@
-"""The package against a PyTorch re-implementation of the official FFL code (skipped where torch is absent).
+"""The package against a PyTorch re-implementation of the official FFL code (`needs_torch`: skipped without torch).
 
 `benchmarks/torch_reference.py` rebuilds, layer for layer and in PyTorch's own conventions (``padding=1``
 convolutions, `torch.optim.SGD`, `MultiStepLR`), what FFL-pytorch's `FFL_ResNet` and `Fusion_module` compute.
@@ -12,16 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from torch_reference import compare_forward, compare_one_step  # noqa: E402
-
 TOLERANCE = 1e-4
+
+# The reference imports torch, so each test imports it: a missing torch is then a skip, not a collection error.
+pytestmark = pytest.mark.needs_torch
 
 
 def test_ffl_shared_trunk_resnet32_matches_the_official_model_in_train_and_eval_mode():
+    from torch_reference import compare_forward
+
     diffs = compare_forward("resnet32", num_classes=100, topology="shared_trunk", method="ffl", batch_size=8)
     for mode in ("train", "eval"):
         assert set(diffs[mode]) >= {"s0", "s1", "fused", "ce_s0", "ce_s1", "ce_fused", "kd_s0", "kd_fused", "loss"}
@@ -33,6 +34,8 @@ def test_ffl_shared_trunk_resnet32_matches_the_official_model_in_train_and_eval_
 def test_two_sgd_steps_across_a_milestone_match_pytorch(method, topology):
     # A milestone after step 1 (one step per epoch): the rate drops from 0.1 to 0.01 between the two
     # steps, where an optimiser that keeps its velocity in units of the rate would differ by ~37 %.
+    from torch_reference import compare_one_step
+
     comparison = compare_one_step(
         "resnet8", num_classes=10, topology=topology, method=method, batch_size=8, base_width=4, lr_milestones=(1,)
     )
@@ -46,10 +49,10 @@ def test_two_sgd_steps_across_a_milestone_match_pytorch(method, topology):
 
 
 @pytest.mark.slow  # a JAX process compiling two steps: ~40 s of CPU; the TensorFlow-JAX equivalence test is quicker
+@pytest.mark.needs_jax
 def test_the_jax_step_as_the_benchmark_drives_it_matches_pytorch(tmp_path):
     # The benchmark's JAX record (jit-compiled train_function, state threaded as fit threads it) in a process
     # of its own on the JAX backend, replayed here in PyTorch: the same check as TensorFlow's above.
-    pytest.importorskip("jax")
     from keras_steps import KerasSteps
     from torch_reference import compare_steps
 

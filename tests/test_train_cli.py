@@ -1,7 +1,6 @@
 """End-to-end training runs through the `mfef` CLI: run directories, resume, NaN, devices, bad input."""
 
 import errno
-import importlib.util
 import json
 import math
 import os
@@ -188,9 +187,7 @@ def test_selection_on_test_is_the_papers_protocol_picked_by_test_accuracy_and_la
     "backend",
     [
         "tensorflow",
-        pytest.param(
-            "torch", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
-        ),
+        pytest.param("torch", marks=pytest.mark.needs_torch),
     ],
 )
 def test_piped_output_is_one_plain_line_per_epoch_and_numbered_like_the_files(tmp_path, backend):
