@@ -38,7 +38,7 @@ from mfef_keras import __version__  # noqa: E402
 from mfef_keras._names import unknown_name_error  # noqa: E402
 from mfef_keras._outputs import user_errors  # noqa: E402
 from mfef_keras._tensorflow import tensorflow_installed, tensorflow_missing  # noqa: E402
-from mfef_keras.choices import ABLATIONS, BACKBONES, METHODS, TOPOLOGIES, matching_names  # noqa: E402
+from mfef_keras.choices import ABLATIONS, BACKBONES, TOPOLOGIES, matching_names  # noqa: E402
 from mfef_keras.training.config import (  # noqa: E402
     PRECISIONS,
     SELECTIONS,
@@ -121,15 +121,22 @@ TRAINING_OPTIONS = {
         "--dataset", help=f"digits, fashion_mnist, cifar10, cifar100, cinic10 or folder:PATH. {_default('dataset')}"
     ),
     "data_dir": click.option("--data-dir", help="Where datasets live. [default: $MFEF_DATA_DIR or ~/.mfef/data]"),
-    "backbone": click.option("--backbone", help=f"Student network (mfef list-backbones). {_default('backbone')}"),
+    "backbone": click.option(
+        "--backbone",
+        help="Student network (mfef list-backbones), or one per student separated by commas, e.g. resnet32,resnet8 "
+        "(a large peer beside the small student to deploy: best_student/ is the best of the smallest). "
+        f"{_default('backbone')}",
+    ),
     "base_width": click.option("--base-width", type=int, help="Channels of the first stage. [default: the family's]"),
     "method": click.option(
         "--method",
-        type=NameChoice("method", METHODS),
-        help=f"Distillation method; independent is the vanilla baseline. {_default('method')}",
+        help=f"Distillation method (mfef list-methods); independent is the vanilla baseline. {_default('method')}",
     ),
     "num_students": click.option(
-        "--students", "num_students", type=int, help=f"Students trained together. {_default('num_students')}"
+        "--students",
+        "num_students",
+        type=int,
+        help=f"Students of a single --backbone trained together. {_default('num_students')}",
     ),
     "topology": click.option(
         "--topology",
@@ -315,6 +322,17 @@ def study(config_file, methods, num_seeds, ablation, out_dir, **options):
         names = [m.strip() for m in methods.split(",") if m.strip()]
         run_study(base, names, list(range(num_seeds)), out, ablation=ablation, echo=click.echo)
     click.echo(f"Wrote {out}/table.md, {out}/comparison.png and {out}/study.json")
+
+
+@main.command(name="list-methods")
+def list_methods_command():
+    """List the online-distillation methods, each with a one-line description."""
+    from mfef_keras.distill.methods import method_descriptions
+
+    descriptions = method_descriptions()
+    width = max(len(name) for name in descriptions)
+    for name, description in descriptions.items():
+        click.echo(f"{name:<{width}}  {description}")
 
 
 @main.command(name="list-backbones")

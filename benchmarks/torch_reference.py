@@ -593,8 +593,9 @@ def compare_forward(
     # is the unbiased batch variance where Keras keeps the biased one.
     for mode in ("eval", "train"):
         training = mode == "train"
-        keras_logits, keras_fused = distiller._forward(images, training=training)
-        keras_terms = distiller.loss_terms(labels, keras_logits, keras_fused)
+        keras_logits, keras_extras = distiller._forward(images, training=training)
+        keras_terms = distiller.loss_terms(labels, keras_logits, keras_extras)
+        keras_fused = keras_extras["fused"]
         model.train(training)
         with torch.no_grad():
             torch_logits, torch_fused = model(torch_images)

@@ -1,4 +1,4 @@
-"""The names a user chooses from: built-in backbones, methods, topologies and MFEF ablations.
+"""The names a user chooses from: built-in backbones, topologies and MFEF ablations (methods: their registry).
 
 Plain data and the standard library only, so the CLI lists and checks them without importing
 Keras or TensorFlow (which take seconds); the model registry builds its backbones from this table.
@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-METHODS = ("mfef", "ffl", "dml", "independent")
-FUSION_METHODS = ("mfef", "ffl")
 TOPOLOGIES = ("independent", "shared_trunk")
 ABLATIONS = ("multi_scale", "attention", "channel_attention", "spatial_attention")
 
@@ -43,3 +41,26 @@ def matching_names(names: Iterable[str], pattern: str = "*") -> list[str]:
         pattern: shell wildcards, e.g. ``"wrn*"``.
     """
     return sorted((name for name in names if fnmatch.fnmatchcase(name, pattern)), key=natural_key)
+
+
+def cohort_names(name: str | Sequence[str], num_students: int | None = None) -> list[str]:
+    """The backbone of each student: ``num_students`` (default 2) times one name, or the given names.
+
+    Args:
+        name: a backbone name, a comma-separated list of them, or a sequence of names.
+        num_students: students of a single name; with several names, None or their number.
+    """
+    names = [part.strip() for part in name.split(",") if part.strip()] if isinstance(name, str) else list(name)
+    if not names:
+        raise ValueError(f"No backbone named: give one name or one per student, got {name!r}.")
+    if len(names) == 1:
+        count = 2 if num_students is None else int(num_students)
+        if count < 1:
+            raise ValueError(f"num_students must be >= 1, got {num_students!r}.")
+        return names * count
+    if num_students is not None and int(num_students) != len(names):
+        raise ValueError(
+            f"The cohort {','.join(names)} names {len(names)} students, but num_students is {num_students}: "
+            "give one backbone name per student, or one name with --students N."
+        )
+    return names

@@ -43,15 +43,15 @@ def train_step(distiller, state: tuple, data) -> tuple:
         # The optimisers' state is mapped too: w(t) reads the step counter, float16 the loss scale.
         mapping = _model_state(distiller, trainable, non_trainable) + optimizer_state
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            logits, fused = distiller._forward(images, training=True)
-            terms = distiller.loss_terms(labels, logits, fused)
+            logits, extras = distiller._forward(images, training=True)
+            terms = distiller.loss_terms(labels, logits, extras)
             loss = distiller._scaled_loss(terms)
         updated = [scope.get_current_value(v) for v in distiller.non_trainable_variables]
-        return loss, (terms, logits, fused, updated)
+        return loss, (terms, logits, extras, updated)
 
-    (_, (terms, logits, fused, non_trainable)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(trainable)
+    (_, (terms, logits, extras, non_trainable)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(trainable)
     trainable, optimizer_values = _apply(distiller, grads, trainable, optimizer_state)
-    logs, metric_values = _update_metrics(distiller, metric_values, terms, labels, logits, fused)
+    logs, metric_values = _update_metrics(distiller, metric_values, terms, labels, logits, extras)
     return logs, (trainable, non_trainable, optimizer_values, metric_values)
 
 
@@ -87,10 +87,12 @@ def _apply(distiller, grads: list, trainable: list, optimizer_state: list) -> tu
     return new_trainable, new_optimizer_values
 
 
-def _update_metrics(distiller, metric_values: list, terms: dict, labels, logits: list, fused) -> tuple[dict, list]:
+def _update_metrics(
+    distiller, metric_values: list, terms: dict, labels, logits: list, extras: dict
+) -> tuple[dict, list]:
     """The distiller's trackers updated from ``metric_values``; the logs and the new metric values."""
     with keras.StatelessScope(state_mapping=list(zip(distiller.metrics_variables, metric_values))) as scope:
-        logs = distiller._update_trackers(terms, labels, logits, fused)
+        logs = distiller._update_trackers(terms, labels, logits, extras)
     return logs, [scope.get_current_value(v) for v in distiller.metrics_variables]
 
 
@@ -109,9 +111,9 @@ def test_step(distiller, state: tuple, data) -> tuple:
     images, labels = distiller._unpack(data)
     mapping = _model_state(distiller, trainable, non_trainable) + _step_counter(distiller)
     with keras.StatelessScope(state_mapping=mapping):
-        logits, fused = distiller._forward(images, training=False)
-        terms = distiller.loss_terms(labels, logits, fused)
-    logs, metric_values = _update_metrics(distiller, metric_values, terms, labels, logits, fused)
+        logits, extras = distiller._forward(images, training=False)
+        terms = distiller.loss_terms(labels, logits, extras)
+    logs, metric_values = _update_metrics(distiller, metric_values, terms, labels, logits, extras)
     return logs, (trainable, non_trainable, metric_values)
 
 

@@ -15,10 +15,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from mfef_keras._names import unknown_name_error
-from mfef_keras.choices import ABLATIONS, FUSION_METHODS, METHODS
-from mfef_keras.distill.fusion_module import build_fusion_module
-from mfef_keras.distill.losses import KDLoss, rampup_weight
+from mfef_keras.distill.losses import rampup_weight
+from mfef_keras.distill.methods import method_class
 from mfef_keras.distill.pytorch_sgd import PyTorchSGD
 from mfef_keras.distill.schedules import (
     MultiStepDecay,
@@ -112,26 +110,20 @@ def _students_of(net: keras.Model) -> list[keras.Model]:
 
 @keras.saving.register_keras_serializable(package="mfef_keras")
 class OnlineDistiller(keras.Model):
-    """Trains n >= 2 students together by online knowledge distillation.
+    """Trains a cohort of students together by online knowledge distillation.
 
-    Methods:
-        ``"mfef"``: each student's last-stage map goes through a multi-scale block
-        and dual attention, the fusion head fuses them, and the FFL losses tie students
-        and fused head together. ``"ffl"``: the same without multi-scale and attention.
-        ``"dml"``: each student learns from every other (mutual KL). ``"independent"``:
-        each student trained alone (the vanilla baseline).
-
-    The objective for the fusion methods (FFL's, exactly) is
-    ``sum_i CE(z_i) + CE(z_f) + w(t) * [sum_i KD(z_i <- z_f) + KD(z_f <- mean_i z_i)]``
-    with ``w(t)`` the sigmoid ramp-up over ``rampup_epochs`` read from the step counter.
-    Every distillation target is detached.
+    The method (a registered `mfef_keras.distill.methods.OnlineMethod`, see `list_methods`) gives the loss
+    terms and the trainable head it adds beside the students: MFEF and FFL a fusion head, ONE a gate, and so
+    on. The students may be different networks (a large peer beside the small student to deploy), as long as
+    the method can combine their maps. Methods that ramp up (FFL, MFEF) weigh their distillation terms by
+    ``w(t)``, the sigmoid ramp-up over ``rampup_epochs`` read from the step counter. Every distillation target
+    is detached.
 
     Args:
-        students: at least two student models from images to logits, each with a
-            feature layer (see `mfef_keras.models.feature_layer`). Students that share
-            an input tensor (from `build_students`) are run as one graph, so a shared
-            trunk is computed once.
-        method: one of ``"mfef"``, ``"ffl"``, ``"dml"``, ``"independent"``.
+        students: the student models from images to logits (at least the method's ``min_students``), each with
+            a feature layer (see `mfef_keras.models.feature_layer`). Students that share an input tensor (from
+            `build_students`) are run as one graph, so a shared trunk is computed once.
+        method: a registered method name (`mfef_keras.distill.methods.list_methods`).
         temperature: KD temperature ``T``.
         rampup_epochs: epochs of the ramp-up of the KD weight (fusion methods).
         ablate: MFEF components to switch off: ``"multi_scale"``, ``"attention"``
@@ -167,19 +159,17 @@ class OnlineDistiller(keras.Model):
         kwargs.setdefault("name", "online_distiller")
         super().__init__(**kwargs)
         students = list(students)
-        if method not in METHODS:
-            raise unknown_name_error("method", method, METHODS)
-        # A single student trained with `independent` is plain training: the baseline the methods must beat.
-        fewest = 1 if method == "independent" else 2
-        if len(students) < fewest:
-            raise ValueError(f"OnlineDistiller with {method} needs at least {fewest} students, got {len(students)}.")
-        for name in ablate:
-            if name not in ABLATIONS:
-                raise unknown_name_error("ablation", name, ABLATIONS)
-        if ablate and method != "mfef":
-            raise ValueError(f"ablate={list(ablate)} only applies to method 'mfef', not {method!r}.")
         if float(rampup_epochs) < 0:
             raise ValueError(f"rampup_epochs must be >= 0, got {rampup_epochs!r}.")
+        self.online_method = method_class(method)(
+            temperature=temperature,
+            rampup_epochs=rampup_epochs,
+            ablate=ablate,
+            splits=splits,
+            reduction=reduction,
+            kernel_size=kernel_size,
+        )
+        self.online_method.check_cohort(len(students))
         self.method = method
         self.temperature = float(temperature)
         self.rampup_epochs = float(rampup_epochs)
@@ -192,24 +182,11 @@ class OnlineDistiller(keras.Model):
 
         self.students_net = self._joint_network(students)
         self.num_classes = int(self.students_net.outputs[1].shape[-1])
-        self.fusion = None
-        if method in FUSION_METHODS:
-            mfef = method == "mfef"
-            off = set(self.ablate)
-            self.fusion = build_fusion_module(
-                [tuple(t.shape) for t in self.students_net.outputs[0::2]],
-                self.num_classes,
-                multi_scale=mfef and "multi_scale" not in off,
-                channel_attention=mfef and not off & {"attention", "channel_attention"},
-                spatial_attention=mfef and not off & {"attention", "spatial_attention"},
-                splits=self.splits,
-                reduction=self.reduction,
-                kernel_size=self.kernel_size,
-                sync_batchnorm=self.sync_batchnorm,
-            )
-        self._ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="ce")
-        self._kd = KDLoss(temperature=self.temperature, epsilon=1e-7)
-        self._mutual_kl = KDLoss(temperature=1.0, epsilon=0.0, name="mutual_kl")
+        # The method's trainable head (fusion head, gate, ...), trained by the second optimiser; the attribute
+        # keeps its historical name, which saved distillers' weight paths carry.
+        self.fusion = self.online_method.build_head(
+            [tuple(t.shape) for t in self.students_net.outputs[0::2]], self.num_classes, self.sync_batchnorm
+        )
         self._trackers = self._make_trackers()
         self.student_optimizer = None
         self.fusion_optimizer = None
@@ -236,16 +213,10 @@ class OnlineDistiller(keras.Model):
         return keras.Model(images, outputs, name="students")
 
     def _make_trackers(self) -> dict[str, keras.metrics.Metric]:
-        names = ["loss"] + [f"ce_s{i}" for i in range(self.num_students)]
-        if self.fusion is not None:
-            names += ["ce_fused"]
-        if self.method != "independent":
-            names += [f"kd_s{i}" for i in range(self.num_students)]
-        if self.fusion is not None:
-            names += ["kd_fused", "kd_weight"]
+        names = ["loss"] + self.online_method.term_names(self.num_students)
         trackers = {name: keras.metrics.Mean(name=name) for name in names}
         accuracies = [f"acc_s{i}" for i in range(self.num_students)]
-        accuracies += (["acc_fused"] if self.fusion is not None else []) + ["acc_ensemble"]
+        accuracies += [f"acc_{name}" for name in self.online_method.head_classifiers] + ["acc_ensemble"]
         trackers.update({name: keras.metrics.SparseCategoricalAccuracy(name=name) for name in accuracies})
         return trackers
 
@@ -254,21 +225,24 @@ class OnlineDistiller(keras.Model):
         return list(self._trackers.values())
 
     # ----------------------------------------------------------------- forward
+    @property
+    def head_classifiers(self) -> tuple[str, ...]:
+        """The classifiers the method's head adds beside the students (``("fused",)`` for MFEF, FFL and ONE)."""
+        return self.online_method.head_classifiers
+
     def _forward(self, images, training=None):
+        """Each student's float32 logits and the method's head outputs (`OnlineMethod.head_outputs`)."""
         outputs = self.students_net(images, training=training)
         features = list(outputs[0::2])
         logits = [ops.cast(z, "float32") for z in outputs[1::2]]
-        fused = None
-        if self.fusion is not None:
-            fused = ops.cast(self.fusion(features, training=training), "float32")
-        return logits, fused
+        extras = {} if self.fusion is None else self.online_method.head_outputs(self.fusion, features, logits, training)
+        return logits, extras
 
     def call(self, images, training=None):
-        """Returns ``{"s0": logits, ..., "fused": logits (fusion methods), "ensemble": mean probabilities}``."""
-        logits, fused = self._forward(images, training=training)
+        """Returns ``{"s0": logits, ..., "fused": logits (methods with one), "ensemble": mean probabilities}``."""
+        logits, extras = self._forward(images, training=training)
         outputs = {f"s{i}": z for i, z in enumerate(logits)}
-        if fused is not None:
-            outputs["fused"] = fused
+        outputs.update({name: extras[name] for name in self.head_classifiers})
         outputs["ensemble"] = _ensemble_probabilities(logits)
         return outputs
 
@@ -287,31 +261,19 @@ class OnlineDistiller(keras.Model):
             return rampup_weight(0, self.rampup_epochs)
         return rampup_weight(epoch_at_step(self.student_optimizer.iterations, self.steps_per_epoch), self.rampup_epochs)
 
-    def loss_terms(self, labels, logits: list, fused=None) -> dict:
-        """Each loss term (batch mean, scaled for `tf.distribute`) and the total under ``"loss"``."""
-        n = len(logits)
-        terms = {f"ce_s{i}": self._ce(labels, z) for i, z in enumerate(logits)}
-        total = sum(terms.values())
-        if self.method == "dml":
-            for i in range(n):
-                kl = sum(self._mutual_kl(logits[j], logits[i]) for j in range(n) if j != i) / (n - 1)
-                terms[f"kd_s{i}"] = kl
-                total += kl
-        elif fused is not None:
-            weight = self.kd_weight()
-            terms["ce_fused"] = self._ce(labels, fused)
-            for i, z in enumerate(logits):
-                terms[f"kd_s{i}"] = self._kd(fused, z)
-            ensemble = ops.mean(ops.stack(logits), axis=0)
-            terms["kd_fused"] = self._kd(ensemble, fused)
-            distill = sum(terms[f"kd_s{i}"] for i in range(n)) + terms["kd_fused"]
-            total += terms["ce_fused"] + weight * distill
-            terms["kd_weight"] = weight
-        terms["loss"] = total
-        return terms
+    def loss_terms(self, labels, logits: list, extras: dict | None = None) -> dict:
+        """Each loss term (batch mean, scaled for `tf.distribute`) and the total under ``"loss"``.
+
+        Args:
+            labels: the batch's integer labels.
+            logits: each student's float32 logits.
+            extras: the method's head outputs (`_forward`), e.g. ``{"fused": logits}``.
+        """
+        weight = self.kd_weight() if self.online_method.ramps_up else 1.0
+        return self.online_method.loss_terms(labels, logits, extras or {}, weight)
 
     # ------------------------------------------------------------ train / test
-    def _update_trackers(self, terms, labels, logits, fused):
+    def _update_trackers(self, terms, labels, logits, extras):
         replicas = _num_replicas()
         for name, value in terms.items():
             # Loss objects divide by the replica count for the gradient; the logged value is
@@ -319,8 +281,8 @@ class OnlineDistiller(keras.Model):
             self._trackers[name].update_state(value if name == "kd_weight" else value * replicas)
         for i, z in enumerate(logits):
             self._trackers[f"acc_s{i}"].update_state(labels, z)
-        if fused is not None:
-            self._trackers["acc_fused"].update_state(labels, fused)
+        for name in self.head_classifiers:
+            self._trackers[f"acc_{name}"].update_state(labels, extras[name])
         self._trackers["acc_ensemble"].update_state(labels, _ensemble_probabilities(logits))
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
@@ -386,12 +348,12 @@ class OnlineDistiller(keras.Model):
         images, labels = self._unpack(data)
         student_vars, fusion_vars = self._trained_variables()
         with tf.GradientTape() as tape:
-            logits, fused = self._forward(images, training=True)
-            terms = self.loss_terms(labels, logits, fused)
+            logits, extras = self._forward(images, training=True)
+            terms = self.loss_terms(labels, logits, extras)
             loss = self._scaled_loss(terms)
         grads = tape.gradient(loss, student_vars + fusion_vars)
         self._apply_gradients(grads, student_vars, fusion_vars)
-        return self._update_trackers(terms, labels, logits, fused)
+        return self._update_trackers(terms, labels, logits, extras)
 
     def _torch_train_step(self, data):
         import torch
@@ -399,14 +361,14 @@ class OnlineDistiller(keras.Model):
         images, labels = self._unpack(data)
         student_vars, fusion_vars = self._trained_variables()
         self.zero_grad()
-        logits, fused = self._forward(images, training=True)
-        terms = self.loss_terms(labels, logits, fused)
+        logits, extras = self._forward(images, training=True)
+        terms = self.loss_terms(labels, logits, extras)
         self._scaled_loss(terms).backward()
         grads = [v.value.grad for v in student_vars + fusion_vars]
         # The updates and the bookkeeping are no part of the graph to differentiate.
         with torch.no_grad():
             self._apply_gradients(grads, student_vars, fusion_vars)
-            return self._update_trackers(terms, labels, logits, fused)
+            return self._update_trackers(terms, labels, logits, extras)
 
     def _apply_gradients(self, grads, student_vars, fusion_vars):
         student_grads, fusion_grads = self._optimizer_gradients(grads, student_vars, fusion_vars)
@@ -421,9 +383,9 @@ class OnlineDistiller(keras.Model):
 
             return jax_steps.test_step(self, *args)
         images, labels = self._unpack(args[0])
-        logits, fused = self._forward(images, training=False)
-        terms = self.loss_terms(labels, logits, fused)
-        return self._update_trackers(terms, labels, logits, fused)
+        logits, extras = self._forward(images, training=False)
+        terms = self.loss_terms(labels, logits, extras)
+        return self._update_trackers(terms, labels, logits, extras)
 
     # --------------------------------------------------------------- compile
     def compile(
@@ -583,6 +545,10 @@ class OnlineDistiller(keras.Model):
         if not 0 <= int(index) < self.num_students:
             raise ValueError(f"Student index must be in [0, {self.num_students - 1}], got {index!r}.")
         return to_plain_keras(_students_of(self.students_net)[int(index)])
+
+    def student_parameter_counts(self) -> list[int]:
+        """Each student's parameter count as a standalone network (a shared trunk counts in each)."""
+        return [student.count_params() for student in _students_of(self.students_net)]
 
     def student_accuracies(self, data, **evaluate_kwargs) -> list[float]:
         """Top-1 accuracy of each student on ``data`` (a dataset or ``(images, labels)``)."""

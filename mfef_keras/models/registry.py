@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 from mfef_keras._names import unknown_name_error
-from mfef_keras.choices import BACKBONES, TOPOLOGIES, matching_names
+from mfef_keras.choices import BACKBONES, TOPOLOGIES, cohort_names, matching_names
 from mfef_keras.models.recipe import BackboneRecipe, LayerFactory
 from mfef_keras.models.resnet_cifar import resnet_cifar_recipe
 from mfef_keras.models.vgg_cifar import vgg_cifar_recipe
@@ -64,15 +64,15 @@ def _head(x, num_classes: int, prefix: str):
 
 
 def build_students(
-    name: str,
+    name: str | Sequence[str],
     num_classes: int,
-    num_students: int = 2,
+    num_students: int | None = None,
     topology: str = "independent",
     input_shape: Sequence[int] = (32, 32, 3),
     sync_batchnorm: bool = False,
     **kwargs,
 ) -> list[keras.Model]:
-    """Build ``num_students`` students of backbone ``name`` on one input tensor.
+    """Build a cohort of students on one input tensor: ``num_students`` of backbone ``name``, or one per name.
 
     With ``topology="independent"`` every student has its own weights; with
     ``"shared_trunk"`` the stem and all stages but the last are shared (the FFL / ONE
@@ -80,30 +80,42 @@ def build_students(
     images to logits and names its last-stage map ``s{i}_features``.
 
     Args:
-        name: a registered backbone (see `list_backbones`).
+        name: a registered backbone (see `list_backbones`) for every student, or one name per student (a
+            mixed cohort, e.g. ``["resnet32", "resnet8"]``).
         num_classes: number of logits.
-        num_students: how many students (>= 1).
-        topology: ``"independent"`` or ``"shared_trunk"``.
+        num_students: how many students (>= 1) of a single ``name`` (default 2); with a list, None or its length.
+        topology: ``"independent"`` or ``"shared_trunk"`` (students of one backbone only).
         input_shape: image shape (height, width, channels).
         sync_batchnorm: synchronise BatchNorm statistics across replicas under
             `tf.distribute`, so multi-device training matches one device.
-        **kwargs: family options such as ``base_width`` or ``dropout``.
+        **kwargs: family options such as ``base_width`` or ``dropout``, for every student.
+
+    Example:
+        >>> large, small = build_students(["resnet32", "resnet8"], num_classes=10)
+        >>> large.count_params() > small.count_params()
+        True
     """
     if topology not in TOPOLOGIES:
         raise unknown_name_error("topology", topology, TOPOLOGIES)
-    if int(num_students) < 1:
-        raise ValueError(f"num_students must be >= 1, got {num_students!r}.")
+    names = cohort_names(name, num_students)
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-    recipe = _recipe(name, sync_batchnorm, **kwargs)
+    if topology == "shared_trunk" and len(set(names)) > 1:
+        raise ValueError(
+            f"topology 'shared_trunk' shares one backbone's trunk; the cohort {','.join(names)} mixes backbones. "
+            "Use --topology independent for a mixed cohort."
+        )
+    recipes = {backbone: _recipe(backbone, sync_batchnorm, **kwargs) for backbone in dict.fromkeys(names)}
     images = keras.Input(tuple(input_shape), name="images")
     if topology == "shared_trunk":
+        recipe = recipes[names[0]]
         trunk = recipe.stem(images, "trunk_")
         for stage in recipe.stages[:-1]:
             trunk = stage(trunk, "trunk_")
     students = []
-    for i in range(int(num_students)):
+    for i, backbone in enumerate(names):
         prefix = f"s{i}_"
+        recipe = recipes[backbone]
         if topology == "shared_trunk":
             x = recipe.stages[-1](trunk, prefix)
         else:
@@ -111,7 +123,7 @@ def build_students(
             for stage in recipe.stages:
                 x = stage(x, prefix)
         _, logits = _head(x, int(num_classes), prefix)
-        students.append(keras.Model(images, logits, name=f"{name}_s{i}"))
+        students.append(keras.Model(images, logits, name=f"{backbone}_s{i}"))
     return students
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mfef_keras._names import unknown_name_error
-from mfef_keras.choices import ABLATIONS, BACKBONES, METHODS, TOPOLOGIES
+from mfef_keras.choices import ABLATIONS, BACKBONES, TOPOLOGIES, cohort_names
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -111,10 +111,11 @@ class TrainConfig:
     Args:
         dataset: dataset name (see `mfef_keras.data.list_datasets`) or ``folder:PATH``.
         data_dir: where datasets live (default ``$MFEF_DATA_DIR`` or ``~/.mfef/data``).
-        backbone: student backbone (see `mfef_keras.models.list_backbones`).
+        backbone: student backbone (see `mfef_keras.models.list_backbones`), or one per student separated by
+            commas (a mixed cohort such as ``resnet32,resnet8``; a list in YAML), which sets ``num_students``.
         base_width: width of the backbone's first stage (family default if None).
-        method: ``mfef``, ``ffl``, ``dml`` or ``independent``.
-        num_students: students trained together.
+        method: a registered method (`mfef list-methods`); ``independent`` is plain training.
+        num_students: students trained together (of a single ``backbone``).
         topology: ``independent`` or ``shared_trunk``.
         ablate: MFEF components to switch off.
         epochs: training epochs.
@@ -171,6 +172,12 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        # One string names the cohort in every source (YAML list, command line, API), so a single backbone
+        # keeps the experiment_hash it always had.
+        if isinstance(self.backbone, list | tuple):
+            self.backbone = ",".join(str(name) for name in self.backbone)
+        if isinstance(self.backbone, str) and "," in self.backbone:
+            self.num_students = len(cohort_names(self.backbone))
         # Every value gets its declared type, so that 1e-2 from YAML and 0.01 from the command line
         # are the same float (and the same experiment_hash).
         for name, annotation in typing.get_type_hints(TrainConfig).items():
@@ -179,16 +186,22 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad value and what is allowed (values already have their types)."""
-        if self.method not in METHODS:
-            raise unknown_name_error("method", self.method, METHODS)
+        from mfef_keras.distill.methods import method_class
+
+        method = method_class(self.method)
         if self.topology not in TOPOLOGIES:
             raise unknown_name_error("topology", self.topology, TOPOLOGIES)
-        if self.backbone not in BACKBONES:
-            # Only code that imported the registry can have registered a backbone of its own.
-            registry = sys.modules.get("mfef_keras.models.registry")
-            known = registry.list_backbones() if registry else list(BACKBONES)
-            if self.backbone not in known:
-                raise unknown_name_error("backbone", self.backbone, known)
+        for backbone in dict.fromkeys(self.cohort):
+            if backbone not in BACKBONES:
+                # Only code that imported the registry can have registered a backbone of its own.
+                registry = sys.modules.get("mfef_keras.models.registry")
+                known = registry.list_backbones() if registry else list(BACKBONES)
+                if backbone not in known:
+                    raise unknown_name_error("backbone", backbone, known)
+        if self.topology == "shared_trunk" and len(set(self.cohort)) > 1:
+            raise ValueError(
+                f"topology shared_trunk shares one backbone's trunk; the cohort {self.backbone} mixes backbones."
+            )
         if self.precision not in PRECISIONS:
             raise unknown_name_error("precision", self.precision, PRECISIONS)
         if self.strategy not in STRATEGIES:
@@ -198,16 +211,18 @@ class TrainConfig:
         for name in self.ablate:
             if name not in ABLATIONS:
                 raise unknown_name_error("ablation", name, ABLATIONS)
+        if self.ablate and not method.ablations:
+            raise ValueError(f"ablate {self.ablate} does not apply to method {self.method!r} (MFEF's parts only).")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
         positive["num_students"] = self.num_students
         for key, value in positive.items():
             if value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}.")
         # One student is plain training, the baseline; the distillation methods need peers to learn from.
-        if self.num_students < 2 and self.method != "independent":
+        if self.num_students < method.min_students:
             raise ValueError(
-                f"num_students must be >= 2 for online distillation with {self.method}, got {self.num_students} "
-                "(one student trains alone only with --method independent)."
+                f"num_students must be >= {method.min_students} for online distillation with {self.method}, got "
+                f"{self.num_students} (one student trains alone only with --method independent)."
             )
         ranges = {
             "learning_rate": (self.learning_rate > 0, "> 0"),
@@ -235,15 +250,26 @@ class TrainConfig:
             )
 
     @property
+    def cohort(self) -> list[str]:
+        """The backbone of each student, in order (``num_students`` copies of a single backbone)."""
+        names = cohort_names(self.backbone)
+        return names if len(names) > 1 else names * self.num_students
+
+    @property
     def effective_rampup_epochs(self) -> float:
         return self.rampup_epochs if self.rampup_epochs is not None else self.epochs * 80 / 300
 
     @property
     def effective_lr_milestones(self) -> list[int]:
-        """The milestones in epochs: the given ones, or the recipe's 150 and 225 of 300 scaled to ``epochs``."""
+        """The milestones in epochs: the given ones, or the recipe's 150 and 225 of 300 scaled to ``epochs``.
+
+        Scaled milestones that fall on the same epoch, on the first or past the last are dropped: a run of
+        3 epochs decays once (at 2), a run of 1 never.
+        """
         if self.lr_milestones is not None:
             return list(self.lr_milestones)
-        return [round(self.epochs * 150 / 300), round(self.epochs * 225 / 300)]
+        scaled = (round(self.epochs * 150 / 300), round(self.epochs * 225 / 300))
+        return [m for m in dict.fromkeys(scaled) if 0 < m < self.epochs]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -255,7 +281,8 @@ class TrainConfig:
 
     def default_run_dir(self) -> str:
         name = self.dataset.replace("folder:", "folder-").replace("/", "_").strip("_")
-        return str(Path("runs") / f"{name}-{self.backbone}-{self.method}-{self.experiment_hash()[:8]}")
+        cohort = self.backbone.replace(",", "+")
+        return str(Path("runs") / f"{name}-{cohort}-{self.method}-{self.experiment_hash()[:8]}")
 
 
 def shipped_configs() -> list[str]:
@@ -303,4 +330,7 @@ def resolve_config(config_file: str | None = None, overrides: dict | None = None
     """Defaults, then the config file, then command-line ``overrides`` (None values are ignored)."""
     values = read_config_file(config_file) if config_file else {}
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if "backbone" in values and "num_students" in values:
+        # Only here is it known that num_students was given, not defaulted: it must agree with the cohort.
+        cohort_names(values["backbone"], values["num_students"])
     return TrainConfig(**values)

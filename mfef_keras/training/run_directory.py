@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
@@ -225,11 +226,18 @@ SELECTION_LABELS = {
 _SELECTION_PREFIX = {"validation": "val", "test": "test"}
 
 
-def summarize(history: list[dict], num_students: int, has_fused: bool, selection: str = "validation") -> dict:
+def summarize(
+    history: list[dict],
+    num_students: int,
+    has_fused: bool,
+    selection: str = "validation",
+    deployable: Sequence[int] | None = None,
+) -> dict:
     """Per model of a run: the selected epoch (from 1), its validation and test accuracy, and the last test accuracy.
 
     The epoch is the argmax of the ``selection`` split's accuracy (ties to the later epoch); so is the best
-    student among the students. ``best_val`` is the validation accuracy at that epoch (the best one when
+    student among the ``deployable`` students, whose names (``chosen_from``) and the ``reason`` it was chosen
+    the best student records. ``best_val`` is the validation accuracy at that epoch (the best one when
     selecting on validation).
 
     Args:
@@ -237,6 +245,8 @@ def summarize(history: list[dict], num_students: int, has_fused: bool, selection
         num_students: students of the run.
         has_fused: whether the run has a fused head.
         selection: ``"validation"`` or ``"test"`` (the papers' protocol), see `TrainConfig`.
+        deployable: the indices of the students the best one is chosen from (the smallest of a mixed cohort);
+            None: all.
     """
     prefix = _SELECTION_PREFIX[selection]
     models = [f"s{i}" for i in range(num_students)] + (["fused"] if has_fused else []) + ["ensemble"]
@@ -251,9 +261,17 @@ def summarize(history: list[dict], num_students: int, has_fused: bool, selection
             "test_at_best": best[f"test_acc_{model}"],
             "test_last": history[-1][f"test_acc_{model}"],
         }
-    scores = {f"s{i}": _selection_score(summary[f"s{i}"], selection) for i in range(num_students)}
+    candidates = range(num_students) if deployable is None else deployable
+    scores = {f"s{i}": _selection_score(summary[f"s{i}"], selection) for i in candidates}
     best_student = max(scores, key=lambda s: (scores[s], summary[s]["best_epoch"]))
-    summary["best_student"] = {"name": best_student, **summary[best_student]}
+    split = "validation" if selection == "validation" else "test"
+    among = "the students" if len(scores) == num_students else "the students with the fewest parameters"
+    summary["best_student"] = {
+        "name": best_student,
+        **summary[best_student],
+        "chosen_from": list(scores),
+        "reason": f"the best by {split} top-1 of {among} ({', '.join(scores)})",
+    }
     return summary
 
 

@@ -55,7 +55,9 @@ class RunResult:
     summary: dict
 
 
-def _student_metadata(config: TrainConfig, info, index: int, row: dict, selection: str) -> dict:
+def _student_metadata(
+    config: TrainConfig, info, index: int, row: dict, selection: str, cohort: list[dict], deployed: dict | None = None
+) -> dict:
     """The metadata.json of student ``index`` saved after the epoch of metrics row ``row``.
 
     Args:
@@ -65,14 +67,18 @@ def _student_metadata(config: TrainConfig, info, index: int, row: dict, selectio
         row: the metrics row of the epoch (from 1) after which the student is saved.
         selection: how that epoch was chosen: ``config.selection`` for the best student, ``"last_epoch"``
             for ``students/s<i>``.
+        cohort: each student's name, backbone and parameter count (`_cohort`).
+        deployed: for ``best_student/``, which students it was chosen from and why (`deployed_choice`).
     """
     return {
         "dataset": info.to_dict(),
-        "backbone": config.backbone,
+        "backbone": config.cohort[index],
         "base_width": config.base_width,
         "method": config.method,
         "topology": config.topology,
         "num_students": config.num_students,
+        "cohort": cohort,
+        **({"deployed": deployed} if deployed else {}),
         "student_index": index,
         "epoch": row["epoch"],
         "test_accuracy": row[f"test_acc_s{index}"],
@@ -97,9 +103,8 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         students = build_students(
-            config.backbone,
+            config.cohort,
             info.num_classes,
-            num_students=config.num_students,
             topology=config.topology,
             input_shape=info.image_shape,
             sync_batchnorm=sync_batchnorm,
@@ -262,18 +267,48 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
         checkpoint_source = run_dir
     with _owned(run_dir, existed, echo):
         history, distiller = _train_epochs(config, info, strategy, chief, run_dir, checkpoint_source, train_size, echo)
-        has_fused = distiller.fusion is not None
-        summary = summarize(history, config.num_students, has_fused, config.selection)
+        cohort = _cohort(config, distiller)
+        summary = _summary(config, history, distiller, cohort)
         for index in range(config.num_students):
             target = run_dir / "students" / f"s{index}"
             if not target.exists():
-                metadata = _student_metadata(config, info, index, history[-1], "last_epoch")
+                metadata = _student_metadata(config, info, index, history[-1], "last_epoch", cohort)
                 save_student_dir(target, distiller.get_student(index), metadata)
         write_json_atomic(run_dir / "summary.json", summary)
         plot_training_curves(history, run_dir / "curves.png")
     echo(format_summary(summary))
     echo(f"Run directory: {run_dir}")
     return RunResult(run_dir=run_dir, history=history, summary=summary)
+
+
+def _cohort(config: TrainConfig, distiller) -> list[dict]:
+    """Each student's name, backbone and parameter count, as the summary and the student cards record them."""
+    counts = distiller.student_parameter_counts()
+    return [
+        {"student": f"s{i}", "backbone": backbone, "parameters": count}
+        for i, (backbone, count) in enumerate(zip(config.cohort, counts))
+    ]
+
+
+def _summary(config: TrainConfig, history: list[dict], distiller, cohort: list[dict]) -> dict:
+    """`summarize` of the run, its best student chosen among the smallest students (the ones to deploy)."""
+    return summarize(
+        history,
+        config.num_students,
+        bool(distiller.head_classifiers),
+        config.selection,
+        deployable=smallest_students(cohort),
+    ) | {"cohort": cohort}
+
+
+def smallest_students(cohort: list[dict]) -> list[int]:
+    """The indices of the students with the fewest parameters: the compressed ones a run deploys.
+
+    Args:
+        cohort: `_cohort` entries.
+    """
+    fewest = min(entry["parameters"] for entry in cohort)
+    return [i for i, entry in enumerate(cohort) if entry["parameters"] == fewest]
 
 
 def _share(batches, strategy, examples: int, batch_size: int):
@@ -313,7 +348,8 @@ def _train_epochs(
     from mfef_keras.data import make_dataset
 
     distiller = _build(config, info, strategy, math.ceil(train_size / config.batch_size))
-    has_fused = distiller.fusion is not None
+    has_fused = bool(distiller.head_classifiers)
+    cohort = _cohort(config, distiller)
     # tf.distribute's multi-worker strategy needs the package's own loop; JAX's processes train through fit.
     multiworker_tf = config.strategy == "multiworker" and keras.backend.backend() == "tensorflow"
     loop = CustomLoop(distiller, strategy) if multiworker_tf else None
@@ -401,13 +437,14 @@ def _train_epochs(
                 )
             row.update(epoch=epoch + 1, lr=learning_rate, time_s=time.perf_counter() - started)
             history.append(row)
-            best = summarize(history, config.num_students, has_fused, config.selection)["best_student"]
+            best = _summary(config, history, distiller, cohort)["best_student"]
             if best["best_epoch"] == row["epoch"]:
                 index = int(best["name"][1:])
+                deployed = {key: best[key] for key in ("chosen_from", "reason")}
                 save_student_dir(
                     run_dir / "best_student",
                     distiller.get_student(index),
-                    _student_metadata(config, info, index, row, config.selection),
+                    _student_metadata(config, info, index, row, config.selection, cohort, deployed),
                 )
             write_metrics(run_dir, history)
             save_checkpoint(run_dir, distiller, {"epoch": epoch + 1, "history": history})

@@ -1,0 +1,26 @@
+"""The online-distillation methods, one module each, registered by name as they are imported.
+
+Every module of this package is imported here, so a new method is one new file in it (plus its tests).
+"""
+
+import importlib
+import pkgutil
+
+from mfef_keras.distill.methods.base import OnlineMethod, method_class, register_method, registered_methods
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def list_methods() -> list[str]:
+    """The names of the registered methods, the baseline first."""
+    names = list(registered_methods())
+    return sorted(names, key=lambda name: (name != "independent", name))
+
+
+def method_descriptions() -> dict[str, str]:
+    """Name -> one-line description of every registered method, as `mfef list-methods` prints them."""
+    return {name: registered_methods()[name].description for name in list_methods()}
+
+
+__all__ = ["OnlineMethod", "list_methods", "method_class", "method_descriptions", "register_method"]
