@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from mfef_keras._outputs import check_output_dir
+from mfef_keras._regular_files import read_regular
 from mfef_keras.eval_results import scores, write_results
 from mfef_keras.export.datasets import check_classes, check_images, load_split
 from mfef_keras.export.errors import ExportError
@@ -25,7 +26,7 @@ def is_onnx_model(source: str | os.PathLike) -> bool:
     if path.is_file():
         return path.suffix == ".onnx"
     try:
-        return json.loads((path / METADATA_FILE).read_text()).get("format") == EXPORT_FORMAT
+        return json.loads(read_regular(path / METADATA_FILE)).get("format") == EXPORT_FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -17,6 +17,7 @@ import onnx
 
 from mfef_keras._file_modes import make_staging_dir
 from mfef_keras._outputs import check_output_dir, writing_to
+from mfef_keras._regular_files import read_regular
 from mfef_keras.export import parity, runtime
 from mfef_keras.export.datasets import check_classes, check_images, load_split, sample
 from mfef_keras.export.errors import ExportError
@@ -255,7 +256,7 @@ def _check_out_dir(out_dir: Path, source: str | os.PathLike, overwrite: bool) ->
 def _check_previous_export(out_dir: Path, allowed: str) -> None:
     """Refuse unless ``out_dir`` holds an export's metadata and nothing besides the artefacts it lists."""
     try:
-        metadata = json.loads((out_dir / METADATA_FILE).read_text())
+        metadata = json.loads(read_regular(out_dir / METADATA_FILE))
         listed = {PurePosixPath(entry["path"]).parts[0] for entry in metadata["artifacts"].values()}
         recognised = metadata["format"] == EXPORT_FORMAT
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):

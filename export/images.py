@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mfef_keras._regular_files import open_regular
 from mfef_keras.data.image_files import ImageFileError, load_image
 from mfef_keras.export.errors import PredictError
 
@@ -59,7 +60,8 @@ def load_images(
 
 def _load_npy(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False)
+        with open_regular(path) as handle:
+            array = np.load(handle, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise PredictError(f"Cannot read {path} as a .npy array: {error}") from None
     if array.ndim == 3:

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+from mfef_keras._regular_files import open_regular
+
 EXPORT_FORMAT = "mfef-export/1"
 # Defaults of `export_student` and ``mfef export`` (here, as the CLI must not import TensorFlow to show them).
 DEFAULT_OPSET = 17
@@ -34,7 +36,7 @@ _PACKAGES = ("mfef-keras", "keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mfef_keras._regular_files import open_regular
 from mfef_keras.export.errors import PredictError
 
 # 4 Gi uint8 pixels is over a million 64x64 RGB images: more is a mistake or a hostile header,
@@ -49,7 +50,7 @@ def check_npy_sizes(paths: Sequence[str | os.PathLike], limit: int = MAX_NPY_BYT
 def _header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, dtype, bytes after the header) of a ``.npy`` file."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             major, _ = np.lib.format.read_magic(handle)
             # Format 3.0 differs from 2.0 only by a UTF-8 header, which image arrays (no field names) never need.
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mfef_keras._regular_files import read_regular
 from mfef_keras.export.errors import PredictError
 from mfef_keras.export.metadata import METADATA_FILE, ONNX_FILE, card_from_props
 from mfef_keras.export.preprocessing import normalize
@@ -187,7 +188,7 @@ def _model_file(path: Path) -> Path:
         name = ONNX_FILE
         if metadata_file.is_file():
             try:
-                metadata = json.loads(metadata_file.read_text())
+                metadata = json.loads(read_regular(metadata_file))
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise PredictError(f"{metadata_file} is not valid JSON: {error}") from None
             if not isinstance(metadata, dict) or not isinstance(metadata.get("default_onnx"), str | None):

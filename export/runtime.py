@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from mfef_keras._regular_files import check_regular
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -52,7 +53,8 @@ def make_session(
         providers: execution providers in order of preference; default `default_providers()`.
         threads: intra-op threads (default: one per usable core).
     """
-    source = str(model) if isinstance(model, (str, os.PathLike, Path)) else model
+    # onnxruntime opens the path itself: a FIFO there would block it forever.
+    source = str(check_regular(model, "loaded as an ONNX model")) if isinstance(model, (str, os.PathLike)) else model
     return ort.InferenceSession(source, session_options(threads), providers=list(providers or default_providers()))
 
 

@@ -84,6 +84,12 @@ def open_regular(path: str | os.PathLike, what: str = "read") -> BinaryIO:
         raise
 
 
+def read_regular(path: str | os.PathLike, what: str = "read") -> bytes:
+    """The bytes of ``path``, refused unless it is a regular file (see `open_regular`)."""
+    with open_regular(path, what) as handle:
+        return handle.read()
+
+
 def open_for_writing(path: str | os.PathLike, flags: int = os.O_RDWR | os.O_CREAT, mode: int = 0o666) -> int:
     """A descriptor of ``path`` opened in place (``os.open`` ``flags``) without following a link.
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mfef_keras._file_modes import make_staging_dir, share_like_umask
+from mfef_keras._regular_files import check_regular, read_regular
 from mfef_keras.data.info import DatasetInfo
 
 MODEL_FILE = "model.keras"
@@ -83,7 +84,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata of a student directory."""
     path = Path(path)
     try:
-        return json.loads((path / METADATA_FILE).read_text())
+        return json.loads(read_regular(path / METADATA_FILE))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is not a student directory: {METADATA_FILE} is missing.") from None
     except json.JSONDecodeError as error:
@@ -104,7 +105,7 @@ def load_keras_file(path: str | os.PathLike) -> keras.Model:
 
     import mfef_keras.layers  # noqa: F401
 
-    return keras.saving.load_model(path, safe_mode=True)
+    return keras.saving.load_model(check_regular(path, "loaded as a Keras model"), safe_mode=True)
 
 
 def load_student_dir(path: str | os.PathLike) -> tuple[keras.Model, dict]:

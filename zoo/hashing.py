@@ -6,6 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from mfef_keras._regular_files import open_regular
 from mfef_keras.zoo.errors import IntegrityError
 
 CHUNK_BYTES = 1 << 20
@@ -14,7 +15,7 @@ CHUNK_BYTES = 1 << 20
 def sha256_file(path: str | os.PathLike) -> str:
     """The hex sha256 of a file, read in chunks so large files do not fill memory."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()

@@ -14,6 +14,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from mfef_keras._regular_files import read_regular
 from mfef_keras.zoo.errors import ZooError
 
 MANIFEST_FILE = "manifest.json"
@@ -97,7 +98,7 @@ def read_manifest(path: str | os.PathLike, missing_ok: bool = False) -> dict[str
             return {}
         raise ZooError(f"Manifest {path} does not exist (check ${ENV_MANIFEST}).")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_regular(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ZooError(f"Manifest {path} is not valid JSON: {error}") from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("presets"), dict):

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from mfef_keras._regular_files import read_regular
 from mfef_keras.zoo.errors import IntegrityError
 from mfef_keras.zoo.hashing import check_file, file_record
 
@@ -45,14 +46,14 @@ def read_preset_index(path: str | os.PathLike) -> dict:
     """The parsed ``preset.json`` of a preset directory, with its file list checked for shape."""
     path = Path(path)
     index_file = path / PRESET_FILE
-    if not index_file.is_file():
+    if not index_file.exists():
         raise IntegrityError(
             f"{path} is not a zoo preset: {PRESET_FILE} (the list of file hashes) is missing. A plain student "
             "folder loads with mfef_keras.student_dir.load_student_dir; `mfef zoo publish` makes a preset of a run.",
             file=str(index_file),
         )
     try:
-        index = json.loads(index_file.read_text())
+        index = json.loads(read_regular(index_file))
         files = index["files"]
         records = {name: (str(rec["sha256"]), int(rec["size"])) for name, rec in files.items()}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:

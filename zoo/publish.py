@@ -9,6 +9,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mfef_keras._regular_files import read_regular
 from mfef_keras.zoo.archive import pack_preset
 from mfef_keras.zoo.hashing import file_record
 from mfef_keras.zoo.manifest import (
@@ -50,7 +51,7 @@ _LISTED = (
 
 def _read_json(path: Path, what: str) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_regular(path))
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path.parent} is not a finished run directory: {what} {path.name} is missing."

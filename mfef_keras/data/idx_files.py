@@ -9,6 +9,8 @@ import zlib
 
 import numpy as np
 
+from mfef_keras._regular_files import open_regular
+
 # Type byte of the magic number -> element type; IDX stores multi-byte values big-endian.
 IDX_DTYPES = {
     0x08: np.dtype(np.uint8),
@@ -76,7 +78,7 @@ def read_gzip(path: str | os.PathLike, max_bytes: int = MAX_DECOMPRESSED_BYTES) 
             more than ``max_bytes``.
     """
     try:
-        with gzip.open(path, "rb") as handle:
+        with open_regular(path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as handle:
             data = handle.read(max_bytes + 1)
     # BadGzipFile (an OSError) for a bad header or CRC, EOFError for a truncated stream, zlib.error for
     # corrupt deflate data; a missing or unreadable file stays an OSError of its own.

@@ -8,11 +8,12 @@ Only regular files are opened (a FIFO named ``x.png`` would block a reader forev
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from mfef_keras._regular_files import NotARegularFile, open_regular
 
 # 8192x8192: far above what a small-image classifier trains on, yet one decode stays under 256 MiB (RGBA). It is
 # below PIL's own warning threshold (Image.MAX_IMAGE_PIXELS, ~89.5 M), so our message comes first for most sizes.
@@ -22,16 +23,10 @@ _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 # What PIL raises for a broken or truncated file: OSError (UnidentifiedImageError, "image file is truncated"),
 # SyntaxError (bad PNG chunks) or ValueError.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError)
-_FILE_KINDS = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
 
 
 class ImageFileError(ValueError):
     """An image file that cannot be used: not a regular file, too many pixels, or not decodable."""
-
-
-def _not_regular(path: Path, mode: int) -> ImageFileError:
-    kind = next((name for test, name in _FILE_KINDS.items() if test(mode)), "a device or special file")
-    return ImageFileError(f"{path} is {kind}, not a regular file; only regular files are read as images.")
 
 
 def _too_large(path: Path, pixels: str) -> ImageFileError:
@@ -44,11 +39,6 @@ def _too_large(path: Path, pixels: str) -> ImageFileError:
 
 def _undecodable(path: Path, why: object) -> ImageFileError:
     return ImageFileError(f"Cannot decode image {path}: {why}")
-
-
-def _open_nonblocking(path: str, flags: int) -> int:
-    # Opening a FIFO without a writer would block forever before fstat could refuse it.
-    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -66,15 +56,12 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """
     path = Path(path)
     try:
-        file = open(path, "rb", opener=_open_nonblocking)
-    except IsADirectoryError:
-        raise _not_regular(path, stat.S_IFDIR) from None
+        file = open_regular(path, "read as an image")
+    except NotARegularFile as err:
+        raise ImageFileError(str(err)) from None
     except OSError as err:
         raise ImageFileError(f"Cannot read image {path}: {err.strerror}.") from None
     with file:
-        mode = os.fstat(file.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise _not_regular(path, mode)
         try:
             image = Image.open(file)
         except Image.DecompressionBombError:

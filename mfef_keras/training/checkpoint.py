@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mfef_keras import __version__
+from mfef_keras._regular_files import check_regular
 from mfef_keras.student_dir import write_bytes_atomic
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -161,7 +162,7 @@ def _read(path: Path) -> dict[str, np.ndarray]:
         CheckpointError: the file is cut short or damaged; the message names it and says what to do.
     """
     try:
-        with np.load(path) as data:
+        with np.load(check_regular(path)) as data:
             arrays = {key: data[key] for key in data.files}
         for key in (_META_KEY, _STATE_KEY):
             if key in arrays:

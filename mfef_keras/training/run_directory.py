@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from mfef_keras._regular_files import read_regular
 from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import EXECUTION_KEYS, TrainConfig
 
@@ -79,7 +80,7 @@ def _read_json(file: Path) -> dict:
         RunDirectoryError: the file is not a JSON object (cut short, or edited by hand); the message names it.
     """
     try:
-        data = json.loads(file.read_text())
+        data = json.loads(read_regular(file))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         problem = f"is not valid JSON ({error})"
     else:

@@ -1,0 +1,97 @@
+"""Every reader of outside input refuses what is not a regular file (a FIFO, a directory) at once, never hanging."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from mfef_keras.data.idx_files import read_gzip
+from mfef_keras.data.image_files import load_image
+from mfef_keras.export.images import load_images
+from mfef_keras.export.metadata import sha256_file as export_sha256
+from mfef_keras.export.npy_files import check_npy_sizes
+from mfef_keras.export.runtime import make_session
+from mfef_keras.student_dir import load_keras_file, read_metadata
+from mfef_keras.training.checkpoint import _read as read_checkpoint
+from mfef_keras.training.config import TrainConfig
+from mfef_keras.training.run_directory import check_run_dir
+from mfef_keras.zoo.hashing import sha256_file as zoo_sha256
+from mfef_keras.zoo.preset import read_preset_index
+from tests.helpers import subprocess_env
+
+# reader name -> (name of the file it reads, call on that file's folder and path).
+READERS = {
+    "IDX gzip": ("train-images-idx3-ubyte.gz", lambda folder, path: read_gzip(path)),
+    "image": ("x.png", lambda folder, path: load_image(path)),
+    ".npy header": ("x.npy", lambda folder, path: check_npy_sizes([path])),
+    ".npy batch": ("x.npy", lambda folder, path: load_images([path], (8, 8, 1))),
+    "export hash": ("model.onnx", lambda folder, path: export_sha256(path)),
+    "zoo hash": ("model.keras", lambda folder, path: zoo_sha256(path)),
+    "ONNX model": ("model.onnx", lambda folder, path: make_session(path)),
+    "Keras model": ("model.keras", lambda folder, path: load_keras_file(path)),
+    "student metadata": ("metadata.json", lambda folder, path: read_metadata(folder)),
+    "preset index": ("preset.json", lambda folder, path: read_preset_index(folder)),
+    "run config": ("config.json", lambda folder, path: check_run_dir(folder, TrainConfig())),
+    "checkpoint": ("checkpoint.npz", lambda folder, path: read_checkpoint(path)),
+}
+
+
+def _outcome_within(seconds: float, call) -> BaseException:
+    """The exception ``call`` raised, failing the test if it returned or did not return within ``seconds``."""
+    outcome = []
+
+    def run():
+        try:
+            call()
+        except BaseException as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still blocked after {seconds} s"
+    assert outcome[0] is not None, "a special file was read as if it were data"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("kind", ["FIFO", "directory"])
+def test_every_reader_refuses_a_special_file_naming_it(tmp_path, reader, kind):
+    name, call = READERS[reader]
+    path = tmp_path / name
+    os.mkfifo(path) if kind == "FIFO" else path.mkdir()
+    error = _outcome_within(10, lambda: call(tmp_path, path))
+    assert isinstance(error, ValueError), repr(error)
+    assert f"{path} is a {kind}, not a regular file" in str(error)
+
+
+def _mfef(*args: str | Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "mfef_keras.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+
+
+def _one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert all(fragment in errors[0] for fragment in fragments), errors[0]
+
+
+def test_train_on_a_fashion_mnist_copy_with_a_fifo_exits_with_one_error_line(tmp_path):
+    folder = tmp_path / "data" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"]
+    for name in names:
+        (folder / name).write_bytes(b"")
+    os.mkfifo(folder / "t10k-labels-idx1-ubyte.gz")
+    result = _mfef("train", "--dataset", "fashion_mnist", "--data-dir", tmp_path / "data", "--run-dir", tmp_path / "r")
+    _one_error_line(result, str(folder / "t10k-labels-idx1-ubyte.gz"), "not a regular file")
+    assert not (tmp_path / "r").exists()
