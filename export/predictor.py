@@ -172,6 +172,7 @@ def _model_card(path: Path, session) -> dict:
             f"[N, H, W, C], dtype uint8 or float32 and preprocess, mfef.normalization mean and std; got "
             f"mfef.class_names={names!r:.80}, mfef.input={spec!r:.200}; {rerun}."
         )
+    _check_input(path, spec, session.get_inputs(), rerun)
     outputs = session.get_outputs()[0].shape[-1]
     if isinstance(outputs, int) and outputs != len(names):
         raise PredictError(
@@ -179,6 +180,36 @@ def _model_card(path: Path, session) -> dict:
             f"{outputs} outputs; {rerun}."
         )
     return card
+
+
+# The ONNX type of the input tensor for each dtype the metadata may record.
+_ONNX_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
+
+
+def _check_input(path: Path, spec: dict, inputs: list, rerun: str) -> None:
+    """Refuse metadata whose input (``spec``: shape and dtype) is not the graph's own, which onnxruntime would
+    only reveal as a traceback on the first batch.
+    """
+    stored = f"{spec['dtype']} [N, {', '.join(map(str, spec['shape'][1:]))}]"
+    if len(inputs) != 1:
+        raise PredictError(
+            f"{path} takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); a model written by "
+            f"`mfef export` takes one, the images ({stored}); {rerun}."
+        )
+    graph = inputs[0]
+    shape = list(graph.shape)
+    # A dimension the graph leaves symbolic (the batch, or a size it does not fix) accepts what the metadata says.
+    fits = (
+        graph.type == _ONNX_TYPES[spec["dtype"]]
+        and len(shape) == 4
+        and all(not isinstance(dim, int) or dim == size for dim, size in zip(shape[1:], spec["shape"][1:]))
+    )
+    if not fits:
+        dtype = next((name for name, onnx_type in _ONNX_TYPES.items() if onnx_type == graph.type), graph.type)
+        raise PredictError(
+            f"{path}'s metadata (mfef.input) says it takes {stored} images, but its graph's input {graph.name!r} is "
+            f"{dtype} [{', '.join(map(str, shape))}]; the metadata must describe the graph: {rerun}."
+        )
 
 
 def _model_file(path: Path) -> Path:

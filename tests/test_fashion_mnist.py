@@ -182,9 +182,10 @@ def test_wrong_arrays_are_named_even_with_matching_hashes(tmp_path):
 
 def test_absent_files_name_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setenv("MFEF_DATA_DIR", str(tmp_path / "data"))
     start = time.perf_counter()
     with pytest.raises(FileNotFoundError) as error:
-        make_dataset("fashion_mnist", "train", 64, training=True, data_dir=tmp_path / "data")
+        make_dataset("fashion_mnist", "train", 64, training=True)
     assert time.perf_counter() - start < 2.0
     message = str(error.value)
     assert "apt-get install dataset-fashion-mnist" in message and str(tmp_path / "data" / "fashion-mnist") in message
@@ -208,11 +209,16 @@ def test_a_fifo_is_refused_without_blocking(generated):
 def test_the_data_dir_copy_comes_before_the_debian_one(tmp_path, monkeypatch):
     hashes = _write_dataset(tmp_path / "debian", seed=1)
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "debian")
+    monkeypatch.setenv("MFEF_DATA_DIR", str(tmp_path / "data"))
     for name, digest in hashes.items():
         monkeypatch.setitem(fashion_mnist.SHA256, name, digest)
-    from_debian = load_arrays("fashion_mnist", "test", data_dir=tmp_path / "data")[0]
+    from_debian = load_arrays("fashion_mnist", "test")[0]
     stored = gzip.decompress((tmp_path / "debian" / "t10k-images-idx3-ubyte.gz").read_bytes())
     np.testing.assert_array_equal(from_debian.reshape(-1), np.frombuffer(stored, np.uint8)[16:])
+    # A data directory the user names is the only place read: no other copy stands in for what it lacks.
+    (tmp_path / "data").mkdir()
+    with pytest.raises(FileNotFoundError, match=f"not in the data directory given, {tmp_path / 'data'}: .* lacks t"):
+        load_arrays("fashion_mnist", "test", data_dir=tmp_path / "data")
     local = _write_dataset(tmp_path / "data" / "fashion-mnist", seed=2)
     for name, digest in local.items():
         monkeypatch.setitem(fashion_mnist.SHA256, name, digest)
@@ -235,15 +241,17 @@ def test_importing_the_dataset_module_leaves_tensorflow_out():
     not all((fashion_mnist.DEBIAN_DIR / name).is_file() for name in fashion_mnist.SHA256),
     reason=f"Fashion-MNIST is not installed ({fashion_mnist.INSTALL_COMMAND})",
 )
-def test_the_installed_debian_files(tmp_path):
+def test_the_installed_debian_files(tmp_path, monkeypatch):
+    # An empty default data directory: a --data-dir the user names is read alone, never Debian's copy instead.
+    monkeypatch.setenv("MFEF_DATA_DIR", str(tmp_path))
     for name, digest in fashion_mnist.SHA256.items():
         data = gzip.decompress((fashion_mnist.DEBIAN_DIR / name).read_bytes())
         assert hashlib.sha256(data).hexdigest() == digest, name
-    info = dataset_info("fashion_mnist", data_dir=tmp_path)
+    info = dataset_info("fashion_mnist")
     assert info.splits == {"train": 55_000, "val": 5_000, "test": 10_000} and info.class_names == OFFICIAL_CLASSES
     # 5,000 validation images held out of the 60,000, 500 per class.
     for split, per_class in (("train", 5_500), ("val", 500), ("test", 1_000)):
-        images, labels = load_arrays("fashion_mnist", split, data_dir=tmp_path)
+        images, labels = load_arrays("fashion_mnist", split)
         assert images.shape == (10 * per_class, 28, 28, 1) and images.dtype == np.uint8
         assert np.bincount(labels).tolist() == [per_class] * 10
     # The normalisation constants are those of the whole training file, validation images included.

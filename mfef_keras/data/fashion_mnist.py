@@ -53,7 +53,8 @@ STD = (0.3530,)
 
 
 class FashionMnistSource:
-    """Fashion-MNIST at its native 28x28x1, read from ``<data_dir>/fashion-mnist/`` or else `DEBIAN_DIR`.
+    """Fashion-MNIST at its native 28x28x1, read from ``<data_dir>/fashion-mnist/`` or else (unless the user named
+    ``data_dir``) from `DEBIAN_DIR`.
 
     The upstream files are already in a random order, so any prefix of a split (what ``limit`` takes) is
     a fair sample of the classes. Augmentation: random crop after 2-pixel zero padding and a horizontal
@@ -62,17 +63,27 @@ class FashionMnistSource:
     Args:
         data_dir: data directory; its ``fashion-mnist`` sub-directory is used when it holds any of the files.
         system_dir: where the Debian package puts the files (default `DEBIAN_DIR`).
+        fallback: whether to read ``system_dir`` when ``data_dir`` lacks the files; False where the user named
+            ``data_dir``, since reading another copy would hide their mistake.
         sha256: expected sha256 of each file's decompressed content, by file name (default `SHA256`, the
             official files'; tests give those of the files they generate).
 
     Raises:
-        FileNotFoundError: the files are in neither place (the message gives the install command).
+        FileNotFoundError: the files are in neither place (the message gives the install command), or not in
+            ``data_dir`` when ``fallback`` is False (the message names the missing files).
     """
 
     augmentation = Augmentation(pad=2, pad_mode="CONSTANT", flip=True)
 
-    def __init__(self, data_dir: Path, system_dir: Path | None = None, sha256: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        system_dir: Path | None = None,
+        sha256: Mapping[str, str] | None = None,
+        fallback: bool = True,
+    ) -> None:
         self.data_dir = Path(data_dir)
+        self.fallback = fallback
         # Module constants are read here, not bound as defaults, so tests can point them elsewhere.
         self.system_dir = Path(DEBIAN_DIR if system_dir is None else system_dir)
         self.sha256 = dict(SHA256 if sha256 is None else sha256)
@@ -122,7 +133,7 @@ class FashionMnistSource:
     def _locate(self) -> Path:
         names = [name for pair in FILES.values() for name in pair]
         local = self.data_dir / SUBDIR
-        for directory in (local, self.system_dir):
+        for directory in (local, self.system_dir) if self.fallback else (local,):
             for name in names:
                 path = directory / name
                 if path.exists() and not path.is_file():
@@ -139,6 +150,13 @@ class FashionMnistSource:
                     f"there ({UPSTREAM_URL}), or remove the directory to use the Debian package's copy in "
                     f"{self.system_dir} ({INSTALL_COMMAND})."
                 )
+        if not self.fallback:
+            missing = ", ".join(name for name in names if not (local / name).is_file())
+            raise FileNotFoundError(
+                f"Fashion-MNIST is not in the data directory given, {self.data_dir}: {local} lacks {missing}. "
+                f"Place the four official files there ({UPSTREAM_URL}), or leave out --data-dir to read the default "
+                f"data directory or Debian's copy in {self.system_dir} ({INSTALL_COMMAND})."
+            )
         raise FileNotFoundError(
             f"Fashion-MNIST is neither in {local} nor in {self.system_dir}. Install Debian's package "
             f"({INSTALL_COMMAND}), or place the four official files {', '.join(names)} ({UPSTREAM_URL}) in "

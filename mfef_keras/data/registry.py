@@ -37,6 +37,26 @@ def list_datasets() -> list[str]:
     return list(DATASETS)
 
 
+def _check_data_dir(root: Path, named: bool) -> None:
+    """Refuse a data directory that is a file, or that the user named and that does not exist.
+
+    Raises:
+        ValueError: ``root`` is a file.
+        FileNotFoundError: ``named`` and ``root`` does not exist.
+    """
+    given = "--data-dir (data_dir)" if named else "$MFEF_DATA_DIR (or ~/.mfef/data)"
+    if root.exists() and not root.is_dir():
+        raise ValueError(
+            f"Data directory {root} is a file; {given} must be the folder that holds the datasets "
+            f"(<data dir>/fashion-mnist/, <data dir>/cinic10/, CIFAR's <data dir>/downloads/manual/)."
+        )
+    if named and not root.exists():
+        raise FileNotFoundError(
+            f"Data directory {root} does not exist; {given} must be an existing folder that holds the datasets "
+            f"(<data dir>/fashion-mnist/, <data dir>/cinic10/, CIFAR's <data dir>/downloads/manual/)."
+        )
+
+
 def _source(name: str, data_dir: str | os.PathLike | None) -> DatasetSource:
     """The source of dataset ``name``.
 
@@ -45,7 +65,10 @@ def _source(name: str, data_dir: str | os.PathLike | None) -> DatasetSource:
         TensorFlowMissing: CIFAR where TensorFlow is not installed.
     """
     # Imported here: CIFAR's source imports TensorFlow, the others' import PIL or scikit-learn.
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    named = data_dir is not None
+    root = Path(data_dir).expanduser() if named else default_data_dir()
+    if name in (*TENSORFLOW_DATASETS, "fashion_mnist", "cinic10"):
+        _check_data_dir(root, named)
     if name == "digits":
         from mfef_keras.data.digits import DigitsSource
 
@@ -63,7 +86,7 @@ def _source(name: str, data_dir: str | os.PathLike | None) -> DatasetSource:
     if name == "fashion_mnist":
         from mfef_keras.data.fashion_mnist import FashionMnistSource
 
-        return FashionMnistSource(root)
+        return FashionMnistSource(root, fallback=not named)
     if name == "cinic10":
         from mfef_keras.data.image_folder import cinic10_source
 

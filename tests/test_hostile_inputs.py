@@ -1,0 +1,114 @@
+"""Inputs that lie or sit where they should not: ONNX metadata that disagrees with its graph, a FIFO given to
+``mfef predict``, a ``--data-dir`` that is a file or lacks the dataset. Each gives one ``Error:`` line, as the user
+runs the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from mfef_keras.data import dataset_info
+from mfef_keras.export import export_student
+from mfef_keras.models import get_backbone
+from mfef_keras.student_dir import save_student_dir
+from tests.helpers import subprocess_env
+
+TRAIN = ["--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--base-width", "4", "--no-progress"]
+
+
+def _mfef(*args: str | Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "mfef_keras.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+
+
+def _one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def _student(path: Path, epoch: int = 1, epochs: int = 3) -> Path:
+    """An untrained tiny digits student: what is refused or chosen does not depend on its accuracy."""
+    model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
+    metadata = {"dataset": dataset_info("digits").to_dict(), "epoch": epoch, "config": {"epochs": epochs}}
+    return save_student_dir(path, model, metadata)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    export_student(_student(tmp_path_factory.mktemp("student") / "s"), out, "onnx")
+    return out
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("images") / "digit.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(path)
+    return path
+
+
+def _lying_export(exported: Path, to: Path, **changes) -> Path:
+    """A copy of ``exported`` whose mfef.input metadata says ``changes`` (dtype, shape) of a graph that has not."""
+    shutil.copytree(exported, to)
+    model = onnx.load(to / "model.onnx")
+    for prop in model.metadata_props:
+        if prop.key == "mfef.input":
+            prop.value = json.dumps({**json.loads(prop.value), **changes})
+    onnx.save(model, to / "model.onnx")
+    return to
+
+
+@pytest.mark.parametrize(
+    "changes, claim",
+    [
+        ({"dtype": "float32", "preprocess": False}, "float32 [N, 32, 32, 1]"),
+        ({"shape": [None, 28, 28, 1]}, "uint8 [N, 28, 28, 1]"),
+        ({"shape": [None, 32, 32, 3]}, "uint8 [N, 32, 32, 3]"),
+    ],
+)
+def test_predict_and_eval_refuse_metadata_that_lies_about_the_graph_input(exported, image, tmp_path, changes, claim):
+    export = _lying_export(exported, tmp_path / "lying", **changes)
+    graph = "graph's input 'images' is uint8 [batch, 32, 32, 1]"
+    _one_error_line(_mfef("predict", export, image), f"says it takes {claim} images", graph, "re-export")
+    _one_error_line(_mfef("eval", export, "--out", tmp_path / "eval"), f"says it takes {claim} images", graph)
+    assert not (tmp_path / "eval").exists()
+
+
+def test_predict_on_a_fifo_npy_returns_with_one_error_line(exported, tmp_path):
+    fifo = tmp_path / "batch.npy"
+    os.mkfifo(fifo)
+    _one_error_line(_mfef("predict", exported, fifo), str(fifo), "is a FIFO, not a regular file")
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "data").write_text("not a folder")
+    for command in (["train", *TRAIN, "--run-dir", tmp_path / "run"], ["eval", _student(tmp_path / "s")]):
+        result = _mfef(*command, "--dataset", "fashion_mnist", "--data-dir", tmp_path / "data")
+        _one_error_line(result, f"Data directory {tmp_path / 'data'} is a file", "--data-dir")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_named_data_dir_without_the_dataset_is_refused_not_replaced_by_another_copy(tmp_path):
+    (tmp_path / "data").mkdir()
+    result = _mfef("train", *TRAIN, "--dataset", "fashion_mnist", "--data-dir", tmp_path / "data", "--run-dir", "r")
+    _one_error_line(
+        result,
+        f"not in the data directory given, {tmp_path / 'data'}",
+        f"{tmp_path / 'data' / 'fashion-mnist'} lacks train-images-idx3-ubyte.gz",
+    )
+    result = _mfef("eval", _student(tmp_path / "s"), "--dataset", "fashion_mnist", "--data-dir", tmp_path / "none")
+    _one_error_line(result, f"Data directory {tmp_path / 'none'} does not exist")
