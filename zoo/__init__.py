@@ -11,8 +11,10 @@ Example:
 
 Environment: ``MFEF_ZOO_CACHE`` (cache folder, default ``~/.cache/mfef_keras/zoo``),
 ``MFEF_ZOO_OFFLINE=1`` (never use the network), ``MFEF_ZOO_MANIFEST`` (more manifests),
-``MFEF_ZOO_TIMEOUT`` (seconds a download may stall, default 10), ``MFEF_ZOO_DEADLINE`` (seconds a
-whole download may take, default 3600), ``MFEF_ZOO_MAX_BYTES`` (the most a download or an unpacked
+``MFEF_ZOO_TIMEOUT`` (seconds a download may stall, default 10), ``MFEF_ZOO_MIN_RATE`` and
+``MFEF_ZOO_RATE_WINDOW`` (the bytes/s a download must average over each window, default 1000 over 30 s),
+``MFEF_ZOO_DEADLINE`` (seconds a whole download may take, default: its recorded size at the minimum rate,
+at most 3600), ``MFEF_ZOO_MAX_BYTES`` (the most a download or an unpacked
 archive of unrecorded size may bring, default 2 GiB).
 """
 

@@ -40,7 +40,9 @@ def zoo_group() -> None:
     Offline:   MFEF_ZOO_OFFLINE=1 uses only the cache and never the network
     Manifests: the package's own, plus files named in $MFEF_ZOO_MANIFEST
     Timeout:   $MFEF_ZOO_TIMEOUT seconds per network stall (default 10)
-    Deadline:  $MFEF_ZOO_DEADLINE seconds per download in all (default 3600)
+    Min rate:  $MFEF_ZOO_MIN_RATE bytes/s averaged over each $MFEF_ZOO_RATE_WINDOW seconds (default 1000, 30)
+    Deadline:  $MFEF_ZOO_DEADLINE seconds per download in all (default: the recorded size at the minimum
+               rate, at most 3600)
     Max size:  $MFEF_ZOO_MAX_BYTES bytes per download of unrecorded size, and per unpacked preset
                (default 2147483648)
     """

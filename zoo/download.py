@@ -1,7 +1,9 @@
 """Fetching an archive by URL into a temporary file, with short timeouts, a progress bar and checks.
 
-Every download is bounded: ``$MFEF_ZOO_TIMEOUT`` per stall, ``$MFEF_ZOO_DEADLINE`` in all, and its
-recorded size (or ``$MFEF_ZOO_MAX_BYTES`` when none is recorded) in bytes.
+Every download is bounded: ``$MFEF_ZOO_TIMEOUT`` per stall, ``$MFEF_ZOO_MIN_RATE`` bytes/s averaged over every
+``$MFEF_ZOO_RATE_WINDOW`` seconds (a server that drips a byte now and then never stalls a read), a total deadline
+(``$MFEF_ZOO_DEADLINE``, or what the recorded size takes at the minimum rate), and its recorded size (or
+``$MFEF_ZOO_MAX_BYTES`` when none is recorded) in bytes.
 
 Implemented with urllib rather than `keras.utils.get_file`, which falls back to another
 folder when its cache folder is missing, keeps files that fail the hash check, and
@@ -28,8 +30,12 @@ from mfef_keras.zoo.errors import DownloadError, IntegrityError
 ENV_TIMEOUT = "MFEF_ZOO_TIMEOUT"
 ENV_DEADLINE = "MFEF_ZOO_DEADLINE"
 ENV_MAX_BYTES = "MFEF_ZOO_MAX_BYTES"
+ENV_MIN_RATE = "MFEF_ZOO_MIN_RATE"
+ENV_RATE_WINDOW = "MFEF_ZOO_RATE_WINDOW"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_DEADLINE_S = 3600.0
+DEFAULT_MIN_RATE = 1000.0
+DEFAULT_RATE_WINDOW_S = 30.0
 DEFAULT_MAX_BYTES = 2 << 30
 NETWORK_SCHEMES = ("http", "https")
 CHUNK_BYTES = 1 << 16
@@ -63,6 +69,35 @@ def timeout_s() -> float:
 def deadline_s() -> float:
     """Seconds a whole download may take, however steadily bytes arrive: ``$MFEF_ZOO_DEADLINE`` or 3600."""
     return _positive_env(ENV_DEADLINE, DEFAULT_DEADLINE_S, float, "seconds")
+
+
+def min_rate() -> float:
+    """Bytes per second a download must average over each rate window: ``$MFEF_ZOO_MIN_RATE`` or 1000."""
+    return _positive_env(ENV_MIN_RATE, DEFAULT_MIN_RATE, float, "bytes per second")
+
+
+def rate_window_s() -> float:
+    """Seconds over which the transfer rate is averaged: ``$MFEF_ZOO_RATE_WINDOW`` or 30."""
+    return _positive_env(ENV_RATE_WINDOW, DEFAULT_RATE_WINDOW_S, float, "seconds")
+
+
+def total_deadline(size: int | None) -> tuple[float, str]:
+    """Seconds a whole download of ``size`` bytes (None: unknown) may take, and which limit that is, for messages.
+
+    ``$MFEF_ZOO_DEADLINE`` when set; else, for a known size, the time it takes at the minimum rate (plus one rate
+    window, the least in which a rate is judged), capped at 3600 s; else 3600 s.
+    """
+    if os.environ.get(ENV_DEADLINE, "").strip():
+        allowed = deadline_s()
+        return allowed, f"${ENV_DEADLINE}={allowed:g} s"
+    if size is None:
+        return DEFAULT_DEADLINE_S, f"the default deadline of {DEFAULT_DEADLINE_S:g} s (${ENV_DEADLINE})"
+    rate, window = min_rate(), rate_window_s()
+    allowed = min(DEFAULT_DEADLINE_S, size / rate + window)
+    return allowed, (
+        f"the deadline of {allowed:g} s that its {size}-byte size takes at ${ENV_MIN_RATE}={rate:g} bytes/s "
+        f"(plus ${ENV_RATE_WINDOW}={window:g} s; at most {DEFAULT_DEADLINE_S:g} s)"
+    )
 
 
 def max_bytes() -> int:
@@ -116,8 +151,9 @@ def download(
         The temporary file and its sha256.
 
     Raises:
-        DownloadError: no connection, a stall longer than ``$MFEF_ZOO_TIMEOUT``, a download longer than
-            ``$MFEF_ZOO_DEADLINE``, an unrecorded size above ``$MFEF_ZOO_MAX_BYTES``, or an HTTP error.
+        DownloadError: no connection, a stall longer than ``$MFEF_ZOO_TIMEOUT``, a rate under
+            ``$MFEF_ZOO_MIN_RATE`` over a ``$MFEF_ZOO_RATE_WINDOW``, a download longer than its `total_deadline`,
+            an unrecorded size above ``$MFEF_ZOO_MAX_BYTES``, or an HTTP error.
         ValueError: one of those variables is not a positive number.
         IntegrityError: the size or the sha256 differs; the message gives both values.
     """
@@ -126,7 +162,8 @@ def download(
 
     label = label or url
     # Read first, so that a bad setting is refused before anything is fetched or written.
-    stall_s, allowed_s = timeout_s(), deadline_s()
+    stall_s, rate, window = timeout_s(), min_rate(), rate_window_s()
+    allowed_s, deadline = total_deadline(size)
     limit = size if size is not None else max_bytes()
     started = time.monotonic()
     request = urllib.request.Request(url, headers={"User-Agent": f"mfef-keras/{__version__}"})
@@ -145,9 +182,13 @@ def download(
             raise _size_error(label, size, announced, "(announced by the server)")
         if size is None and announced is not None and announced > limit:
             raise _too_large(label, announced, "announces")
+        if size is None and announced is not None and not os.environ.get(ENV_DEADLINE, "").strip():
+            allowed_s, deadline = total_deadline(announced)
         handle = tempfile.NamedTemporaryFile(dir=folder, prefix=PART_PREFIX, delete=False)
         try:
             digest, received = hashlib.sha256(), 0
+            # The start of the current rate window: its time and the bytes received by then.
+            window_started, window_bytes = started, 0
             bar = tqdm(total=size or announced, unit="B", unit_scale=True, desc=label, disable=not progress)
             with handle, bar:
                 while True:
@@ -156,14 +197,25 @@ def download(
                         chunk = response.read1(CHUNK_BYTES)
                     except (OSError, http.client.HTTPException) as error:
                         raise _failure(label, url, error) from None
-                    if time.monotonic() - started > allowed_s:
+                    now = time.monotonic()
+                    if now - started > allowed_s:
                         raise DownloadError(
-                            f"Cannot fetch {label} from {url}: it took longer than ${ENV_DEADLINE}={allowed_s:g} s "
-                            f"({received} bytes received). Raise ${ENV_DEADLINE} for a slow connection."
+                            f"Cannot fetch {label} from {url}: it took longer than {deadline} ({received} bytes "
+                            f"received). Raise ${ENV_DEADLINE} for a slow connection."
                         )
                     if not chunk:
                         break
                     received += len(chunk)
+                    if now - window_started >= window:
+                        average = (received - window_bytes) / (now - window_started)
+                        if average < rate:
+                            raise DownloadError(
+                                f"Cannot fetch {label} from {url}: it arrived at {average:.0f} bytes/s over the last "
+                                f"{now - window_started:.0f} s, under ${ENV_MIN_RATE}={rate:g} bytes/s ({received} "
+                                f"bytes received). Lower ${ENV_MIN_RATE} (or raise ${ENV_RATE_WINDOW}) for a slow "
+                                "connection."
+                            )
+                        window_started, window_bytes = now, received
                     # Stop as soon as the file is longer than recorded (or allowed) instead of filling the disk.
                     if received > limit:
                         if size is not None:
