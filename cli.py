@@ -301,16 +301,27 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size, normalize)
 )
 @click.option("--seeds", "num_seeds", type=int, default=3, show_default=True, help="Seeds 0..N-1 for every method.")
 @click.option("--ablation", is_flag=True, help="Add MFEF without multi-scale, without attention, and without both.")
+@click.option(
+    "--cohort",
+    "cohorts",
+    multiple=True,
+    help="Backbones of a cohort, comma-separated (resnet32,resnet8); repeatable. Every method but independent "
+    "trains each cohort, and independent trains --backbone (the student the cohorts deploy) alone.",
+)
+@click.option("--force", is_flag=True, help="Retrain the runs whose stored configuration differs from the study's.")
 @click.option("--out", "out_dir", help="Study directory. [default: studies/<dataset>-<backbone>]")
-def study(config_file, methods, num_seeds, ablation, out_dir, **options):
+def study(config_file, methods, num_seeds, ablation, cohorts, force, out_dir, **options):
     """Compare methods (and MFEF ablations) over several seeds: a markdown table and a dot plot with 95 % intervals.
 
-    Every method runs with the same seeds, so the same initial students and data order.
-    Interrupted studies resume: finished runs are skipped, unfinished ones continue.
+    Every method runs with the same seeds, so the same data order (and, within a cohort, the same initial
+    students); runs go seed by seed. Interrupted studies resume: finished runs are skipped, unfinished ones
+    continue, and a run trained with other settings is refused (--force trains it again).
 
     \b
-    Example:
+    Examples:
       mfef study --dataset digits --backbone resnet8 --train-limit 300 --seeds 3 --ablation
+      mfef study --dataset fashion_mnist --backbone resnet8 --cohort resnet32,resnet8 --cohort resnet8,resnet8 \\
+        --methods independent,dml,mfef,kdcl-minlogit,one --seeds 5 --epochs 15
     """
     from mfef_keras.training.study import run_study
 
@@ -320,7 +331,9 @@ def study(config_file, methods, num_seeds, ablation, out_dir, **options):
         base = _resolve(config_file, (), options)
         out = out_dir or f"studies/{base.dataset.replace('folder:', 'folder-').replace('/', '_')}-{base.backbone}"
         names = [m.strip() for m in methods.split(",") if m.strip()]
-        run_study(base, names, list(range(num_seeds)), out, ablation=ablation, echo=click.echo)
+        run_study(
+            base, names, list(range(num_seeds)), out, ablation=ablation, echo=click.echo, cohorts=cohorts, force=force
+        )
     click.echo(f"Wrote {out}/table.md, {out}/comparison.png and {out}/study.json")
 
 

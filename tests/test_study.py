@@ -121,7 +121,7 @@ def test_unknown_method_in_a_study():
 def test_a_study_without_methods_or_with_a_file_as_folder_is_refused_before_training(tmp_path):
     calls = []
     train = _fake_train(ACC, calls)
-    with pytest.raises(ValueError, match="No method to study: --methods needs one or more of dml, ffl, independent"):
+    with pytest.raises(ValueError, match="No method to study: --methods needs one or more of independent, dml, ffl"):
         run_study(TrainConfig(epochs=1), [], [0], tmp_path / "study", train_fn=train)
     (tmp_path / "file").write_text("x")
     message = f"--out {tmp_path / 'file' / 'study'} is not a directory (its parent {tmp_path / 'file'} is a file)"
@@ -202,8 +202,11 @@ def test_study_tells_each_run_with_its_number_and_an_eta_once_a_run_is_timed(tmp
     assert [line.split(":")[0] for line in runs] == [f"[study] run {k}/4" for k in range(1, 5)]
     assert runs[0] == "[study] run 1/4: independent seed 0: finished earlier, skipped"
     # No run timed yet: no ETA; then one for the runs left, this one included.
-    assert runs[1].startswith("[study] run 2/4: independent seed 1, training in ") and "ETA" not in runs[1]
-    assert re.fullmatch(r"\[study\] run 3/4: dml seed 0, training in .*dml-seed0 \(ETA \d+s\)", runs[2]), runs[2]
+    # Seed by seed: a study stopped early has every variant of the seeds it finished.
+    assert runs[1].startswith("[study] run 2/4: dml seed 0, training in ") and "ETA" not in runs[1]
+    assert re.fullmatch(
+        r"\[study\] run 3/4: independent seed 1, training in .*independent-seed1 \(ETA \d+s\)", runs[2]
+    ), runs[2]
     assert runs[3].startswith("[study] run 4/4: dml seed 1, training in ") and runs[3].endswith("s)")
 
 
@@ -312,7 +315,7 @@ def test_table_shows_the_paired_difference_starred_when_its_interval_excludes_ze
     expected = f"| independent | students | 86.00 ± {std:.2f} | [{low:.2f}, {high:.2f}] | — |"
     assert lines[2].startswith(expected)
     assert lines[-1] == PAIRING_FOOTNOTE
-    assert "same initial students, same data order" in PAIRING_FOOTNOTE and "* the interval excludes 0" in (
+    assert "same data order, and the same initial students within one cohort" in PAIRING_FOOTNOTE and "* the interval excludes 0" in (
         PAIRING_FOOTNOTE
     )
     # no baseline, no Δ column

@@ -252,8 +252,7 @@ class TrainConfig:
     @property
     def cohort(self) -> list[str]:
         """The backbone of each student, in order (``num_students`` copies of a single backbone)."""
-        names = cohort_names(self.backbone)
-        return names if len(names) > 1 else names * self.num_students
+        return cohort_names(self.backbone, None if "," in self.backbone else self.num_students)
 
     @property
     def effective_rampup_epochs(self) -> float:

@@ -21,10 +21,16 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # One colour per model in every figure, so s0 in the loss panel is s0 in the accuracy panel and in a study.
-MODEL_COLORS = {"students": "tab:gray", "fused": "tab:red", "ensemble": "tab:purple"}
+MODEL_COLORS = {
+    "deployed": "navy",
+    "peer": "tab:olive",
+    "students": "tab:gray",
+    "fused": "tab:red",
+    "ensemble": "tab:purple",
+}
 _STUDENT_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 # The models a study compares, in the order they are drawn; a variant shows only those it has.
-STUDY_MODELS = ("students", "fused", "ensemble")
+STUDY_MODELS = ("deployed", "peer", "students", "fused", "ensemble")
 # Below this many points per epoch (~pixels at 100 dpi) markers would merge into a thick line.
 _MARKERS_UP_TO_EPOCHS = 40
 # Tick labels smaller than this are unreadable; thinning them is better than shrinking them further.
@@ -254,10 +260,13 @@ def _accuracy_panel(axis: Axes, by_key: dict[tuple[str, str], dict], lines: list
             continue
         picked = [by_key[lines[y]] for y in ys]
         means = [row["test_at_best_mean"] for row in picked]
-        # A single seed has no interval: a zero-length bar says so rather than hiding the dot.
+        # A single seed has no interval: a zero-length bar says so rather than hiding the dot. An accuracy
+        # lies in [0, 100]: the t-interval, symmetric by construction, is cut there.
         errors = [row["test_at_best_ci95"] or 0.0 for row in picked]
-        axis.errorbar(means, ys, xerr=errors, fmt="o", color=model_color(model), capsize=3)
-        for mean, error, y in zip(means, errors, ys, strict=True):
+        below = [min(error, mean) for mean, error in zip(means, errors)]
+        above = [min(error, 100.0 - mean) for mean, error in zip(means, errors)]
+        axis.errorbar(means, ys, xerr=[below, above], fmt="o", color=model_color(model), capsize=3)
+        for mean, error, y in zip(means, above, ys, strict=True):
             axis.annotate(
                 f"{mean:.2f}", (mean + error, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8
             )

@@ -36,11 +36,9 @@ def check_run_dir(path: Path, config: TrainConfig) -> bool:
     if path.exists():
         if not path.is_dir():
             raise RunDirectoryError(f"Run directory {path} exists and is not a directory.")
-        config_file = path / CONFIG_FILE
-        if config_file.exists():
-            stored = _read_json(config_file)
-            changed = _differences(stored.get("config", {}), config)
-            if stored.get("experiment_hash") != config.experiment_hash() and changed:
+        if (path / CONFIG_FILE).exists():
+            changed = config_differences(path, config)
+            if changed:
                 raise RunDirectoryError(
                     f"Run directory {path} belongs to a different configuration (differs in: {', '.join(changed)}). "
                     "Choose another --run-dir, or delete that directory to start over."
@@ -137,6 +135,24 @@ def _differences(stored: dict, config: TrainConfig) -> list[str]:
     )
 
 
+def config_differences(path: Path, config: TrainConfig) -> list[str]:
+    """The keys of what a run computes in which run directory ``path``'s stored config differs from ``config``.
+
+    Empty when they agree, and for a directory with no config.json (nothing trained there yet).
+
+    Args:
+        path: a run directory.
+        config: the configuration the run is expected to have.
+    """
+    config_file = Path(path) / CONFIG_FILE
+    if not config_file.exists():
+        return []
+    stored = _read_json(config_file)
+    if stored.get("experiment_hash") == config.experiment_hash():
+        return []
+    return _differences(stored.get("config", {}), config)
+
+
 def write_config(path: Path, config: TrainConfig) -> None:
     write_json_atomic(
         Path(path) / CONFIG_FILE, {"experiment_hash": config.experiment_hash(), "config": config.to_dict()}
@@ -208,6 +224,9 @@ def check_data_fingerprint(path: Path, fingerprint: dict) -> None:
 def write_metrics(path: Path, history: list[dict]) -> None:
     """``metrics.json`` and ``metrics.csv``: one row per epoch (``epoch`` from 1) with every loss term and accuracy."""
     path = Path(path)
+    # The rate is read back from a float32 optimiser variable, computed in float32 (0.1 x 0.1 = 0.010000001):
+    # float32 holds about 7 significant digits, so 6 give the rate that was set (0.1, not 0.10000000149011612).
+    history = [{**row, "lr": float(f"{row['lr']:.6g}")} if "lr" in row else row for row in history]
     write_json_atomic(path / "metrics.json", {"epochs": history})
     columns = ["epoch", "lr", "time_s"]
     columns += sorted({k for row in history for k in row} - set(columns))

@@ -5,58 +5,124 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from mfef_keras._names import unknown_name_error
 from mfef_keras._outputs import check_output_dir
-from mfef_keras.distill import METHODS
+from mfef_keras.choices import cohort_names
 from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.plots import plot_study
 from mfef_keras.training.progress import format_duration
-from mfef_keras.training.run_directory import DATA_FILE, SELECTION_LABELS, summary_models
+from mfef_keras.training.run_directory import DATA_FILE, SELECTION_LABELS, config_differences, summary_models
 
-# Variant name -> (method, ablated MFEF components).
+
+@dataclass(frozen=True)
+class Variant:
+    """One cell of a study: a method, its ablated parts and the cohort it trains (None: the study's own).
+
+    Args:
+        method: a registered method.
+        ablate: MFEF parts switched off.
+        backbone: the cohort's backbones, comma-separated, or None for the study's ``--backbone``.
+        num_students: students of a single backbone, or None for the study's (or the cohort's) count.
+
+    Example:
+        >>> Variant("independent", backbone="resnet8", num_students=1).config(TrainConfig(), 0, Path("r")).cohort
+        ['resnet8']
+    """
+
+    method: str
+    ablate: tuple[str, ...] = ()
+    backbone: str | None = None
+    num_students: int | None = None
+
+    def config(self, base: TrainConfig, seed: int, run_dir: Path) -> TrainConfig:
+        """The run's configuration: ``base`` with this variant's method and cohort and ``seed``."""
+        changes = dict(method=self.method, ablate=list(self.ablate), seed=seed, run_dir=str(run_dir))
+        if self.backbone is not None:
+            changes["backbone"] = self.backbone
+        if self.num_students is not None:
+            changes["num_students"] = self.num_students
+        return dataclasses.replace(base, **changes)
+
+
+# Variant name -> ablated MFEF components.
 ABLATION_VARIANTS = {
-    "mfef-no_multi_scale": ("mfef", ("multi_scale",)),
-    "mfef-no_attention": ("mfef", ("attention",)),
-    "mfef-no_multi_scale-no_attention": ("mfef", ("multi_scale", "attention")),
+    "mfef-no_multi_scale": ("multi_scale",),
+    "mfef-no_attention": ("attention",),
+    "mfef-no_multi_scale-no_attention": ("multi_scale", "attention"),
 }
 # A mean top-1 less than this many points above 1/classes means the models learned (almost) nothing.
 CHANCE_MARGIN = 5.0
 # The variant every other one is compared with, seed by seed: plain training of each student alone.
 BASELINE = "independent"
 # Model -> the baseline's model it is paired with. The fused head and the ensemble both combine the students,
-# so the fair plain-training counterpart of either is the independent students' ensemble.
-PAIRED_BASELINE_MODEL = {"students": "students", "ensemble": "ensemble", "fused": "ensemble"}
+# so the fair plain-training counterpart of either is the independent students' ensemble. The deployed student
+# (the run's best_student/) is compared with the baseline's deployed student.
+PAIRED_BASELINE_MODEL = {"deployed": "deployed", "students": "students", "ensemble": "ensemble", "fused": "ensemble"}
 # Under a table with paired differences: what they are and what their marks mean.
 PAIRING_FOOTNOTE = (
-    f"Δ: mean over the seeds both ran of the difference to {BASELINE} trained with the same seed (same initial "
-    "students, same data order), in points of test top-1 at the selected epoch, with its 95 % t-interval; "
-    f"students are compared with {BASELINE}'s students, the fused head and the ensemble with {BASELINE}'s "
-    "ensemble. * the interval excludes 0. — not applicable: the baseline itself, a single student, "
-    "or fewer than two seeds in common."
+    f"Δ: mean over the seeds both ran of the difference to {BASELINE} trained with the same seed (same data "
+    "order, and the same initial students within one cohort), in points of test top-1 at the selected epoch, with "
+    f"its 95 % t-interval; the deployed student is compared with {BASELINE}'s deployed student, the students with "
+    f"{BASELINE}'s students, the fused head and the ensemble with {BASELINE}'s ensemble. * the interval excludes "
+    "0. — not applicable: the baseline itself, a single student, or fewer than two seeds in common."
 )
 
 
-def study_variants(methods: Sequence[str], ablation: bool) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """The runs of a study: each method as is, plus the MFEF ablations when ``ablation``.
+def study_variants(
+    methods: Sequence[str],
+    ablation: bool,
+    cohorts: Sequence[str] = (),
+    deployed: str | None = None,
+) -> dict[str, Variant]:
+    """The cells of a study: each method as is, plus the MFEF ablations when ``ablation``.
+
+    With ``cohorts``, the baseline trains the ``deployed`` backbone alone (``independent@<deployed>``, first),
+    then every other method trains each cohort in turn (cells ``<method>@<a>+<b>``, cohort by cohort), and the
+    ablations train the first cohort.
 
     Args:
-        methods: the methods to compare; at least one, each one of `METHODS`.
+        methods: the methods to compare; at least one, each a registered method.
         ablation: add the MFEF ablations.
+        cohorts: comma-separated backbones of each cohort (``resnet32,resnet8``); each must hold ``deployed``.
+        deployed: the backbone the cohorts deploy (their smallest student), which the baseline trains alone.
     """
+    from mfef_keras.distill.methods import list_methods, method_class
+
     if not methods:
-        raise ValueError(f"No method to study: --methods needs one or more of {', '.join(sorted(METHODS))}.")
+        raise ValueError(f"No method to study: --methods needs one or more of {', '.join(list_methods())}.")
     for method in methods:
-        if method not in METHODS:
-            raise unknown_name_error("method", method, METHODS)
-    variants = {method: (method, ()) for method in methods}
+        method_class(method)
+    if not cohorts:
+        variants = {method: Variant(method) for method in methods}
+        if ablation:
+            variants.update({name: Variant("mfef", ablate) for name, ablate in ABLATION_VARIANTS.items()})
+        return variants
+    for cohort in cohorts:
+        if deployed not in cohort_names(cohort):
+            raise ValueError(
+                f"The cohort {cohort} does not hold the deployed backbone {deployed!r} (--backbone): every cohort "
+                "trains the student it deploys beside its peers."
+            )
+    labels = {cohort: "+".join(cohort_names(cohort)) for cohort in cohorts}
+    variants = {}
+    if BASELINE in methods:
+        variants[f"{BASELINE}@{deployed}"] = Variant(BASELINE, backbone=deployed, num_students=1)
+    for cohort in cohorts:
+        variants.update(
+            {f"{method}@{labels[cohort]}": Variant(method, backbone=cohort) for method in methods if method != BASELINE}
+        )
     if ablation:
-        variants.update(ABLATION_VARIANTS)
+        first = cohorts[0]
+        variants.update(
+            {f"{name}@{labels[first]}": Variant("mfef", ablate, first) for name, ablate in ABLATION_VARIANTS.items()}
+        )
     return variants
 
 
@@ -92,38 +158,52 @@ def run_study(
     ablation: bool = False,
     echo: Callable[[str], None] = print,
     train_fn: Callable | None = None,
+    cohorts: Sequence[str] = (),
+    force: bool = False,
 ) -> dict:
     """Train every variant with every seed under ``out_dir/runs`` and write the table and chart.
 
-    Finished runs (with a ``summary.json``) are skipped and interrupted ones resume, so
-    an interrupted study started again continues where it stopped. Every variant uses
-    the same seeds, hence the same initial student weights and the same data order.
+    Finished runs (with a ``summary.json``) are skipped and interrupted ones resume, so an interrupted study
+    started again continues where it stopped, on this machine or on another that has the finished runs'
+    results (their config.json and summary.json are enough). A run whose stored configuration differs from the
+    study's is refused, naming the keys, unless ``force`` (then it is trained again). The runs go seed by seed,
+    so a study stopped early has every variant for the seeds it finished. Every variant uses the same seeds,
+    hence the same data order (and, for one cohort, the same initial students).
 
     Args:
-        base: the shared configuration (dataset, backbone, epochs...).
+        base: the shared configuration (dataset, backbone, epochs...). With ``cohorts``, its backbone is the
+            one the cohorts deploy, which the baseline trains alone.
         methods: methods to compare.
         seeds: seeds to run each method with.
         out_dir: the study directory.
         ablation: add MFEF without multi-scale, without attention and without both.
         echo: where progress lines go.
         train_fn: the training function (`mfef_keras.training.runner.train` by default).
+        cohorts: the cohorts to train each method on (see `study_variants`); none: ``base``'s students.
+        force: retrain the runs whose stored configuration differs from the study's.
 
     Returns:
         ``{"rows": [...], "table": markdown, "runs": {variant: {seed: run_dir}}}``.
     """
     if train_fn is None:
         from mfef_keras.training.runner import train as train_fn
-    variants = study_variants(methods, ablation)
+    variants = study_variants(methods, ablation, cohorts, base.backbone)
+    baseline = next((name for name, variant in variants.items() if variant.method == BASELINE), BASELINE)
     out = check_output_dir(out_dir)
+    plan = [
+        (name, seed, variants[name].config(base, seed, out / "runs" / f"{name}-seed{seed}"))
+        for seed in seeds
+        for name in variants
+    ]
+    _check_stored_configs(plan, force)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[int, dict]] = {}
     runs: dict[str, dict[int, str]] = {}
     started = time.perf_counter()
-    plan = [(variant, seed, out / "runs" / f"{variant}-seed{seed}") for variant in variants for seed in seeds]
-    untrained = sum(_summary_of(run_dir) is None for _, _, run_dir in plan)
+    untrained = sum(_summary_of(Path(config.run_dir)) is None for _, _, config in plan)
     run_times: list[float] = []
-    for number, (variant, seed, run_dir) in enumerate(plan, 1):
-        method, ablate = variants[variant]
+    for number, (variant, seed, config) in enumerate(plan, 1):
+        run_dir = Path(config.run_dir)
         runs.setdefault(variant, {})[seed] = str(run_dir)
         summary = _summary_of(run_dir)
         head = f"[study] run {number}/{len(plan)}: {variant} seed {seed}"
@@ -131,7 +211,6 @@ def run_study(
             # The runs left to train (this one included) at the mean time of those trained so far.
             eta = f" (ETA {format_duration(untrained * statistics.fmean(run_times))})" if run_times else ""
             echo(f"{head}, training in {run_dir}{eta}")
-            config = dataclasses.replace(base, method=method, ablate=list(ablate), seed=seed, run_dir=str(run_dir))
             run_started = time.perf_counter()
             train_fn(config, echo=echo)
             run_times.append(time.perf_counter() - run_started)
@@ -140,17 +219,35 @@ def run_study(
         else:
             echo(f"{head}: finished earlier, skipped")
         summaries.setdefault(variant, {})[seed] = summary
-    rows = aggregate(summaries)
-    table = format_table(rows, _num_classes(runs))
+    rows = aggregate(summaries, baseline)
+    table = format_table(rows, _num_classes(runs), baseline)
     elapsed = time.perf_counter() - started
     write_bytes_atomic(out / "table.md", (table + "\n").encode())
-    write_json_atomic(
-        out / "study.json",
-        {"rows": rows, "runs": runs, "seeds": list(seeds), "config": base.to_dict(), "elapsed_s": elapsed},
-    )
-    plot_study(rows, out / "comparison.png", study_setting(base, seeds))
+    study = {"rows": rows, "runs": runs, "seeds": list(seeds), "config": base.to_dict(), "elapsed_s": elapsed}
+    write_json_atomic(out / "study.json", study | ({"cohorts": list(cohorts)} if cohorts else {}))
+    plot_study(rows, out / "comparison.png", study_setting(base, seeds, cohorts))
     echo(table)
     return {"rows": rows, "table": table, "runs": runs}
+
+
+def _check_stored_configs(plan: list[tuple[str, int, TrainConfig]], force: bool) -> None:
+    """Refuse (or, with ``force``, clear) the planned runs whose run directory holds another configuration.
+
+    A study resumed with a changed setting would otherwise mix results of two experiments in one table.
+    """
+    changed = {Path(config.run_dir): config_differences(Path(config.run_dir), config) for _, _, config in plan}
+    changed = {run_dir: keys for run_dir, keys in changed.items() if keys}
+    if not changed:
+        return
+    if not force:
+        listed = "; ".join(f"{run_dir.name} (differs in: {', '.join(keys)})" for run_dir, keys in changed.items())
+        raise ValueError(
+            f"{len(changed)} run{'s' if len(changed) != 1 else ''} of this study were trained with another "
+            f"configuration: {listed}. Give the settings they were trained with, a new --out, or --force to "
+            "train those runs again."
+        )
+    for run_dir in changed:
+        shutil.rmtree(run_dir)
 
 
 def _num_classes(runs: dict[str, dict[int, str]]) -> int | None:
@@ -163,21 +260,23 @@ def _num_classes(runs: dict[str, dict[int, str]]) -> int | None:
     return None
 
 
-def study_setting(base: TrainConfig, seeds: Sequence[int]) -> str:
-    """What a study's numbers hold for: data, backbone, students, epochs and seeds, for the chart's title.
+def study_setting(base: TrainConfig, seeds: Sequence[int], cohorts: Sequence[str] = ()) -> str:
+    """What a study's numbers hold for: data, backbone or cohorts, epochs and seeds, for the chart's title.
 
     Args:
         base: the study's shared configuration.
         seeds: the seeds every variant ran with.
+        cohorts: the study's cohorts, if it has any (see `run_study`).
     """
-    backbone = base.backbone if base.base_width is None else f"{base.backbone} (width {base.base_width})"
+    width = "" if base.base_width is None else f" (width {base.base_width})"
+    if cohorts:
+        students = f"deployed {base.backbone}{width} · cohorts {', '.join('+'.join(cohort_names(c)) for c in cohorts)}"
+    else:
+        students = f"{base.backbone}{width} · {base.num_students} students"
     data = base.dataset if base.train_limit is None else f"{base.dataset} ({base.train_limit} training images)"
     seed_list = ", ".join(str(seed) for seed in seeds)
     epochs = f"{base.epochs} epoch{'s' if base.epochs != 1 else ''}"
-    return (
-        f"{data} · {backbone} · {base.num_students} students · {epochs} · "
-        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({seed_list})"
-    )
+    return f"{data} · {students} · {epochs} · {len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({seed_list})"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -200,7 +299,7 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> float | Non
     return float(quantile * statistics.stdev(values) / math.sqrt(len(values)))
 
 
-def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
+def aggregate(summaries: dict[str, dict[int, dict]], baseline: str = BASELINE) -> list[dict]:
     """One row per (variant, model): mean and std over seeds of the test top-1 at the selected and last epoch, in %.
 
     The selected epoch is each run's (see `summarize`: on the validation split unless the run selected on test,
@@ -216,8 +315,13 @@ def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
     ``diff_vs_independent_significant`` whether that interval excludes zero. All three are None for the
     baseline's rows, single students, a study without the baseline and fewer than two seeds in common.
 
+    The ``deployed`` row is each run's deployed student (its best_student/: the best, on the selection split, of
+    its smallest students), paired with the baseline's; a ``peer`` row averages the larger students of a mixed
+    cohort.
+
     Args:
         summaries: ``{variant: {seed: summary.json of that run}}``.
+        baseline: the variant the others are paired with.
     """
     for variant, by_seed in summaries.items():
         for seed, summary in by_seed.items():
@@ -229,15 +333,22 @@ def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
         per_seed = list(by_seed.values())
         models = summary_models(per_seed[0])
         students = [m for m in models if m.startswith("s") and m[1:].isdigit()]
-        for model in ["students", *models]:
-            names = students if model == "students" else [model]
-            at_best = [100 * s[name]["test_at_best"] for s in per_seed for name in names]
-            last = [100 * s[name]["test_last"] for s in per_seed for name in names]
+        # Summaries of an older mfef name no deployed student (nor the cohort it was chosen from).
+        best = per_seed[0].get("best_student")
+        peers = [m for m in students if best and m not in best.get("chosen_from", students)]
+        groups = {**({"deployed": None} if best else {}), **({"peer": peers} if peers else {}), "students": students}
+        groups.update({model: [model] for model in models})
+        for model, names in groups.items():
+
+            def picked(summary: dict, key: str, names: list[str] | None = names) -> list[float]:
+                entries = [summary["best_student"]] if names is None else [summary[name] for name in names]
+                return [100 * entry[key] for entry in entries]
+
+            at_best = [value for s in per_seed for value in picked(s, "test_at_best")]
+            last = [value for s in per_seed for value in picked(s, "test_last")]
             best_mean, best_std = _mean_std(at_best)
             last_mean, last_std = _mean_std(last)
-            seed_means = {
-                seed: statistics.fmean(100 * s[name]["test_at_best"] for name in names) for seed, s in by_seed.items()
-            }
+            seed_means = {seed: statistics.fmean(picked(s, "test_at_best")) for seed, s in by_seed.items()}
             at_best_by_seed[variant, model] = seed_means
             rows.append(
                 dict(
@@ -253,16 +364,18 @@ def aggregate(summaries: dict[str, dict[int, dict]]) -> list[dict]:
                 )
             )
     for row in rows:
-        row.update(_paired_difference(at_best_by_seed, row["variant"], row["model"]))
+        row.update(_paired_difference(at_best_by_seed, row["variant"], row["model"], baseline))
     return rows
 
 
-def _paired_difference(at_best_by_seed: dict[tuple[str, str], dict[int, float]], variant: str, model: str) -> dict:
+def _paired_difference(
+    at_best_by_seed: dict[tuple[str, str], dict[int, float]], variant: str, model: str, baseline: str
+) -> dict:
     """The ``diff_vs_independent_*`` entries of one row (see `aggregate`)."""
-    baseline = at_best_by_seed.get((BASELINE, PAIRED_BASELINE_MODEL.get(model, "")))
+    reference = at_best_by_seed.get((baseline, PAIRED_BASELINE_MODEL.get(model, "")))
     own = at_best_by_seed[variant, model]
     # Only seeds both ran pair up: a study extended with more seeds may not have trained them all yet.
-    diffs = [] if variant == BASELINE or baseline is None else [own[s] - baseline[s] for s in own if s in baseline]
+    diffs = [] if variant == baseline or reference is None else [own[s] - reference[s] for s in own if s in reference]
     if len(diffs) < 2:
         return {
             "diff_vs_independent_mean": None,
@@ -277,7 +390,7 @@ def _paired_difference(at_best_by_seed: dict[tuple[str, str], dict[int, float]],
     }
 
 
-def format_table(rows: list[dict], num_classes: int | None = None) -> str:
+def format_table(rows: list[dict], num_classes: int | None = None, baseline: str = BASELINE) -> str:
     """The rows as a markdown table (test top-1 %, mean ± std over seeds), chance-level results marked.
 
     Beside each mean ± std, the 95 % t-interval of the mean; when the study has `BASELINE` and another variant,
@@ -288,6 +401,7 @@ def format_table(rows: list[dict], num_classes: int | None = None) -> str:
         rows: `aggregate` rows.
         num_classes: the dataset's class count: a mean within `CHANCE_MARGIN` points of chance
             (100 / classes %) gets a † and a footnote. None: not checked.
+        baseline: the variant the differences are to.
     """
     chance = None if num_classes is None else 100 / num_classes
     flagged = False
@@ -299,8 +413,8 @@ def format_table(rows: list[dict], num_classes: int | None = None) -> str:
         return f"{mean:.2f} ± {std:.2f}{' †' if at_chance else ''}"
 
     variants = {row["variant"] for row in rows}
-    paired = BASELINE in variants and len(variants) > 1
-    diff_header = f" Δ vs {BASELINE}, 95 % CI (points) |" if paired else ""
+    paired = baseline in variants and len(variants) > 1
+    diff_header = f" Δ vs {baseline}, 95 % CI (points) |" if paired else ""
     lines = [
         "| method | model | test top-1 at selected epoch (%) | 95 % CI of the mean (%) |"
         f"{diff_header} test top-1 at last epoch (%) | n |",
@@ -316,7 +430,7 @@ def format_table(rows: list[dict], num_classes: int | None = None) -> str:
     selections = sorted({row["selection"] for row in rows})
     lines += ["", f"Epochs {' or '.join(SELECTION_LABELS[s] for s in selections)}."]
     if paired:
-        lines += ["", PAIRING_FOOTNOTE]
+        lines += ["", PAIRING_FOOTNOTE.replace(BASELINE, baseline)]
     if flagged:
         lines += [
             "",
