@@ -264,7 +264,12 @@ def train(config_file, ablate, **options):
 @click.option("--dataset", help="Dataset to evaluate on. [default: the one the student was trained on]")
 @click.option("--data-dir", help="Where datasets live.")
 @click.option("--student", type=int, help="Student index in a run directory. [default: the best student]")
-@click.option("--out", "out_dir", help="Where to write metrics.json and confusion_matrix.png. [default: beside SOURCE]")
+@click.option(
+    "--out",
+    "out_dir",
+    help="Where to write metrics.json and confusion_matrix.png. [default: eval/ beside SOURCE; for a zoo name, "
+    "NAME-eval/ in the current directory]",
+)
 @click.option("--batch-size", type=int, default=100, show_default=True, help="Evaluation batch.")
 @click.option("--normalize", is_flag=True, help="Draw the confusion matrix's rows as fractions of their true class.")
 def evaluate(source, dataset, data_dir, student, out_dir, batch_size, normalize):
@@ -280,7 +285,16 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size, normalize)
 
     with user_errors(*USER_ERRORS):
         if not is_onnx_model(source):
-            results = evaluate_student(source, dataset, data_dir, student, out_dir, batch_size, normalize=normalize)
+            results = evaluate_student(
+                source,
+                dataset,
+                data_dir,
+                student,
+                out_dir,
+                batch_size,
+                normalize=normalize,
+                note=lambda message: click.echo(message, err=True),
+            )
         elif student is not None:
             raise click.BadParameter(f"applies to run directories; {source} is an ONNX model.", param_hint="--student")
         else:

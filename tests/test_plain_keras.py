@@ -131,6 +131,8 @@ import numpy as np
 
 assert keras.backend.backend() == backend
 model = keras.saving.load_model(os.path.join(root, "student", "model.keras"))
+# One input tensor, as keras.applications models have, not a list of one.
+assert isinstance(model.input, keras.KerasTensor), model.input
 logits = keras.ops.convert_to_numpy(model.predict(np.load(os.path.join(root, "images.npy")), verbose=0))
 np.testing.assert_allclose(logits, np.load(os.path.join(root, "logits.npy")), rtol=0, atol=1e-5)
 modules = {type(layer).__module__ for layer in [model, *model.layers]}

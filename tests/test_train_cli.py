@@ -1,5 +1,6 @@
 """End-to-end training runs through the `mfef` CLI: run directories, resume, NaN, devices, bad input."""
 
+import csv
 import errno
 import json
 import math
@@ -211,6 +212,9 @@ def test_piped_output_is_one_plain_line_per_epoch_and_numbered_like_the_files(tm
     rows = _metrics(run)
     assert [row["epoch"] for row in rows] == [1, 2]
     assert (run / "metrics.csv").read_text().splitlines()[1].startswith("1,")
+    # The rates that were set (0.1, then x0.1 at the scaled milestone), not their float32 values.
+    with (run / "metrics.csv").open() as file:
+        assert [row["lr"] for row in csv.DictReader(file)] == ["0.1", "0.01"]
     summary = json.loads((run / "summary.json").read_text())
     best = summary["best_student"]
     assert (

@@ -144,7 +144,7 @@ def download(
         folder: where the temporary file goes (the cache folder, so the rename is atomic).
         sha256: expected hex sha256, or None to accept any content (the hash is returned).
         size: expected size in bytes, or None if unknown (then at most ``$MFEF_ZOO_MAX_BYTES`` are accepted).
-        progress: show a progress bar on stderr.
+        progress: show a progress bar on stderr, where stderr is a terminal.
         label: how to name the download in messages (default: the URL).
 
     Returns:
@@ -189,7 +189,10 @@ def download(
             digest, received = hashlib.sha256(), 0
             # The start of the current rate window: its time and the bytes received by then.
             window_started, window_bytes = started, 0
-            bar = tqdm(total=size or announced, unit="B", unit_scale=True, desc=label, disable=not progress)
+            # disable=None: no bar where stderr is not a terminal (a pipe, a log file), which would get its \r redraws.
+            bar = tqdm(
+                total=size or announced, unit="B", unit_scale=True, desc=label, disable=None if progress else True
+            )
             with handle, bar:
                 while True:
                     try:

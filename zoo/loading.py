@@ -57,10 +57,13 @@ def load_student(
         >>> model = load_student("resnet8_mfef.digits_s0", include_preprocessing=True)  # doctest: +SKIP
         >>> model.mfef_metadata["dataset"]["class_names"]  # doctest: +SKIP
     """
+    from mfef_keras.models.plain_keras import single_input
     from mfef_keras.student_dir import load_student_dir
 
     path = resolve_preset(source, offline=offline, allow_unverified=allow_unverified)
+    # Presets saved before students were given one input tensor hold a list of one.
     model, metadata = load_student_dir(path)
+    model = single_input(model)
     if include_preprocessing:
         model = with_preprocessing(model, metadata)
     # Set past Keras's attribute tracking: the metadata is a plain record, not model state.

@@ -154,8 +154,8 @@ class CifarSource:
             raise FileNotFoundError(
                 f"{self.name} is not prepared in {self.data_dir} and {path} does not exist. Download "
                 f"{archive.url} ({archive.size:,} bytes, sha256 {archive.sha256}) and place it at {path}; it "
-                "is prepared from there on first use (nothing is downloaded automatically). Set $MFEF_DATA_DIR "
-                "or pass data_dir to use another data directory."
+                "is prepared from there on first use (nothing is downloaded automatically). To use another data "
+                "directory, set $MFEF_DATA_DIR or pass --data-dir (data_dir= in Python)."
             )
         config = tfds.download.DownloadConfig(manual_dir=str(self.manual_dir), try_download_gcs=False)
         try:

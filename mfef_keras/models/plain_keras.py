@@ -59,4 +59,24 @@ def to_plain_keras(model: keras.Model) -> keras.Model:
         if source.path != target.path or tuple(source.shape) != tuple(target.shape):
             raise AssertionError(f"Cloning reordered the weights: {source.path} became {target.path}.")
         target.assign(source.value)
-    return plain
+    return single_input(plain)
+
+
+def single_input(model: keras.Model) -> keras.Model:
+    """``model`` with its one input as a tensor, not a list of one, as keras.applications models have it.
+
+    `keras.models.clone_model` gives a functional model a list of inputs, so a saved student's ``model.input``
+    was ``[images]``. The same layers (and so the same weights) are wrapped again around the one tensor.
+
+    Args:
+        model: a model with one input; one with several is returned as it is.
+
+    Example:
+        >>> from mfef_keras.models import get_backbone
+        >>> clone = keras.models.clone_model(get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4))
+        >>> single_input(clone).input.shape
+        (None, 32, 32, 1)
+    """
+    if isinstance(model.input, list) and len(model.inputs) == 1:
+        return keras.Model(model.inputs[0], model.output, name=model.name)
+    return model

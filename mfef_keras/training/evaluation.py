@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ def _default_out(source: str, resolved: ModelSource) -> Path:
         return Path(f"{Path(source).name}-eval")
     if resolved.kind == "keras":
         return resolved.model_file.parent / f"{resolved.model_file.stem}-eval"
+    if resolved.kind == "unfinished_run":
+        # Not inside best_student/: its trainer replaces that folder whenever a better epoch comes.
+        return resolved.model_file.parent.parent / "eval"
     return resolved.model_file.parent / "eval"
 
 
@@ -28,6 +32,7 @@ def evaluate_student(
     out_dir: str | None = None,
     batch_size: int = 100,
     normalize: bool = False,
+    note: Callable[[str], None] | None = None,
 ) -> dict:
     """Evaluate a run's best student (or student ``student``), a student directory, a zoo preset or a ``.keras`` file.
 
@@ -45,11 +50,17 @@ def evaluate_student(
         batch_size: evaluation batch size.
         normalize: draw the confusion matrix's rows as fractions of their true class (``metrics.json``
             keeps the counts).
+        note: told where the results go when that is the working directory (a zoo preset without ``out_dir``), and
+            that a run still training gives its best student so far.
     """
     from mfef_keras.data import dataset_info, make_dataset
 
     resolved = resolve_model_source(source, student)
     out = check_output_dir(out_dir or _default_out(source, resolved))
+    if note and resolved.note:
+        note(resolved.note)
+    if note and not out_dir and resolved.kind == "zoo":
+        note(f"note: writing the results to {out.resolve()} (the zoo cache holds presets only); --out chooses.")
     model, metadata = resolved.load(), resolved.metadata or {}
     dataset = dataset or metadata.get("dataset", {}).get("name")
     if not dataset:
