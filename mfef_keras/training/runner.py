@@ -105,6 +105,7 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
         students = build_students(
             config.cohort,
             info.num_classes,
+            num_students=config.num_students,
             topology=config.topology,
             input_shape=info.image_shape,
             sync_batchnorm=sync_batchnorm,
