@@ -69,6 +69,18 @@ def disk_error_message(error: OSError) -> str | None:
     return f"Cannot {verb} {where}: {cause} ({errno.errorcode[error.errno]}); {hint}."
 
 
+def _disk_errno(error: Exception) -> int | None:
+    """The `DISK_ERRNOS` code of ``error``, or None.
+
+    An OSError carries its own; other libraries' errors only say it: TensorFlow writes a SavedModel with its
+    own file layer and raises ``ResourceExhaustedError: <path>; No space left on device`` on a full disk.
+    """
+    if isinstance(error, OSError):
+        return error.errno if error.errno in DISK_ERRNOS else None
+    text = str(error)
+    return next((code for code in DISK_ERRNOS if os.strerror(code) in text), None)
+
+
 @contextmanager
 def writing_to(target: str | os.PathLike) -> Iterator[None]:
     """Report a disk failure while writing ``target`` (through temporary files beside it) as one of ``target``.
@@ -78,11 +90,12 @@ def writing_to(target: str | os.PathLike) -> Iterator[None]:
     """
     try:
         yield
-    except OSError as error:
-        if error.errno not in DISK_ERRNOS:
+    except Exception as error:
+        code = _disk_errno(error)
+        if code is None:
             raise
         # OSError(errno, ...) builds the matching subclass (PermissionError...), so callers catch what they did.
-        raise OSError(error.errno, error.strerror, str(target)) from error
+        raise OSError(code, os.strerror(code), str(target)) from error
 
 
 @contextmanager
