@@ -100,15 +100,20 @@ def export_command(
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Images per run.")
 @click.option(
-    "--convert-channels",
+    "--no-resize",
     is_flag=True,
-    help="Convert images between RGB(A) and grayscale when their channels differ from the model's (reported).",
+    help="Refuse an image whose size or channels differ from the model's input, instead of converting and "
+    "resizing it (each change is noted on stderr).",
 )
-def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_size: int, convert_channels: bool) -> None:
+@click.option("--int8", is_flag=True, help="Run an export folder's int8 model. [default: its float32 model.onnx]")
+def predict_command(
+    model: Path, images: tuple[Path, ...], top_k: int, batch_size: int, no_resize: bool, int8: bool
+) -> None:
     """Print the TOP-K classes of each image with their probabilities.
 
-    MODEL is an .onnx file or a directory written by `mfef export`. IMAGES are PNG/JPEG files of
-    the model's input size or .npy batches of raw uint8 NHWC images.
+    MODEL is an .onnx file or a directory written by `mfef export` (its float32 model.onnx, or with
+    --int8 its model.int8.onnx); stderr says which file runs. IMAGES are PNG/JPEG files, converted and
+    resized to the model's input where they differ, or .npy batches of raw uint8 NHWC images.
     """
     from mfef_keras.export.images import load_images
     from mfef_keras.export.npy_files import check_npy_sizes
@@ -116,10 +121,10 @@ def predict_command(model: Path, images: tuple[Path, ...], top_k: int, batch_siz
 
     with user_errors(PredictError):
         check_npy_sizes(images)
-        predictor = Predictor(model, batch_size=batch_size)
-        batch, names, notes = load_images(images, predictor.image_shape, convert_channels)
+        predictor = Predictor(model, batch_size=batch_size, int8=int8)
+        batch, names, notes = load_images(images, predictor.image_shape, resize=not no_resize)
         ranked = predictor.top_k(batch, top_k)
-    click.echo(f"{predictor.path} on {predictor.provider}", err=True)
+    click.echo(f"running {predictor.path} on {predictor.provider}", err=True)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     width = max(len(label) for classes in ranked for label, _ in classes)

@@ -89,9 +89,10 @@ class ExportReport:
             lines.append(f"Top-1 accuracy on {self.validation_data}: {figures}")
         if self.quantization:
             lines.append(f"Quantization: {_describe_quantization(self.quantization)}")
-        default = self.metadata.get("default_onnx")
-        if default:
-            lines.append(f"Predict with: mfef predict {self.out_dir} IMAGE...  (runs {default})")
+        artifacts = self.metadata.get("artifacts", {})
+        if "onnx" in artifacts:
+            int8 = f"; --int8 runs {QUANTIZED_FILES['int8']}" if "onnx_int8" in artifacts else ""
+            lines.append(f"Predict with: mfef predict {self.out_dir} IMAGE...  (runs {ONNX_FILE}{int8})")
         return "\n".join(lines)
 
 

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from mfef_keras._regular_files import open_regular
 from mfef_keras.data.image_files import ImageFileError, load_image
 from mfef_keras.export.errors import PredictError
+from mfef_keras.export.npy_files import check_npy_sizes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Modes whose pixels are 8-bit channels; palette and 1-bit images are first expanded to one of them.
@@ -18,23 +20,24 @@ _CHANNEL_MODES = {1: "L", 3: "RGB"}
 
 
 def load_images(
-    paths: Sequence[str | Path], image_shape: Sequence[int], convert_channels: bool = False
+    paths: Sequence[str | Path], image_shape: Sequence[int], resize: bool = True
 ) -> tuple[np.ndarray, list[str], list[str]]:
     """Read PNG/JPEG files and ``.npy`` batches into one uint8 NHWC batch.
 
-    Images are never resized: one of another size is an error. Its channels are converted
-    (RGB/RGBA <-> grayscale) only with ``convert_channels``, and each conversion is reported. Files are read as
-    for training (`mfef_keras.data.image_files.load_image`): regular files only, at most
-    `MAX_IMAGE_PIXELS` pixels, 16-bit grayscale scaled to 8 bits.
+    An image file of another mode or size is converted (RGB(A) <-> grayscale) and resized (bilinear, as image
+    folders are for training) to the model's input, and each change is reported; with ``resize=False`` it is
+    refused instead. ``.npy`` batches must have the model's shape. Files are read as for training
+    (`mfef_keras.data.image_files.load_image`): regular files only, at most `MAX_IMAGE_PIXELS` pixels, 16-bit
+    grayscale scaled to 8 bits.
 
     Args:
         paths: image files and/or ``.npy`` files holding ``(N, H, W, C)`` or ``(H, W, C)`` uint8 arrays.
         image_shape: ``(height, width, channels)`` the model takes.
-        convert_channels: convert images whose channel count differs from the model's.
+        resize: convert and resize image files that do not fit the model; otherwise refuse them.
 
     Returns:
         ``(images, names, notes)``: the batch, a name per image (``file`` or ``file[i]``), and one note per
-        conversion made.
+        image converted or resized.
     """
     shape = tuple(int(v) for v in image_shape)
     batches, names, notes = [], [], []
@@ -44,7 +47,7 @@ def load_images(
             batch = _load_npy(path, shape)
             names += [f"{path}[{i}]" for i in range(len(batch))]
         elif suffix in IMAGE_SUFFIXES:
-            image, note = _load_image(path, shape, convert_channels)
+            image, note = _load_image(path, shape, resize)
             batch = image[None]
             names.append(str(path))
             notes += [note] if note else []
@@ -59,10 +62,13 @@ def load_images(
 
 
 def _load_npy(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    # The header first: numpy allocates whatever it declares before finding the data missing.
+    check_npy_sizes([path])
     try:
         with open_regular(path) as handle:
             array = np.load(handle, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    # EOFError: an empty or cut-short file.
+    except (OSError, ValueError, EOFError) as error:
         raise PredictError(f"Cannot read {path} as a .npy array: {error}") from None
     if array.ndim == 3:
         array = array[None]
@@ -78,32 +84,36 @@ def _load_npy(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return array
 
 
-def _load_image(path: Path, shape: tuple[int, int, int], convert_channels: bool) -> tuple[np.ndarray, str | None]:
+def _load_image(path: Path, shape: tuple[int, int, int], resize: bool) -> tuple[np.ndarray, str | None]:
     height, width, channels = shape
     try:
         image = load_image(path)
     except ImageFileError as error:
         raise PredictError(str(error)) from None
-    if image.size != (width, height):
-        raise PredictError(
-            f"{path} is {image.size[0]}x{image.size[1]} (width x height); the model takes {width}x{height}. "
-            "Resize or crop it first."
-        )
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif image.mode == "1":
         image = image.convert("L")
     if image.mode not in _EIGHT_BIT_MODES:
         raise PredictError(f"{path} has pixel mode {image.mode}; expected 8-bit grayscale or RGB.")
-    note = None
+    changes = []
     found = len(image.getbands())
     if found != channels:
-        if not convert_channels or channels not in _CHANNEL_MODES:
+        if not resize or channels not in _CHANNEL_MODES:
             raise PredictError(
-                f"{path} has {found} channel(s) (mode {image.mode}); the model takes {channels}. "
-                "Pass --convert-channels to convert between RGB(A) and grayscale."
+                f"{path} has {found} channel(s) (mode {image.mode}); the model takes {channels}"
+                + (" (without --no-resize it is converted)." if channels in _CHANNEL_MODES else ".")
             )
-        note = f"{path}: converted {image.mode} to {_CHANNEL_MODES[channels]} ({found} -> {channels} channels)"
+        changes.append(f"converted {image.mode} to {_CHANNEL_MODES[channels]} ({found} -> {channels} channels)")
         image = image.convert(_CHANNEL_MODES[channels])
+    if image.size != (width, height):
+        if not resize:
+            raise PredictError(
+                f"{path} is {image.size[0]}x{image.size[1]} (width x height); the model takes {width}x{height} "
+                "(without --no-resize it is resized)."
+            )
+        changes.append(f"resized {image.size[0]}x{image.size[1]} to {width}x{height} (bilinear)")
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
+    note = f"{path}: {', '.join(changes)}" if changes else None
     return (array[..., None] if array.ndim == 2 else array), note

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -10,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mfef_keras._regular_files import read_regular
 from mfef_keras.export.errors import PredictError
-from mfef_keras.export.metadata import METADATA_FILE, ONNX_FILE, card_from_props
+from mfef_keras.export.metadata import ONNX_FILE, QUANTIZED_FILES, card_from_props
 from mfef_keras.export.preprocessing import normalize
 from mfef_keras.export.runtime import CUDA, default_providers, make_session, run_batched
 
@@ -27,11 +25,12 @@ class Predictor:
     model's metadata. Float arrays are taken as already normalised, and only by such models.
 
     Args:
-        path: an ``.onnx`` file, or an export directory (its ``metadata.json`` names the model to run:
-            the quantized one when the export made one).
+        path: an ``.onnx`` file, or an export directory: its float32 ``model.onnx``, or with ``int8`` its
+            ``model.int8.onnx``.
         providers: onnxruntime execution providers, in order of preference; default CUDA if available, else CPU.
         batch_size: images per session call.
         threads: CPU intra-op threads; default one per usable core.
+        int8: in an export directory, run the int8 model (``mfef export --quantize int8``).
 
     Example:
         >>> predictor = Predictor("exported/digits")
@@ -47,8 +46,9 @@ class Predictor:
         providers: Sequence[str] | None = None,
         batch_size: int = 128,
         threads: int | None = None,
+        int8: bool = False,
     ):
-        self.path = _model_file(Path(path))
+        self.path = _model_file(Path(path), int8)
         try:
             self.session = make_session(self.path, providers, threads)
         except Exception as error:
@@ -212,29 +212,19 @@ def _check_input(path: Path, spec: dict, inputs: list, rerun: str) -> None:
         )
 
 
-def _model_file(path: Path) -> Path:
-    """The ONNX file ``path`` names: itself, or the default model of an export directory (never one outside it)."""
+def _model_file(path: Path, int8: bool = False) -> Path:
+    """The ONNX file ``path`` names: itself, or an export directory's float32 model (its int8 one with ``int8``).
+
+    The names are fixed, not read from the export's metadata, so a copied or edited export cannot make predict
+    run a model from elsewhere, nor the quantized one unasked.
+    """
     if path.is_dir():
-        metadata_file = path / METADATA_FILE
-        name = ONNX_FILE
-        if metadata_file.is_file():
-            try:
-                metadata = json.loads(read_regular(metadata_file))
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise PredictError(f"{metadata_file} is not valid JSON: {error}") from None
-            if not isinstance(metadata, dict) or not isinstance(metadata.get("default_onnx"), str | None):
-                raise PredictError(
-                    f"{metadata_file} is not an export's metadata: expected a JSON object whose default_onnx names "
-                    "the model file to run."
-                )
-            name = metadata.get("default_onnx") or ONNX_FILE
-            if not (path / name).resolve().is_relative_to(path.resolve()):
-                # A copied or tampered export must not make predict run a model from elsewhere.
-                raise PredictError(
-                    f"{metadata_file}: default_onnx {name!r} points outside the export folder {path}; "
-                    "it must name a model inside it."
-                )
+        name = QUANTIZED_FILES["int8"] if int8 else ONNX_FILE
+        if int8 and not (path / name).is_file():
+            raise PredictError(f"{path} holds no int8 model ({name}): export it with --quantize int8, or drop --int8.")
         path = path / name
+    elif int8:
+        raise PredictError(f"--int8 picks the int8 model of an export folder; {path} is a file, run as it is.")
     if not path.is_file():
         raise PredictError(f"No ONNX model at {path}: give an .onnx file or a directory written by `mfef export`.")
     return path

@@ -201,8 +201,8 @@ def test_predictor_top_k_matches_keras(full_export, student, data):
     # onnxruntime's silent fallback from CUDA to the CPU is reported (spec §7, pitfall 7).
     with pytest.warns(RuntimeWarning, match="CUDA was requested but onnxruntime runs .* on CPUExecutionProvider"):
         assert Predictor(out / "model.onnx", providers=[runtime.CUDA, runtime.CPU]).provider == runtime.CPU
-    # An export directory runs its default model, here the int8 one.
-    assert Predictor(out).path.name == "model.int8.onnx"
+    # An export directory runs its float32 model unless asked for the int8 one.
+    assert Predictor(out).path.name == "model.onnx" and Predictor(out, int8=True).path.name == "model.int8.onnx"
 
 
 def test_predictor_rejects_bad_images(full_export, tmp_path):
@@ -227,13 +227,17 @@ def test_load_images_checks_size_and_channels(tmp_path):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "rgb.png")
     np.save(tmp_path / "batch.npy", np.zeros((3, 32, 32, 1), np.uint8))
     with pytest.raises(PredictError, match=r"small.png is 28x28 .*takes 32x32"):
-        load_images([tmp_path / "small.png"], SHAPE)
+        load_images([tmp_path / "small.png"], SHAPE, resize=False)
     with pytest.raises(PredictError, match=r"rgb.png has 3 channel\(s\) \(mode RGB\); the model takes 1"):
-        load_images([tmp_path / "rgb.png"], SHAPE)
-    images, names, notes = load_images([tmp_path / "rgb.png", tmp_path / "batch.npy"], SHAPE, convert_channels=True)
-    assert images.shape == (4, 32, 32, 1) and images.dtype == np.uint8
-    assert names[1:] == [f"{tmp_path / 'batch.npy'}[{i}]" for i in range(3)]
-    assert notes == [f"{tmp_path / 'rgb.png'}: converted RGB to L (3 -> 1 channels)"]
+        load_images([tmp_path / "rgb.png"], SHAPE, resize=False)
+    paths = [tmp_path / "rgb.png", tmp_path / "batch.npy", tmp_path / "small.png"]
+    images, names, notes = load_images(paths, SHAPE)
+    assert images.shape == (5, 32, 32, 1) and images.dtype == np.uint8
+    assert names[1:4] == [f"{tmp_path / 'batch.npy'}[{i}]" for i in range(3)]
+    assert notes == [
+        f"{tmp_path / 'rgb.png'}: converted RGB to L (3 -> 1 channels)",
+        f"{tmp_path / 'small.png'}: resized 28x28 to 32x32 (bilinear)",
+    ]
     with pytest.raises(PredictError, match=r"batch.npy holds an array of shape \(3, 32, 32, 1\)"):
         load_images([tmp_path / "batch.npy"], (32, 32, 3))
 
@@ -527,9 +531,9 @@ def test_predict_command_errors(full_export, tmp_path):
     (tmp_path / "corrupt.onnx").write_bytes(b"\x00garbage")
     png_bomb(tmp_path / "bomb.png")
     cases = [
-        ([out, tmp_path / "small.png"], "small.png is 28x28 (width x height); the model takes 32x32"),
+        ([out, tmp_path / "small.png", "--no-resize"], "small.png is 28x28 (width x height); the model takes 32x32"),
         ([out, tmp_path / "bomb.png"], "bomb.png declares more than 178,956,970 pixels, over the limit of 67,108,864"),
-        ([out, tmp_path / "rgb.png"], "--convert-channels"),
+        ([out, tmp_path / "rgb.png", "--no-resize"], "without --no-resize it is converted"),
         ([tmp_path / "corrupt.onnx", tmp_path / "rgb.png"], "Cannot load the ONNX model"),
         ([out, tmp_path / "nothing.png"], "does not exist"),
     ]
@@ -537,8 +541,9 @@ def test_predict_command_errors(full_export, tmp_path):
         result, output = _invoke(predict_command, args)
         assert result.exit_code != 0 and message in output, output
         assert "Traceback" not in output
-    result, output = _invoke(predict_command, [out, tmp_path / "rgb.png", "--convert-channels"])
+    result, output = _invoke(predict_command, [out, tmp_path / "rgb.png", "--int8"])
     assert result.exit_code == 0 and "converted RGB to L" in result.stderr
+    assert f"running {out / 'model.int8.onnx'}" in result.stderr
 
 
 def test_eval_command_measures_an_onnx_model_on_the_test_split(student, tmp_path):
