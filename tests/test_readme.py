@@ -36,5 +36,7 @@ def test_readme_python_block_runs(index, tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # Piped, Keras's progress output is plain lines: no ANSI colours, no \b or \r redraws.
+    assert not {"\x1b", "\b", "\r"} & set(result.stdout), repr(result.stdout[-2000:])
     if "student.save(" in BLOCKS[index]:
         assert "loaded student.keras (None, 10)" in result.stdout

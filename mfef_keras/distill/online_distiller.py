@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Sequence
 
 import keras
@@ -527,6 +528,10 @@ class OnlineDistiller(keras.Model):
             self.prepare(self._steps_in(x, batch_size, steps_per_epoch))
         else:
             self.prepare()
+        if kwargs.get("verbose", "auto") == "auto" and not sys.stdout.isatty():
+            # Keras's bar takes every POSIX process for a terminal and writes ANSI colours and \b/\r redraws into
+            # pipes and files: piped, one plain line per epoch (verbose=2) instead.
+            kwargs["verbose"] = 2
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch, **kwargs)
 
     # -------------------------------------------------------------- students
