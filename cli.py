@@ -177,6 +177,15 @@ TRAINING_OPTIONS = {
     "rampup_epochs": click.option(
         "--rampup-epochs", type=float, help="Epochs of the KD weight ramp-up. [default: 80/300 of --epochs]"
     ),
+    "teacher": click.option(
+        "--teacher",
+        help="A frozen teacher every student also distils from (Hinton KD, combinable with any --method): a run "
+        "directory (its deployed student), a student directory, a zoo name or a .keras file, trained on the same "
+        "dataset. [default: none]",
+    ),
+    "teacher_weight": click.option(
+        "--teacher-weight", type=float, help=f"Weight of the teacher's KD terms. {_default('teacher_weight')}"
+    ),
     "train_limit": click.option(
         "--train-limit",
         type=int,

@@ -36,7 +36,7 @@ def _kd(teacher, student, t=3.0):
 
 
 def test_fusion_objective_matches_hand_computation_at_epoch_40():
-    d = make("ffl")
+    d = make("ffl", rampup_epochs=80)
     d.compile()
     d.prepare(steps_per_epoch=10)
     d.student_optimizer.iterations.assign(405)  # epoch 40
@@ -506,3 +506,15 @@ def test_pytorch_sgd_tensorflow_kernel_equals_the_generic_update(nesterov, monke
     generic = run()
     for a, b in zip(fused, generic):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_an_unset_ramp_up_scales_with_the_first_fit_as_the_cli_does():
+    x, y = batch(8)
+    d = make("mfef")
+    assert d.rampup_epochs is None and float(d.kd_weight()) == pytest.approx(np.exp(-5.0))
+    d.compile()
+    d.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    # FFL's 80 of 300 epochs: a 2-epoch fit ramps over 0.53 epochs and has reached w = 1 at its end.
+    assert d.rampup_epochs == pytest.approx(2 * 80 / 300)
+    assert float(d.kd_weight()) == pytest.approx(1.0)
+    assert OnlineDistiller.from_config(d.get_config()).rampup_epochs == pytest.approx(2 * 80 / 300)

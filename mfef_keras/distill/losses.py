@@ -62,6 +62,15 @@ class KDLoss(keras.losses.Loss):
         return config
 
 
+def recipe_rampup_epochs(epochs: float) -> float:
+    """The ramp-up length of FFL's recipe, 80 of its 300 epochs, scaled to a run of ``epochs``.
+
+    Args:
+        epochs: the run's length in epochs.
+    """
+    return float(epochs) * 80 / 300
+
+
 def rampup_weight(epoch, rampup_epochs: float):
     """FFL's sigmoid ramp-up ``exp(-5 (1 - min(epoch, R) / R)^2)``; 1 when ``rampup_epochs`` is 0.
 

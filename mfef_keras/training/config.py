@@ -129,6 +129,10 @@ class TrainConfig:
         fusion_weight_decay: L2 on fusion-path weights.
         temperature: KD temperature.
         rampup_epochs: ramp-up length of the KD weight; None scales FFL's 80-of-300 to ``epochs``.
+        teacher: a frozen teacher every student also distils from (Hinton KD), beside the method: a run
+            directory (its deployed student), a student directory, a zoo name or a ``.keras`` file, trained on the
+            same dataset.
+        teacher_weight: the weight of the teacher's KD terms.
         train_limit: use only the first N training examples (a reduced split) of those the validation
             hold-out leaves.
         selection: ``validation`` selects the best epoch and student on the validation split; ``test`` on the
@@ -161,6 +165,8 @@ class TrainConfig:
     fusion_weight_decay: float = 1e-5
     temperature: float = 3.0
     rampup_epochs: float | None = None
+    teacher: str | None = None
+    teacher_weight: float = 1.0
     train_limit: int | None = None
     selection: str = "validation"
     seed: int = 0
@@ -231,6 +237,7 @@ class TrainConfig:
             "student_weight_decay": (self.student_weight_decay >= 0, ">= 0"),
             "fusion_weight_decay": (self.fusion_weight_decay >= 0, ">= 0"),
             "temperature": (self.temperature > 0, "> 0"),
+            "teacher_weight": (self.teacher_weight >= 0, ">= 0"),
             "rampup_epochs": (self.rampup_epochs is None or self.rampup_epochs >= 0, ">= 0 or null"),
             "base_width": (self.base_width is None or self.base_width >= 1, "a positive integer or null"),
             "seed": (self.seed >= 0, ">= 0"),
@@ -256,7 +263,9 @@ class TrainConfig:
 
     @property
     def effective_rampup_epochs(self) -> float:
-        return self.rampup_epochs if self.rampup_epochs is not None else self.epochs * 80 / 300
+        from mfef_keras.distill.losses import recipe_rampup_epochs
+
+        return self.rampup_epochs if self.rampup_epochs is not None else recipe_rampup_epochs(self.epochs)
 
     @property
     def effective_lr_milestones(self) -> list[int]:

@@ -114,6 +114,8 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
         distiller = OnlineDistiller(
             students,
             method=config.method,
+            teacher=None if config.teacher is None else _teacher(config.teacher, info),
+            teacher_weight=config.teacher_weight,
             temperature=config.temperature,
             rampup_epochs=config.effective_rampup_epochs,
             ablate=config.ablate,
@@ -131,6 +133,35 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
         )
         distiller.prepare()
     return distiller
+
+
+def _teacher(source: str, info):
+    """The frozen teacher named by ``source`` (a run, student directory, zoo name or .keras file) for ``info``'s data.
+
+    Raises:
+        ValueError: it cannot be loaded, or it was trained on other data (another dataset, classes, image shape or
+            normalisation: the students' inputs would not be its inputs).
+    """
+    from mfef_keras.data.info import DatasetInfo
+    from mfef_keras.model_source import resolve_model_source
+
+    resolved = resolve_model_source(source)
+    dataset = (resolved.metadata or {}).get("dataset")
+    if dataset is None:
+        raise ValueError(
+            f"The teacher {resolved.description} has no metadata.json naming its dataset; give a run, a student "
+            "directory or a zoo name, whose card says what data and normalisation the teacher expects."
+        )
+    theirs = DatasetInfo.from_dict(dataset)
+    keys = ("name", "num_classes", "image_shape", "mean", "std")
+    differing = [key for key in keys if getattr(theirs, key) != getattr(info, key)]
+    if differing:
+        raise ValueError(
+            f"The teacher {resolved.description} was trained on other data than this run's {info.name}: its "
+            + ", ".join(f"{key} {getattr(theirs, key)!r} (here {getattr(info, key)!r})" for key in differing)
+            + ". A teacher must take the students' inputs and predict their classes."
+        )
+    return resolved.load()
 
 
 def _epoch_line(config: TrainConfig, row: dict, has_fused: bool, seconds_left: float | None) -> str:

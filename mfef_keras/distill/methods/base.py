@@ -51,7 +51,6 @@ class OnlineMethod:
 
     Args:
         temperature: KD temperature ``T`` of the method's soft targets.
-        rampup_epochs: epochs of the sigmoid ramp-up of the KD weight (methods with ``ramps_up``).
         ablate: switched-off components; only methods that list ``ablations`` accept any.
         splits: channel groups of the multi-scale block (MFEF).
         reduction: channel-attention reduction ratio (MFEF).
@@ -67,7 +66,7 @@ class OnlineMethod:
     description: ClassVar[str] = ""
     # Plain training of one student is the baseline; distillation needs peers.
     min_students: ClassVar[int] = 2
-    # The KD weight follows FFL's sigmoid ramp-up w(t) (and is logged as kd_weight).
+    # The KD weight follows FFL's sigmoid ramp-up w(t), which the distiller computes (logged as kd_weight).
     ramps_up: ClassVar[bool] = False
     ablations: ClassVar[tuple[str, ...]] = ()
     # Extra outputs of the head beside the students' logits that are classifiers (logged as acc_<name>).
@@ -76,7 +75,6 @@ class OnlineMethod:
     def __init__(
         self,
         temperature: float = 3.0,
-        rampup_epochs: float = 80,
         ablate: Sequence[str] = (),
         splits: int = 4,
         reduction: int = 8,
@@ -88,7 +86,6 @@ class OnlineMethod:
             if component not in self.ablations:
                 raise unknown_name_error(f"{self.name} ablation", component, self.ablations)
         self.temperature = float(temperature)
-        self.rampup_epochs = float(rampup_epochs)
         self.ablate = tuple(ablate)
         self.splits = int(splits)
         self.reduction = int(reduction)
@@ -161,7 +158,6 @@ class OnlineMethod:
         """The constructor arguments, for the distiller's config."""
         return dict(
             temperature=self.temperature,
-            rampup_epochs=self.rampup_epochs,
             ablate=list(self.ablate),
             splits=self.splits,
             reduction=self.reduction,
