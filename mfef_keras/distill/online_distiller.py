@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from mfef_keras.distill.losses import rampup_weight
+from mfef_keras.distill.losses import KDLoss, rampup_weight, recipe_rampup_epochs
 from mfef_keras.distill.methods import method_class
 from mfef_keras.distill.pytorch_sgd import PyTorchSGD
 from mfef_keras.distill.schedules import (
@@ -28,6 +28,8 @@ from mfef_keras.distill.schedules import (
 )
 from mfef_keras.models.registry import feature_layer
 
+# Prefixed to the names of a teacher's layers, which must not share names (and so variable paths) with students'.
+TEACHER_PREFIX = "teacher_"
 # The backends whose trainers the distiller has a train_step for.
 TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -126,12 +128,17 @@ class OnlineDistiller(keras.Model):
             `build_students`) are run as one graph, so a shared trunk is computed once.
         method: a registered method name (`mfef_keras.distill.methods.list_methods`).
         temperature: KD temperature ``T``.
-        rampup_epochs: epochs of the ramp-up of the KD weight (fusion methods).
+        rampup_epochs: epochs of the ramp-up of the KD weight (methods that ramp up); None: FFL's 80 of 300
+            epochs scaled to the ``epochs`` of the first `fit` (5.3 of a 20-epoch fit).
         ablate: MFEF components to switch off: ``"multi_scale"``, ``"attention"``
             (both attentions), ``"channel_attention"``, ``"spatial_attention"``.
         splits: channel groups of the multi-scale block.
         reduction: channel-attention reduction ratio.
         kernel_size: spatial-attention kernel size.
+        teacher: a trained network from the same images to the same classes, frozen, that every student also
+            distils from (Hinton et al. 2015: ``teacher_weight * KD(z_i <- z_teacher)`` at ``temperature``, logged
+            as ``kd_teacher_s<i>``), beside the online method's terms; None for none.
+        teacher_weight: the weight of the teacher's KD terms.
         sync_batchnorm: synchronise the fusion path's BatchNorm statistics across
             `tf.distribute` replicas (build the students with it too).
         **kwargs: `keras.Model` arguments (``name``...).
@@ -149,22 +156,23 @@ class OnlineDistiller(keras.Model):
         students: Sequence[keras.Model],
         method: str = "mfef",
         temperature: float = 3.0,
-        rampup_epochs: float = 80,
+        rampup_epochs: float | None = None,
         ablate: Sequence[str] = (),
         splits: int = 4,
         reduction: int = 8,
         kernel_size: int = 7,
         sync_batchnorm: bool = False,
+        teacher: keras.Model | None = None,
+        teacher_weight: float = 1.0,
         **kwargs,
     ):
         kwargs.setdefault("name", "online_distiller")
         super().__init__(**kwargs)
         students = list(students)
-        if float(rampup_epochs) < 0:
-            raise ValueError(f"rampup_epochs must be >= 0, got {rampup_epochs!r}.")
+        if rampup_epochs is not None and float(rampup_epochs) < 0:
+            raise ValueError(f"rampup_epochs must be >= 0 or None, got {rampup_epochs!r}.")
         self.online_method = method_class(method)(
             temperature=temperature,
-            rampup_epochs=rampup_epochs,
             ablate=ablate,
             splits=splits,
             reduction=reduction,
@@ -173,7 +181,7 @@ class OnlineDistiller(keras.Model):
         self.online_method.check_cohort(len(students))
         self.method = method
         self.temperature = float(temperature)
-        self.rampup_epochs = float(rampup_epochs)
+        self.rampup_epochs = None if rampup_epochs is None else float(rampup_epochs)
         self.ablate = tuple(ablate)
         self.splits = int(splits)
         self.reduction = int(reduction)
@@ -188,11 +196,43 @@ class OnlineDistiller(keras.Model):
         self.fusion = self.online_method.build_head(
             [tuple(t.shape) for t in self.students_net.outputs[0::2]], self.num_classes, self.sync_batchnorm
         )
+        self.teacher = self._frozen_teacher(teacher)
+        self.teacher_weight = checked_number("teacher_weight", teacher_weight)
+        self._teacher_kd = KDLoss(temperature=self.temperature, epsilon=1e-7, name="teacher_kd")
         self._trackers = self._make_trackers()
         self.student_optimizer = None
         self.fusion_optimizer = None
         self._optimizer_settings = None
         self.built = True
+
+    def _frozen_teacher(self, teacher: keras.Model | None) -> keras.Model | None:
+        if teacher is None:
+            return None
+        images, classes = tuple(self.students_net.inputs[0].shape[1:]), self.num_classes
+        if len(teacher.inputs) != 1 or tuple(teacher.inputs[0].shape[1:]) != images:
+            raise ValueError(
+                f"The teacher {teacher.name!r} takes inputs {[tuple(t.shape[1:]) for t in teacher.inputs]}; the "
+                f"students take images of shape {images}."
+            )
+        if len(teacher.outputs) != 1 or int(teacher.outputs[0].shape[-1]) != classes:
+            raise ValueError(
+                f"The teacher {teacher.name!r} predicts {[t.shape[-1] for t in teacher.outputs]} classes; the "
+                f"students predict {classes}."
+            )
+        if not all(layer.name.startswith(TEACHER_PREFIX) for layer in teacher.layers):
+            # A teacher from another run names its layers as the students do (s0_stem_conv...), and checkpoints
+            # tell variables apart by their layers' names: a renamed copy with the same weights keeps them apart.
+            renamed = keras.models.clone_model(
+                teacher,
+                clone_function=lambda layer: layer.__class__.from_config(
+                    {**layer.get_config(), "name": TEACHER_PREFIX + layer.name}
+                ),
+            )
+            renamed.set_weights(teacher.get_weights())
+            teacher = renamed
+        # Frozen: its weights become non-trainable variables, which no optimiser updates and checkpoints keep.
+        teacher.trainable = False
+        return teacher
 
     def _joint_network(self, students: list[keras.Model]) -> keras.Model:
         for s in students:
@@ -215,6 +255,8 @@ class OnlineDistiller(keras.Model):
 
     def _make_trackers(self) -> dict[str, keras.metrics.Metric]:
         names = ["loss"] + self.online_method.term_names(self.num_students)
+        if self.teacher is not None:
+            names += [f"kd_teacher_s{i}" for i in range(self.num_students)]
         trackers = {name: keras.metrics.Mean(name=name) for name in names}
         accuracies = [f"acc_s{i}" for i in range(self.num_students)]
         accuracies += [f"acc_{name}" for name in self.online_method.head_classifiers] + ["acc_ensemble"]
@@ -237,6 +279,8 @@ class OnlineDistiller(keras.Model):
         features = list(outputs[0::2])
         logits = [ops.cast(z, "float32") for z in outputs[1::2]]
         extras = {} if self.fusion is None else self.online_method.head_outputs(self.fusion, features, logits, training)
+        if self.teacher is not None:
+            extras["teacher"] = ops.cast(self.teacher(images, training=False), "float32")
         return logits, extras
 
     def call(self, images, training=None):
@@ -258,6 +302,9 @@ class OnlineDistiller(keras.Model):
 
     def kd_weight(self):
         """The current ramp-up weight ``w(t)``, with ``t`` the epoch read from the student optimizer's step."""
+        if self.rampup_epochs is None:
+            # Not fitted yet, so at epoch 0, where the weight is exp(-5) whatever the ramp-up's length.
+            return rampup_weight(0, 1.0)
         if self.student_optimizer is None or self.steps_per_epoch is None:
             return rampup_weight(0, self.rampup_epochs)
         return rampup_weight(epoch_at_step(self.student_optimizer.iterations, self.steps_per_epoch), self.rampup_epochs)
@@ -271,7 +318,12 @@ class OnlineDistiller(keras.Model):
             extras: the method's head outputs (`_forward`), e.g. ``{"fused": logits}``.
         """
         weight = self.kd_weight() if self.online_method.ramps_up else 1.0
-        return self.online_method.loss_terms(labels, logits, extras or {}, weight)
+        terms = self.online_method.loss_terms(labels, logits, extras or {}, weight)
+        if self.teacher is not None:
+            for i, z in enumerate(logits):
+                terms[f"kd_teacher_s{i}"] = self._teacher_kd(extras["teacher"], z)
+                terms["loss"] = terms["loss"] + self.teacher_weight * terms[f"kd_teacher_s{i}"]
+        return terms
 
     # ------------------------------------------------------------ train / test
     def _update_trackers(self, terms, labels, logits, extras):
@@ -523,7 +575,12 @@ class OnlineDistiller(keras.Model):
         raise ValueError("Cannot tell the steps per epoch of this input; pass steps_per_epoch.")
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, steps_per_epoch=None, **kwargs):
-        """`keras.Model.fit`, after `prepare`; the first call fixes the steps per epoch from its data if not fixed."""
+        """`keras.Model.fit`, after `prepare`; the first call fixes the steps per epoch from its data if not fixed.
+
+        The first call also fixes an unset ``rampup_epochs`` from its ``epochs`` (see the constructor).
+        """
+        if self.rampup_epochs is None:
+            self.rampup_epochs = recipe_rampup_epochs(epochs)
         if self._optimizer_settings is not None and self.steps_per_epoch is None:
             self.prepare(self._steps_in(x, batch_size, steps_per_epoch))
         else:
@@ -583,13 +640,17 @@ class OnlineDistiller(keras.Model):
             reduction=self.reduction,
             kernel_size=self.kernel_size,
             sync_batchnorm=self.sync_batchnorm,
+            teacher=None if self.teacher is None else keras.saving.serialize_keras_object(self.teacher),
+            teacher_weight=self.teacher_weight,
         )
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         net = keras.saving.deserialize_keras_object(config.pop("students"))
-        return cls(students=_students_of(net), **config)
+        teacher = config.pop("teacher", None)
+        teacher = None if teacher is None else keras.saving.deserialize_keras_object(teacher)
+        return cls(students=_students_of(net), teacher=teacher, **config)
 
     def get_compile_config(self):
         if self._optimizer_settings is None:
