@@ -17,6 +17,9 @@ from mfef_keras.student_dir import METADATA_FILE, MODEL_FILE, is_student_dir, lo
 if TYPE_CHECKING:
     import keras
 
+# A run directory's config.json (`mfef_keras.training.run_directory.CONFIG_FILE`), written when its training starts.
+RUN_CONFIG_FILE = "config.json"
+
 ACCEPTED = (
     "a run directory (with students/ and best_student/), a student directory (model.keras + metadata.json), "
     "a zoo preset name, or a .keras file"
@@ -28,16 +31,19 @@ class ModelSource:
     """A resolved SOURCE.
 
     Args:
-        kind: ``"run"``, ``"student"`` (a student or preset directory), ``"zoo"`` or ``"keras"`` (a bare file).
+        kind: ``"run"``, ``"unfinished_run"`` (its best student so far), ``"student"`` (a student or preset
+            directory), ``"zoo"`` or ``"keras"`` (a bare file).
         model_file: the ``.keras`` file.
         metadata: the student's metadata, or None for a ``.keras`` file with none beside it.
         description: the SOURCE as the user gave it, with what it resolved to.
+        note: what the user should know about the choice (a run still training gives its best student so far).
     """
 
     kind: str
     model_file: Path
     metadata: dict | None
     description: str
+    note: str | None = None
 
     def load(self) -> keras.Model:
         """The Keras student, loaded in safe mode; ValueError naming the file if it cannot be."""
@@ -68,6 +74,8 @@ def resolve_model_source(source: str | os.PathLike, student: int | None = None) 
             read_metadata(directory),
             f"{source} ({directory.relative_to(path).as_posix()})",
         )
+    if (path / RUN_CONFIG_FILE).is_file():
+        return _unfinished_run(path, student)
     if student is not None:
         raise ValueError(f"--student applies to run directories; {str(source)!r} is not one.")
     if is_student_dir(path):
@@ -93,6 +101,37 @@ def _run_student(run: Path, student: int | None) -> Path:
     if not is_student_dir(chosen):
         raise FileNotFoundError(f"Run {run} has no saved student at {chosen} (did training finish an epoch?).")
     return chosen
+
+
+def _unfinished_run(run: Path, student: int | None) -> ModelSource:
+    """The best student so far of a run that has not saved its students/ (still training, or stopped).
+
+    Raises:
+        ValueError: ``student`` is given: students/s<K> are saved only when training ends.
+        FileNotFoundError: no epoch has completed, so not even best_student/ is there.
+    """
+    from mfef_keras.training.run_lock import lock_holder
+
+    holder = lock_holder(run)
+    state = f"still training ({holder})" if holder else "unfinished (its trainer stopped before the last epoch)"
+    best = run / "best_student"
+    if student is not None:
+        raise ValueError(
+            f"Run {run} is {state}: students/s{student} is saved when training ends. Only {best} (the best student "
+            "so far) can be evaluated now: leave out --student."
+        )
+    if not is_student_dir(best):
+        raise FileNotFoundError(
+            f"Run {run} is {state} and has completed no epoch yet, so it holds no student to evaluate; wait for its "
+            "first epoch to finish."
+        )
+    metadata = read_metadata(best)
+    epochs = metadata.get("config", {}).get("epochs", "?")
+    note = (
+        f"note: run {run} is {state}; evaluating its best student so far, saved after epoch "
+        f"{metadata.get('epoch', '?')} of {epochs} in {best}."
+    )
+    return ModelSource("unfinished_run", best / MODEL_FILE, metadata, f"{run} (best_student, unfinished)", note)
 
 
 def _zoo_preset(source: str, found: str) -> Path:

@@ -1,6 +1,6 @@
 """Inputs that lie or sit where they should not: ONNX metadata that disagrees with its graph, a FIFO given to
-``mfef predict``, a ``--data-dir`` that is a file or lacks the dataset. Each gives one ``Error:`` line, as the user
-runs the command."""
+``mfef predict``, a ``--data-dir`` that is a file or lacks the dataset, a run still training. Each gives a result
+or one ``Error:`` line, as the user runs the command."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from mfef_keras.data import dataset_info
 from mfef_keras.export import export_student
 from mfef_keras.models import get_backbone
 from mfef_keras.student_dir import save_student_dir
+from mfef_keras.training.config import TrainConfig
+from mfef_keras.training.run_directory import write_config
+from mfef_keras.training.run_lock import run_directory_lock
 from tests.helpers import subprocess_env
 
 TRAIN = ["--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--base-width", "4", "--no-progress"]
@@ -112,3 +115,32 @@ def test_a_named_data_dir_without_the_dataset_is_refused_not_replaced_by_another
     )
     result = _mfef("eval", _student(tmp_path / "s"), "--dataset", "fashion_mnist", "--data-dir", tmp_path / "none")
     _one_error_line(result, f"Data directory {tmp_path / 'none'} does not exist")
+
+
+def _run_in_progress(run: Path, with_best_student: bool) -> Path:
+    """A run directory as a trainer leaves it between epochs: config, and best_student/ after an epoch."""
+    run.mkdir()
+    write_config(run, TrainConfig(epochs=3, base_width=4))
+    if with_best_student:
+        _student(run / "best_student", epoch=1, epochs=3)
+    return run
+
+
+def test_eval_of_a_run_still_training_evaluates_its_best_student_so_far(tmp_path):
+    run = _run_in_progress(tmp_path / "run", with_best_student=True)
+    with run_directory_lock(run):
+        result = _mfef("eval", run)
+        assert result.returncode == 0, result.stderr
+        assert f"note: run {run} is still training (PID {os.getpid()} on " in result.stderr
+        assert "evaluating its best student so far, saved after epoch 1 of 3" in result.stderr
+        assert json.loads((run / "eval" / "metrics.json").read_text())["source"] == str(run)
+        _one_error_line(_mfef("eval", run, "--student", "0"), "is still training", "leave out --student")
+    # Its trainer gone, the run is unfinished rather than training.
+    result = _mfef("eval", run, "--out", tmp_path / "again")
+    assert result.returncode == 0 and f"run {run} is unfinished" in result.stderr, result.stderr
+
+
+def test_eval_of_a_run_before_its_first_epoch_says_so(tmp_path):
+    run = _run_in_progress(tmp_path / "run", with_best_student=False)
+    with run_directory_lock(run):
+        _one_error_line(_mfef("eval", run), f"Run {run} is still training", "has completed no epoch yet")

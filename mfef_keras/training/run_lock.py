@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,6 +65,30 @@ def _acquire(path: Path) -> int:
                 return fd
         except FileNotFoundError:
             pass
+        os.close(fd)
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """Who is training in ``run_dir`` now ("PID 12 on host, since ..."), or None when no trainer holds it.
+
+    Args:
+        run_dir: the run directory.
+    """
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            # A shared lock is refused while a trainer holds its exclusive one; taken, it is released at once
+            # (by the close below), so a trainer starting meanwhile would be turned away only in that instant.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(_read(fd))
+        return None
+    finally:
         os.close(fd)
 
 
