@@ -10,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from mfef_keras.training.tf_logs import tensorflow_logs_once
+
 if TYPE_CHECKING:
     import keras
 
 __version__ = "0.1.0"
+
+# TensorFlow's start-up notices are written once each, not once per native library (nothing is imported here).
+tensorflow_logs_once()
 
 
 def from_preset(name: str, include_preprocessing: bool = False, offline: bool | None = None) -> keras.Model:

@@ -92,3 +92,21 @@ def test_from_preset_and_create_student_give_plain_keras_models(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok KerasTensor"), done.stdout
+
+
+def _stderr_of(code: str, tmp_path: Path) -> str:
+    env = subprocess_env()
+    # The TensorFlow defaults a user has: no log level chosen.
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+def test_tensorflow_s_start_up_notices_are_written_once_after_importing_the_package(tmp_path):
+    # TensorFlow 2.21 alone writes them once per native library: twice.
+    plain = _stderr_of("import tensorflow", tmp_path)
+    once = _stderr_of("import mfef_keras, keras; print(keras.ops.ones(2))", tmp_path)
+    for notice in ("oneDNN custom operations", "absl::InitializeLog()"):
+        assert once.count(notice) == min(plain.count(notice), 1), once

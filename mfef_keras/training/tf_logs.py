@@ -1,4 +1,9 @@
-"""TensorFlow's own log lines kept off the console of `mfef` unless asked for (`mfef --verbose`)."""
+"""TensorFlow's own log lines kept off the console of `mfef` unless asked for (`mfef --verbose`), and said once.
+
+Loading TensorFlow's two native libraries prints the same start-up lines twice (the oneDNN notice, absl's
+warning), before ``TF_CPP_MIN_LOG_LEVEL`` is read (TF 2.21). `mfef` discards them; elsewhere (`mfef --verbose`,
+a script that imports the package) each is written once.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import importlib.abc
 import importlib.util
 import logging
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,8 +26,27 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for name in ("tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    if "tensorflow" not in sys.modules and not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _QuietImport())
+    _hook_tensorflow_import(discard=True)
+
+
+def tensorflow_logs_once() -> None:
+    """Write each of TensorFlow's import-time log lines once, not once per native library, in this process.
+
+    Nothing is hidden: the lines are held while TensorFlow loads and then written to stderr without repeats.
+    Call it before TensorFlow is imported (importing `mfef_keras` does); `quiet_tensorflow` overrides it.
+    """
+    _hook_tensorflow_import(discard=False)
+
+
+def _hook_tensorflow_import(discard: bool) -> None:
+    if "tensorflow" in sys.modules:
+        return
+    hooks = [finder for finder in sys.meta_path if isinstance(finder, _QuietImport)]
+    if hooks:
+        # Discarding wins over deduplicating: `mfef` asks for it after the package's import asked for the other.
+        hooks[0].discard = hooks[0].discard or discard
+    else:
+        sys.meta_path.insert(0, _QuietImport(discard))
 
 
 @contextmanager
@@ -38,12 +64,41 @@ def _stderr_discarded() -> Iterator[None]:
         os.close(devnull)
 
 
-class _QuietImport(importlib.abc.MetaPathFinder):
-    """Runs the first ``import tensorflow`` with stderr discarded.
+# A glog line's prefix: severity and date, time, thread id. The same message from the two libraries differs in it.
+_GLOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ ")
 
-    Loading TensorFlow's two native libraries prints the oneDNN notice and absl's "All log messages before
-    absl::InitializeLog()" warning once each, before ``TF_CPP_MIN_LOG_LEVEL`` is read (TF 2.21).
+
+@contextmanager
+def _stderr_once() -> Iterator[None]:
+    """File descriptor 2 goes to a temporary file inside the block; then each distinct line goes to it once."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            seen, kept = set(), []
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                message = _GLOG_PREFIX.sub("", line)
+                if message not in seen:
+                    seen.add(message)
+                    kept.append(line)
+            os.write(2, "".join(kept).encode())
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Runs the first ``import tensorflow`` with its stderr discarded, or with each line of it written once.
+
+    Args:
+        discard: discard what TensorFlow writes to stderr while it loads, rather than write each line once.
     """
+
+    def __init__(self, discard: bool) -> None:
+        self.discard = discard
 
     def find_spec(self, fullname: str, path=None, target=None):
         if fullname != "tensorflow":
@@ -73,5 +128,5 @@ class _QuietLoader(importlib.abc.Loader):
         module.__spec__.loader = module.__loader__ = self.loader
         if self.finder in sys.meta_path:
             sys.meta_path.remove(self.finder)
-        with _stderr_discarded():
+        with _stderr_discarded() if self.finder.discard else _stderr_once():
             self.loader.exec_module(module)
