@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import tokenize
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def _header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
             read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
             shape, _, dtype = read_header(handle)
             return shape, dtype, os.fstat(handle.fileno()).st_size - handle.tell()
-    except (OSError, ValueError) as error:
+    # numpy parses the header as a Python literal: a broken one raises SyntaxError or tokenize's TokenError.
+    except (OSError, ValueError, SyntaxError, tokenize.TokenError) as error:
         raise PredictError(f"Cannot read {path} as a .npy array: {error}") from None
 
 

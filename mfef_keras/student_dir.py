@@ -81,14 +81,28 @@ def is_student_dir(path: str | os.PathLike) -> bool:
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The metadata of a student directory."""
+    """The metadata of a student directory: a JSON object whose ``dataset`` entry, if any, is a `DatasetInfo` dict.
+
+    Raises:
+        FileNotFoundError: there is no metadata.json.
+        ValueError: naming the file, when it is not such an object.
+    """
     path = Path(path)
+    file = path / METADATA_FILE
     try:
-        return json.loads(read_regular(path / METADATA_FILE))
+        metadata = json.loads(read_regular(file))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is not a student directory: {METADATA_FILE} is missing.") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path / METADATA_FILE} is not valid JSON: {error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{file} is not valid JSON: {error}") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{file} holds a {type(metadata).__name__}, not a JSON object of student metadata.")
+    if "dataset" in metadata:
+        try:
+            DatasetInfo.from_dict(metadata["dataset"])
+        except ValueError as error:
+            raise ValueError(f"{file}, entry 'dataset': {error}") from None
+    return metadata
 
 
 def load_keras_file(path: str | os.PathLike) -> keras.Model:

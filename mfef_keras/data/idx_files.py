@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import zlib
 
@@ -52,7 +53,8 @@ def parse_idx(data: bytes, name: str) -> np.ndarray:
     if len(data) < header_bytes:
         raise ValueError(f"{name} is truncated: {len(data)} bytes, shorter than its {header_bytes}-byte header.")
     shape = tuple(int(size) for size in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    expected = header_bytes + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: four dimensions near 2**32 overflow numpy's int64 into a size that could look right.
+    expected = header_bytes + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "longer than its header says"
         raise ValueError(
