@@ -85,6 +85,14 @@ def _one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> Non
     assert all(fragment in errors[0] for fragment in fragments), errors[0]
 
 
+def test_train_with_a_fifo_as_its_config_exits_with_one_error_line(tmp_path):
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    result = _mfef("train", "--config", fifo, "--run-dir", tmp_path / "r")
+    _one_error_line(result, f"{fifo} is a FIFO, not a regular file; only a regular file can be read as a config")
+    assert not (tmp_path / "r").exists()
+
+
 def test_train_on_a_fashion_mnist_copy_with_a_fifo_exits_with_one_error_line(tmp_path):
     folder = tmp_path / "data" / "fashion-mnist"
     folder.mkdir(parents=True)

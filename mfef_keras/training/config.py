@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mfef_keras._names import unknown_name_error
+from mfef_keras._regular_files import read_regular
 from mfef_keras.choices import ABLATIONS, BACKBONES, TOPOLOGIES, cohort_names
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -316,7 +317,7 @@ def read_config_file(path: str) -> dict:
                 f"Config file {path!r} not found (shipped configs: {', '.join(shipped_configs())})."
             )
     try:
-        text = file.read_text()
+        text = read_regular(file, "read as a config").decode()
     except UnicodeDecodeError as error:
         raise ValueError(f"Config file {file} is not UTF-8 text ({error}); give a YAML or JSON file.") from None
     try:
