@@ -41,6 +41,14 @@ from mfef_keras.export.metadata import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSE
 )
 @click.option("--student", type=int, metavar="K", help="Export student K of a run directory (default: its best).")
 @click.option(
+    "--model",
+    type=click.Choice(["student", "fused"]),
+    default="student",
+    show_default=True,
+    help="From a run directory: its deployed student (the compressed option), or its fused classifier, the whole "
+    "cohort with the method's head in one graph (the accuracy option; mfef, ffl and one runs).",
+)
+@click.option(
     "--calibration-samples",
     type=click.IntRange(min=1),
     default=DEFAULT_CALIBRATION_SAMPLES,
@@ -62,6 +70,7 @@ def export_command(
     quantize: str | None,
     validate_on: str | None,
     student: int | None,
+    model: str,
     calibration_samples: int,
     calibrate_synthetic: bool,
     force: bool,
@@ -78,6 +87,8 @@ def export_command(
     from mfef_keras.export.exporter import export_student
 
     with user_errors(ExportError):
+        if model == "fused":
+            source = _fused_source(source, student)
         report = export_student(
             source,
             out_dir,
@@ -92,6 +103,22 @@ def export_command(
             overwrite=force,
         )
     click.echo(report.summary())
+
+
+def _fused_source(source: str, student: int | None) -> str:
+    """The fused classifier's student directory in run directory ``source``; ExportError naming what is missing."""
+    from mfef_keras.student_dir import is_student_dir
+    from mfef_keras.training.runner import FUSED_DIR
+
+    if student is not None:
+        raise ExportError("--model fused exports the whole cohort; --student K picks one student of it.")
+    fused = Path(source) / FUSED_DIR
+    if not is_student_dir(fused):
+        raise ExportError(
+            f"{source} has no fused classifier ({fused} with model.keras and metadata.json): --model fused takes a "
+            "run directory of a method with one (mfef, ffl, one), trained by this version of mfef."
+        )
+    return str(fused)
 
 
 @click.command("predict")

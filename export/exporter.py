@@ -409,6 +409,8 @@ def _write(
         source_sha256=sha256_file(resolved.source.model_file),
         opset=opset,
     )
+    # A run's fused classifier says it serves the whole cohort (the accuracy option); the export says so too.
+    card.update({key: value for key, value in (resolved.source.metadata or {}).items() if key in ("model", "note")})
     checker = _Checker(resolved, validation)
     graph = serving_model(
         resolved.source.model, resolved.image_shape, resolved.mean if resolved.preprocess else None, resolved.std

@@ -608,6 +608,21 @@ class OnlineDistiller(keras.Model):
             raise ValueError(f"Student index must be in [0, {self.num_students - 1}], got {index!r}.")
         return to_plain_keras(_students_of(self.students_net)[int(index)])
 
+    def fused_classifier(self) -> keras.Model:
+        """The cohort and the method's head as one functional network from images to the fused logits.
+
+        The accuracy option beside the compressed one (`get_student`), for methods with a fused classifier
+        (MFEF, FFL, ONE's gated ensemble): it serves every student and the head. Its weights are shared with
+        the distiller; it holds the package's layers, which `mfef_keras.student_dir.load_keras_file` registers.
+        """
+        if "fused" not in self.head_classifiers:
+            raise ValueError(f"Method {self.method!r} has no fused classifier to export; mfef, ffl and one have one.")
+        images = keras.Input(tuple(self.students_net.inputs[0].shape[1:]), name="images")
+        outputs = self.students_net(images)
+        features, logits = list(outputs[0::2]), [ops.cast(z, "float32") for z in outputs[1::2]]
+        fused = self.online_method.head_outputs(self.fusion, features, logits)["fused"]
+        return keras.Model(images, fused, name="fused_classifier")
+
     def student_parameter_counts(self) -> list[int]:
         """Each student's parameter count as a standalone network (a shared trunk counts in each)."""
         return [student.count_params() for student in _students_of(self.students_net)]

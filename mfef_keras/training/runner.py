@@ -43,6 +43,9 @@ from mfef_keras.training.run_directory import (
 from mfef_keras.training.run_lock import run_directory_lock
 from mfef_keras.training.tensorboard_log import TensorBoardLog
 
+# Where a run keeps its fused classifier (methods with one), as a student directory.
+FUSED_DIR = "fused"
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
@@ -88,6 +91,25 @@ def _student_metadata(
         "experiment_hash": config.experiment_hash(),
         "config": config.to_dict(),
     }
+
+
+def _fused_metadata(config: TrainConfig, info, row: dict, cohort: list[dict]) -> dict:
+    """The metadata.json of the run's fused classifier (``fused/``), saved after the epoch of metrics row ``row``."""
+    parameters = sum(entry["parameters"] for entry in cohort)
+    metadata = _student_metadata(config, info, 0, row, config.selection, cohort)
+    metadata.update(
+        model="fused",
+        backbone="+".join(config.cohort),
+        student_index=None,
+        test_accuracy=row["test_acc_fused"],
+        validation_accuracy=row["val_acc_fused"],
+        note=(
+            f"The fused classifier of the whole {config.method} cohort ({', '.join(config.cohort)} and the method's "
+            f"head): the accuracy option, at least {parameters} parameters to serve; the compressed option is "
+            "best_student/."
+        ),
+    )
+    return metadata
 
 
 def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
@@ -469,7 +491,12 @@ def _train_epochs(
                 )
             row.update(epoch=epoch + 1, lr=learning_rate, time_s=time.perf_counter() - started)
             history.append(row)
-            best = _summary(config, history, distiller, cohort)["best_student"]
+            summary = _summary(config, history, distiller, cohort)
+            best = summary["best_student"]
+            if has_fused and summary["fused"]["best_epoch"] == row["epoch"]:
+                save_student_dir(
+                    run_dir / FUSED_DIR, distiller.fused_classifier(), _fused_metadata(config, info, row, cohort)
+                )
             if best["best_epoch"] == row["epoch"]:
                 index = int(best["name"][1:])
                 deployed = {key: best[key] for key in ("chosen_from", "reason")}
