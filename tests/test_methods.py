@@ -119,6 +119,8 @@ def test_list_methods_prints_every_method_with_its_description():
     assert any(line.startswith("one ") and "gate" in line for line in lines)
 
 
+# About 15 s a method: run by .ci/run's slow step, not in the default suite.
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list_methods())
 def test_each_method_trains_a_digits_epoch_through_the_cli(method, tmp_path):
     run_dir = tmp_path / method
@@ -172,6 +174,8 @@ for method in list_methods():
 """
 
 
+# One JAX compilation per method, minutes in all: run by .ci/run's slow step.
+@pytest.mark.slow
 @pytest.mark.needs_jax
 def test_each_method_takes_a_step_on_jax_that_moves_every_weight():
     done = subprocess.run(
