@@ -127,3 +127,12 @@ def test_train_with_a_directory_as_its_lock_says_so_in_one_line(tmp_path):
     _one_error_line(
         _mfef("train", *TRAIN, "--run-dir", run), f"{run / LOCK_FILE} is a directory", "Remove or rename it"
     )
+
+
+def test_export_refuses_an_out_that_is_a_link_before_any_work(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "out").symlink_to(target, target_is_directory=True)
+    result = _mfef("export", tmp_path / "no-student", "--out", tmp_path / "out")
+    _one_error_line(result, f"--out {tmp_path / 'out'} is a symbolic link (to {target})")
+    assert list(target.iterdir()) == [] and (tmp_path / "out").is_symlink()
