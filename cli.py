@@ -332,8 +332,13 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size, normalize)
     "trains each cohort, and independent trains --backbone (the student the cohorts deploy) alone.",
 )
 @click.option("--force", is_flag=True, help="Retrain the runs whose stored configuration differs from the study's.")
+@click.option(
+    "--no-train",
+    is_flag=True,
+    help="Train nothing: write the table, chart and study.json of the runs finished so far (the same seeds paired).",
+)
 @click.option("--out", "out_dir", help="Study directory. [default: studies/<dataset>-<backbone>]")
-def study(config_file, methods, num_seeds, ablation, cohorts, force, out_dir, **options):
+def study(config_file, methods, num_seeds, ablation, cohorts, force, no_train, out_dir, **options):
     """Compare methods (and MFEF ablations) over several seeds: a markdown table and a dot plot with 95 % intervals.
 
     Every method runs with the same seeds, so the same data order (and, within a cohort, the same initial
@@ -355,7 +360,15 @@ def study(config_file, methods, num_seeds, ablation, cohorts, force, out_dir, **
         out = out_dir or f"studies/{base.dataset.replace('folder:', 'folder-').replace('/', '_')}-{base.backbone}"
         names = [m.strip() for m in methods.split(",") if m.strip()]
         run_study(
-            base, names, list(range(num_seeds)), out, ablation=ablation, echo=click.echo, cohorts=cohorts, force=force
+            base,
+            names,
+            list(range(num_seeds)),
+            out,
+            ablation=ablation,
+            echo=click.echo,
+            cohorts=cohorts,
+            force=force,
+            train=not no_train,
         )
     click.echo(f"Wrote {out}/table.md, {out}/comparison.png and {out}/study.json")
 

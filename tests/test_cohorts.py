@@ -210,3 +210,36 @@ def test_training_a_mixed_cohort_deploys_the_small_student_which_eval_scores_in_
     refused = _mfef("train", "--backbone", "resnet20,resnet8", "--students", "3", "--run-dir", str(tmp_path / "r2"))
     assert refused.returncode != 0 and "names 2 students, but num_students is 3" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "r2").exists()
+
+
+def test_a_study_tabulates_the_runs_finished_so_far_without_training(tmp_path):
+    calls = []
+    base = TrainConfig(epochs=1, backbone="resnet8")
+    cohorts = ["resnet20,resnet8"]
+    run_study(
+        base,
+        ["independent", "dml"],
+        [0, 1],
+        tmp_path,
+        echo=lambda _: None,
+        train_fn=_fake_train(calls),
+        cohorts=cohorts,
+    )
+    lines = []
+    result = run_study(
+        base,
+        ["independent", "dml", "mfef"],
+        [0, 1, 2],
+        tmp_path,
+        echo=lines.append,
+        train_fn=_fake_train(calls),
+        cohorts=cohorts,
+        train=False,
+    )
+    assert len(calls) == 4, "nothing more was trained"
+    assert sum("not finished, left out of the table" in line for line in lines) == 5
+    assert set(result["runs"]) == {"independent@resnet8", "dml@resnet20+resnet8"}
+    assert set(result["runs"]["dml@resnet20+resnet8"]) == {0, 1}
+    assert (tmp_path / "table.md").exists() and (tmp_path / "comparison.png").exists()
+    with pytest.raises(ValueError, match="No run of the study"):
+        run_study(base, ["ffl"], [0], tmp_path / "empty", echo=lambda _: None, cohorts=cohorts, train=False)

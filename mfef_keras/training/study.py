@@ -160,6 +160,7 @@ def run_study(
     train_fn: Callable | None = None,
     cohorts: Sequence[str] = (),
     force: bool = False,
+    train: bool = True,
 ) -> dict:
     """Train every variant with every seed under ``out_dir/runs`` and write the table and chart.
 
@@ -181,12 +182,16 @@ def run_study(
         train_fn: the training function (`mfef_keras.training.runner.train` by default).
         cohorts: the cohorts to train each method on (see `study_variants`); none: ``base``'s students.
         force: retrain the runs whose stored configuration differs from the study's.
+        train: train the runs not finished yet; False writes the table and chart of the finished ones only (a
+            study still running elsewhere, or one whose results came from another machine).
 
     Returns:
         ``{"rows": [...], "table": markdown, "runs": {variant: {seed: run_dir}}}``.
     """
     if train_fn is None:
         from mfef_keras.training.runner import train as train_fn
+    if force and not train:
+        raise ValueError("--force retrains runs and --no-train trains none: give one of them.")
     variants = study_variants(methods, ablation, cohorts, base.backbone)
     baseline = next((name for name, variant in variants.items() if variant.method == BASELINE), BASELINE)
     out = check_output_dir(out_dir)
@@ -204,9 +209,12 @@ def run_study(
     run_times: list[float] = []
     for number, (variant, seed, config) in enumerate(plan, 1):
         run_dir = Path(config.run_dir)
-        runs.setdefault(variant, {})[seed] = str(run_dir)
         summary = _summary_of(run_dir)
         head = f"[study] run {number}/{len(plan)}: {variant} seed {seed}"
+        if summary is None and not train:
+            echo(f"{head}: not finished, left out of the table")
+            continue
+        runs.setdefault(variant, {})[seed] = str(run_dir)
         if summary is None:
             # The runs left to train (this one included) at the mean time of those trained so far.
             eta = f" (ETA {format_duration(untrained * statistics.fmean(run_times))})" if run_times else ""
@@ -219,6 +227,8 @@ def run_study(
         else:
             echo(f"{head}: finished earlier, skipped")
         summaries.setdefault(variant, {})[seed] = summary
+    if not summaries:
+        raise ValueError(f"No run of the study in {out} has finished yet: nothing to tabulate.")
     rows = aggregate(summaries, baseline)
     table = format_table(rows, _num_classes(runs), baseline)
     elapsed = time.perf_counter() - started
