@@ -3,15 +3,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mfef_keras.distill import MultiStepDecay, OnlineDistiller, PyTorchSGD, list_methods
+from mfef_keras.distill import MultiStepDecay, OnlineDistiller, PyTorchSGD, list_methods, method_class
 from mfef_keras.models import build_students, get_backbone
 
 CLASSES = 4
 
 
 def make(method="mfef", topology="independent", sync_batchnorm=False, **kwargs):
+    # Two students, or as many as the method needs (OKDDip: two peers and a leader).
+    count = max(2, method_class(method).min_students)
     students = build_students(
-        "resnet8", CLASSES, num_students=2, topology=topology, base_width=4, sync_batchnorm=sync_batchnorm
+        "resnet8", CLASSES, num_students=count, topology=topology, base_width=4, sync_batchnorm=sync_batchnorm
     )
     return OnlineDistiller(students, method=method, sync_batchnorm=sync_batchnorm, **kwargs)
 

@@ -137,7 +137,8 @@ def test_each_method_trains_a_digits_epoch_through_the_cli(method, tmp_path):
             "--run-dir",
             str(run_dir),
         ]
-        + ["--base-width", "4", "--train-limit", "128", "--batch-size", "64", "--no-progress"],
+        + ["--base-width", "4", "--train-limit", "128", "--batch-size", "64", "--no-progress"]
+        + ["--students", str(max(2, method_class(method).min_students))],
         capture_output=True,
         text=True,
         env=subprocess_env(),
@@ -154,7 +155,7 @@ def test_each_method_trains_a_digits_epoch_through_the_cli(method, tmp_path):
 _JAX_STEP = """
 import keras
 import numpy as np
-from mfef_keras.distill import OnlineDistiller, list_methods
+from mfef_keras.distill import OnlineDistiller, list_methods, method_class
 from mfef_keras.models import build_students
 
 assert keras.backend.backend() == "jax"
@@ -162,7 +163,8 @@ rng = np.random.default_rng(0)
 images = rng.normal(size=(8, 16, 16, 3)).astype("float32")
 labels = rng.integers(0, 4, size=8)
 for method in list_methods():
-    students = build_students("resnet8", 4, num_students=2, base_width=16, input_shape=(16, 16, 3))
+    count = max(2, method_class(method).min_students)
+    students = build_students("resnet8", 4, num_students=count, base_width=16, input_shape=(16, 16, 3))
     distiller = OnlineDistiller(students, method=method, rampup_epochs=0)
     distiller.compile(learning_rate=0.05)
     before = [np.array(v) for v in distiller.trainable_variables]

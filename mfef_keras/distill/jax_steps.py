@@ -51,6 +51,7 @@ def train_step(distiller, state: tuple, data) -> tuple:
 
     (_, (terms, logits, extras, non_trainable)), grads = jax.value_and_grad(scaled_loss, has_aux=True)(trainable)
     trainable, optimizer_values = _apply(distiller, grads, trainable, optimizer_state)
+    non_trainable = _update_averages(distiller, trainable, non_trainable, optimizer_values)
     logs, metric_values = _update_metrics(distiller, metric_values, terms, labels, logits, extras)
     return logs, (trainable, non_trainable, optimizer_values, metric_values)
 
@@ -85,6 +86,21 @@ def _apply(distiller, grads: list, trainable: list, optimizer_state: list) -> tu
         new_optimizer_values += optimizer_values
         start = end
     return new_trainable, new_optimizer_values
+
+
+def _update_averages(distiller, trainable: list, non_trainable: list, optimizer_values: list) -> list:
+    """The non-trainable values after the method's averaging step (`OnlineDistiller.update_averages`).
+
+    The step reads the updated weights and step counter, so it runs on the new state; the values it
+    assigns (a method's running averages of the weights) come back in the non-trainable state.
+    """
+    if distiller.averages is None:
+        return non_trainable
+    mapping = _model_state(distiller, trainable, non_trainable)
+    mapping += list(zip(distiller.optimizer.variables, optimizer_values))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        distiller.update_averages()
+    return [scope.get_current_value(v) for v in distiller.non_trainable_variables]
 
 
 def _update_metrics(

@@ -196,6 +196,8 @@ class OnlineDistiller(keras.Model):
         self.fusion = self.online_method.build_head(
             [tuple(t.shape) for t in self.students_net.outputs[0::2]], self.num_classes, self.sync_batchnorm
         )
+        # The method's running averages of the students' weights (PCL's temporal means), trained by no optimiser.
+        self.averages = self.online_method.build_averages(self.students_net)
         self.teacher = self._frozen_teacher(teacher)
         self.teacher_weight = checked_number("teacher_weight", teacher_weight)
         self._teacher_kd = KDLoss(temperature=self.temperature, epsilon=1e-7, name="teacher_kd")
@@ -279,6 +281,8 @@ class OnlineDistiller(keras.Model):
         features = list(outputs[0::2])
         logits = [ops.cast(z, "float32") for z in outputs[1::2]]
         extras = {} if self.fusion is None else self.online_method.head_outputs(self.fusion, features, logits, training)
+        if self.averages is not None:
+            extras.update(self.online_method.average_outputs(self.averages, images))
         if self.teacher is not None:
             extras["teacher"] = ops.cast(self.teacher(images, training=False), "float32")
         return logits, extras
@@ -406,6 +410,7 @@ class OnlineDistiller(keras.Model):
             loss = self._scaled_loss(terms)
         grads = tape.gradient(loss, student_vars + fusion_vars)
         self._apply_gradients(grads, student_vars, fusion_vars)
+        self.update_averages()
         return self._update_trackers(terms, labels, logits, extras)
 
     def _torch_train_step(self, data):
@@ -421,6 +426,7 @@ class OnlineDistiller(keras.Model):
         # The updates and the bookkeeping are no part of the graph to differentiate.
         with torch.no_grad():
             self._apply_gradients(grads, student_vars, fusion_vars)
+            self.update_averages()
             return self._update_trackers(terms, labels, logits, extras)
 
     def _apply_gradients(self, grads, student_vars, fusion_vars):
@@ -428,6 +434,15 @@ class OnlineDistiller(keras.Model):
         self.student_optimizer.apply(student_grads, student_vars)
         if fusion_vars:
             self.fusion_optimizer.apply(fusion_grads, fusion_vars)
+
+    def update_averages(self) -> None:
+        """The method's averaging step (`OnlineMethod.update_averages`), after both optimisers applied theirs.
+
+        It assigns the averaged variables, so the JAX step runs it under a `keras.StatelessScope` of the
+        new state and collects the values it assigns.
+        """
+        if self.averages is not None:
+            self.online_method.update_averages(self.averages, self.students_net, self.student_optimizer.iterations)
 
     def test_step(self, *args):
         """The loss terms and accuracies of one batch; ``test_step(state, data)`` -> ``(logs, state)`` on JAX."""

@@ -116,6 +116,30 @@ class OnlineMethod:
         """The head's outputs (float32) from the students' feature maps and logits, by name."""
         return {}
 
+    def build_averages(self, students: keras.Model) -> keras.Model | None:
+        """A non-trainable copy of the students whose weights the method averages over training, or None.
+
+        The distiller keeps it beside the students (saved and restored with them), runs `average_outputs`
+        on each batch, and calls `update_averages` after both optimisers have applied their step.
+
+        Args:
+            students: the students' joint network (images to each student's feature map and logits).
+        """
+        return None
+
+    def average_outputs(self, averages: keras.Model, images) -> dict:
+        """The averaged network's outputs (float32, no gradient) on ``images``, by name, added to the extras."""
+        return {}
+
+    def update_averages(self, averages: keras.Model, students: keras.Model, step) -> None:
+        """Move the averaged weights toward the students' after an optimiser step.
+
+        Args:
+            averages: `build_averages`.
+            students: the students' joint network, holding the weights just updated.
+            step: the student optimiser's step count, this step included (a scalar tensor).
+        """
+
     def distillation_terms(self, labels, logits: list, extras: dict, weight) -> dict:
         """The method's terms beside the students' cross-entropies, each a batch-mean scalar, by name.
 
