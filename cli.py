@@ -40,6 +40,7 @@ from mfef_keras._outputs import user_errors  # noqa: E402
 from mfef_keras._tensorflow import tensorflow_installed, tensorflow_missing  # noqa: E402
 from mfef_keras.choices import ABLATIONS, BACKBONES, TOPOLOGIES, matching_names  # noqa: E402
 from mfef_keras.training.config import (  # noqa: E402
+    LR_SCHEDULES,
     PRECISIONS,
     SELECTIONS,
     STRATEGIES,
@@ -160,6 +161,13 @@ TRAINING_OPTIONS = {
     ),
     "lr_decay": click.option(
         "--lr-decay", type=float, help=f"Rate multiplier at each milestone. {_default('lr_decay')}"
+    ),
+    "lr_schedule": click.option(
+        "--lr-schedule",
+        type=NameChoice("lr_schedule", LR_SCHEDULES),
+        help="step: the rate times --lr-decay at each milestone (the FFL recipe); cosine: annealed from "
+        "--learning-rate towards 0 over --epochs, once per epoch (PyTorch's CosineAnnealingLR), no milestones. "
+        f"{_default('lr_schedule')}",
     ),
     "student_weight_decay": click.option(
         "--student-wd",

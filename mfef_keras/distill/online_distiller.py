@@ -20,6 +20,7 @@ from mfef_keras.distill.losses import KDLoss, rampup_weight, recipe_rampup_epoch
 from mfef_keras.distill.methods import method_class
 from mfef_keras.distill.pytorch_sgd import PyTorchSGD
 from mfef_keras.distill.schedules import (
+    CosineEpochDecay,
     MultiStepDecay,
     checked_milestones,
     checked_number,
@@ -30,6 +31,8 @@ from mfef_keras.models.registry import feature_layer
 
 # Prefixed to the names of a teacher's layers, which must not share names (and so variable paths) with students'.
 TEACHER_PREFIX = "teacher_"
+# The default optimisers' learning-rate schedules (`compile(lr_schedule=...)`).
+LR_SCHEDULES = ("step", "cosine")
 # The backends whose trainers the distiller has a train_step for.
 TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -93,6 +96,14 @@ class _BothOptimizers:
     @property
     def variables(self) -> list:
         return [v for optimizer in self.optimizers for v in optimizer.variables]
+
+
+def _checked_schedule(name: str, epochs: int | None) -> str:
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {name!r}.")
+    if name == "cosine" and epochs is None:
+        raise ValueError("lr_schedule 'cosine' anneals over the run's epochs: pass compile(lr_epochs=...).")
+    return name
 
 
 def _ensemble_probabilities(logits):
@@ -468,6 +479,8 @@ class OnlineDistiller(keras.Model):
         steps_per_epoch: int | None = None,
         jit_compile: bool | str = "auto",
         steps_per_execution: int = 1,
+        lr_schedule: str = "step",
+        lr_epochs: int | None = None,
     ):
         """Configure training; with no arguments, the FFL recipe.
 
@@ -494,6 +507,9 @@ class OnlineDistiller(keras.Model):
             jit_compile: compile the steps with XLA: on TensorFlow ``"auto"`` is off on CPU; on JAX
                 ``"auto"`` is `jax.jit`, and False runs the steps op by op (many times slower).
             steps_per_execution: batches run per call of the compiled step.
+            lr_schedule: ``"step"`` (the milestones above) or ``"cosine"`` (`CosineEpochDecay` over
+                ``lr_epochs``, the milestones and decay unused).
+            lr_epochs: the epochs a cosine schedule anneals over (the run's length); required for it.
         """
         if keras.backend.backend() not in TRAINING_BACKENDS:
             raise RuntimeError(
@@ -507,6 +523,8 @@ class OnlineDistiller(keras.Model):
             student_weight_decay=checked_number("student_weight_decay", student_weight_decay),
             fusion_weight_decay=checked_number("fusion_weight_decay", fusion_weight_decay),
             steps_per_epoch=None if steps_per_epoch is None else checked_steps_per_epoch(steps_per_epoch),
+            lr_schedule=_checked_schedule(lr_schedule, lr_epochs),
+            lr_epochs=lr_epochs,
         )
         self.student_optimizer = self._maybe_loss_scaled(student_optimizer)
         self.fusion_optimizer = self._maybe_loss_scaled(fusion_optimizer) if self.fusion is not None else None
@@ -526,7 +544,10 @@ class OnlineDistiller(keras.Model):
 
     def _default_optimizer(self, name: str):
         s = self._optimizer_settings
-        schedule = MultiStepDecay(s["learning_rate"], self.steps_per_epoch, s["lr_milestones"], s["lr_decay"])
+        if s["lr_schedule"] == "cosine":
+            schedule = CosineEpochDecay(s["learning_rate"], self.steps_per_epoch, s["lr_epochs"])
+        else:
+            schedule = MultiStepDecay(s["learning_rate"], self.steps_per_epoch, s["lr_milestones"], s["lr_decay"])
         return self._maybe_loss_scaled(PyTorchSGD(schedule, momentum=0.9, nesterov=True, name=name))
 
     def prepare(self, steps_per_epoch: int | None = None) -> None:

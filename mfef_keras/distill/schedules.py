@@ -88,3 +88,38 @@ class MultiStepDecay(keras.optimizers.schedules.LearningRateSchedule):
             milestones=list(self.milestones),
             gamma=self.gamma,
         )
+
+
+@keras.saving.register_keras_serializable(package="mfef_keras")
+class CosineEpochDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine annealing by epoch: ``lr_0 * (1 + cos(pi * e / E)) / 2`` through epoch ``e`` of ``E``.
+
+    PyTorch's ``CosineAnnealingLR(T_max=E, eta_min=0)`` stepped once per epoch, as the CIFAR recipes use it:
+    constant within an epoch, ``lr_0`` in the first, and close to 0 in the last.
+
+    Args:
+        initial_learning_rate: rate of the first epoch.
+        steps_per_epoch: optimizer steps in one epoch (to turn steps into epochs).
+        epochs: ``E``, the epochs the rate anneals over (the run's length).
+
+    Example:
+        >>> schedule = CosineEpochDecay(0.1, steps_per_epoch=10, epochs=4)
+        >>> [round(float(schedule(10 * e)), 4) for e in range(4)]
+        [0.1, 0.0854, 0.05, 0.0146]
+    """
+
+    def __init__(self, initial_learning_rate: float, steps_per_epoch: int, epochs: int):
+        self.initial_learning_rate = checked_number("initial_learning_rate", initial_learning_rate, inclusive=False)
+        self.steps_per_epoch = checked_steps_per_epoch(steps_per_epoch)
+        if not isinstance(epochs, numbers.Integral) or isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"The cosine schedule's epochs must be an integer >= 1, got {epochs!r}.")
+        self.epochs = int(epochs)
+
+    def __call__(self, step):
+        epoch = ops.minimum(ops.cast(epoch_at_step(step, self.steps_per_epoch), "float32"), float(self.epochs))
+        return self.initial_learning_rate * 0.5 * (1.0 + ops.cos(math.pi * epoch / self.epochs))
+
+    def get_config(self):
+        return dict(
+            initial_learning_rate=self.initial_learning_rate, steps_per_epoch=self.steps_per_epoch, epochs=self.epochs
+        )

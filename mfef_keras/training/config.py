@@ -21,6 +21,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 # The split that picks the best epoch and student: the held-out validation split, or the test split as the
 # papers did (kept to reproduce their tables; it flatters every number).
 SELECTIONS = ("validation", "test")
+LR_SCHEDULES = ("step", "cosine")
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Keys that say where and how a run executes, not what it computes: changing them does not
 # make a run directory belong to another experiment.
@@ -126,6 +127,8 @@ class TrainConfig:
         lr_milestones: epochs (from 0) at whose start the rate is multiplied by ``lr_decay``;
             None scales the recipe's 150 and 225 of 300 epochs to ``epochs``.
         lr_decay: step-decay factor.
+        lr_schedule: ``step`` (decay at the milestones) or ``cosine`` (annealed to 0 over ``epochs``, PyTorch's
+            per-epoch CosineAnnealingLR; milestones and decay unused).
         student_weight_decay: L2 on student weights (added to the gradient).
         fusion_weight_decay: L2 on fusion-path weights.
         temperature: KD temperature.
@@ -162,6 +165,7 @@ class TrainConfig:
     learning_rate: float = 0.1
     lr_milestones: list[int] | None = None
     lr_decay: float = 0.1
+    lr_schedule: str = "step"
     student_weight_decay: float = 1e-4
     fusion_weight_decay: float = 1e-5
     temperature: float = 3.0
@@ -213,6 +217,13 @@ class TrainConfig:
             raise unknown_name_error("precision", self.precision, PRECISIONS)
         if self.strategy not in STRATEGIES:
             raise unknown_name_error("strategy", self.strategy, STRATEGIES)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise unknown_name_error("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr_schedule == "cosine" and self.lr_milestones is not None:
+            raise ValueError(
+                f"lr_milestones {self.lr_milestones} are step-decay epochs; lr_schedule cosine anneals over the run "
+                "without them."
+            )
         if self.selection not in SELECTIONS:
             raise unknown_name_error("selection", self.selection, SELECTIONS)
         for name in self.ablate:

@@ -147,6 +147,8 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
             learning_rate=config.learning_rate,
             lr_milestones=config.effective_lr_milestones,
             lr_decay=config.lr_decay,
+            lr_schedule=config.lr_schedule,
+            lr_epochs=config.epochs,
             student_weight_decay=config.student_weight_decay,
             fusion_weight_decay=config.fusion_weight_decay,
             steps_per_epoch=steps_per_epoch,
