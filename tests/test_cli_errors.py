@@ -79,7 +79,7 @@ def test_eval_and_study_refuse_a_file_as_output_folder(student_dir, tmp_path):
 
 def test_study_without_methods_lists_the_methods(tmp_path):
     result = _mfef("study", *TRAIN, "--methods", ",", "--seeds", "1", "--out", tmp_path / "study")
-    _refused(result, "No method to study", "dml, ffl, independent, mfef")
+    _refused(result, "No method to study", "independent, dml, ffl, kdcl-minlogit, kdcl-naive, mfef")
     assert not (tmp_path / "study").exists()
 
 

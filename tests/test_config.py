@@ -223,6 +223,8 @@ def test_summary_selects_on_the_validation_split_and_reports_test_there_and_last
         "best_epoch": 2,
         "test_at_best": 0.6,
         "test_last": 0.65,
+        "chosen_from": ["s0", "s1"],
+        "reason": "the best by validation top-1 of the students (s0, s1)",
     }
     assert summary["ensemble"]["test_last"] == 0.82
     assert summary["selection"] == "validation" and summary["selection_label"] == "selected on the validation split"
