@@ -15,6 +15,7 @@ from mfef_keras.distill import OnlineDistiller, method_class
 from mfef_keras.models import build_students
 from mfef_keras.training.checkpoint import load_checkpoint, save_checkpoint
 from tests.helpers import subprocess_env
+from tests.test_distiller import _fit_on_one_device_and_mirrored
 
 CLASSES = 5
 T = 3.0
@@ -238,3 +239,14 @@ def test_pcl_jax_step_returns_the_new_temporal_means_in_the_non_trainable_state(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["ok"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["okddip", "pcl"])
+def test_mirrored_strategy_matches_one_device(method):
+    (single, h1), (mirrored, h2) = _fit_on_one_device_and_mirrored(method)
+    for key in ("loss", "kd_s0", "kd_s1"):
+        assert h2.history[key][0] == pytest.approx(h1.history[key][0], rel=1e-4, abs=1e-6)
+    # The weights include PCL's temporal means, averaged on each replica from the same mirrored values.
+    for a, b in zip(single.get_weights(), mirrored.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
