@@ -108,6 +108,14 @@ def test_okddip_attention_is_the_softmax_of_query_key_products_of_the_peers_pool
     np.testing.assert_allclose(attention, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_okddip_peers_of_different_widths_get_a_query_and_key_map_each():
+    head = method_class("okddip")().build_head([(None, 8, 8, 128), (None, 8, 8, 64), (None, 8, 8, 64)], CLASSES)
+    kernels = {layer.name: tuple(layer.kernel.shape) for layer in head.layers if hasattr(layer, "kernel")}
+    # The narrowest peer sets the width (64 / 8); the leader's 64 channels are no input of the attention.
+    assert kernels == {"s0_query": (128, 8), "s0_key": (128, 8), "s1_query": (64, 8), "s1_key": (64, 8)}
+    assert len(head.inputs) == 2
+
+
 def test_okddip_needs_two_peers_and_a_leader():
     students = build_students("resnet8", CLASSES, num_students=2, base_width=4, input_shape=(16, 16, 3))
     with pytest.raises(ValueError, match="okddip.*at least 3 students"):
