@@ -12,11 +12,15 @@ here by what they define):
   peers, ``L_pm = sum_i 1/(m-1) sum_{j != i} T^2 KL(p'_j || p_i)``.
 
 The objective is ``sum_i CE(z_i) + CE(z_e) + w(t) (L_pe + L_pm)``, ``w(t)`` the sigmoid ramp-up of mean
-teacher (FFL's, see ``ramps_up``); every teacher's predictions are detached.
+teacher (FFL's, see ``ramps_up``), on both distillation terms as in the public reproduction
+(shaoeric/Peer-Collaborative-Learning-for-Online-Knowledge-Distillation); every teacher's predictions are
+detached, and the ensemble classifier's cross-entropy trains the peers' features too.
 
 The temporal means live in a non-trainable copy of the students' network (`build_averages`), saved and
 restored with the run's checkpoints; every floating-point weight is averaged, the BatchNorm statistics
-included, and the copy runs in inference mode, so its predictions are those of the averaged network.
+included, and the copy runs in inference mode, so its predictions are those of the averaged network (the
+reproduction runs its mean network in training mode, on the batch's statistics; averaged statistics keep the
+teacher a function of its weights alone, on every backend and replica count).
 The deployed students are the trained peers, not their temporal means: the paper deploys a temporal-mean
 peer, which this package does not export yet.
 
