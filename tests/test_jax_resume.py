@@ -88,6 +88,8 @@ def runs(tmp_path_factory):
     return {"reference": reference, "on_jax": on_jax, "back_on_tf": back_on_tf, "outputs": outputs}
 
 
+# Slow (three mfef train processes, one compiling the JAX step: about a minute idle); .ci/run runs it.
+@pytest.mark.slow
 @pytest.mark.needs_jax
 def test_a_tensorflow_run_resumes_on_jax_and_back(runs):
     outputs = runs["outputs"]

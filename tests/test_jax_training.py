@@ -13,7 +13,9 @@ import pytest
 
 from tests.helpers import subprocess_env
 
-pytestmark = pytest.mark.needs_jax
+# Slow: each check compiles the distiller's JAX step in a process of its own (about two minutes together, idle);
+# the TensorFlow-JAX equivalence test keeps a JAX train step in the default suite, and .ci/run runs these.
+pytestmark = [pytest.mark.needs_jax, pytest.mark.slow]
 
 _SETUP = """
 import sys

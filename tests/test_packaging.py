@@ -4,6 +4,8 @@ import sys
 import venv
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,6 +17,8 @@ def test_ci_runs_the_readme_test_command():
     assert command in (ROOT / ".ci" / "run").read_text()
 
 
+# Slow (a wheel build and a virtualenv: about 20 s idle); .ci/run runs it.
+@pytest.mark.slow
 def test_wheel_installs_only_mfef_keras(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run(

@@ -37,6 +37,8 @@ def _ok(result: subprocess.CompletedProcess) -> str:
     return result.stdout
 
 
+# Slow (train, publish and evaluate in processes of their own); .ci/run runs it.
+@pytest.mark.slow
 def test_one_student_trains_alone_publishes_and_its_preset_reproduces_its_card(tmp_path):
     zoo = tmp_path / "zoo"
     env = subprocess_env(MFEF_ZOO_CACHE=str(tmp_path / "cache"), MFEF_ZOO_MANIFEST=str(zoo / "manifest.json"))
