@@ -315,9 +315,8 @@ def test_table_shows_the_paired_difference_starred_when_its_interval_excludes_ze
     expected = f"| independent | students | 86.00 ± {std:.2f} | [{low:.2f}, {high:.2f}] | — |"
     assert lines[2].startswith(expected)
     assert lines[-1] == PAIRING_FOOTNOTE
-    assert "same data order, and the same initial students within one cohort" in PAIRING_FOOTNOTE and "* the interval excludes 0" in (
-        PAIRING_FOOTNOTE
-    )
+    assert "same data order, and the same initial students within one cohort" in PAIRING_FOOTNOTE
+    assert "* the interval excludes 0" in PAIRING_FOOTNOTE
     # no baseline, no Δ column
     without = format_table([row for row in rows if row["variant"] != "independent"])
     assert "Δ" not in without and without.rstrip().endswith("Epochs selected on the validation split.")
