@@ -260,14 +260,18 @@ def _resolve(config_file, ablate, options):
 def train(config_file, ablate, **options):
     """Train students together by online distillation and save the best one.
 
-    Running the same command again resumes from the last completed epoch. The run
-    directory gets the resolved config, the environment, per-epoch metrics (CSV and
-    JSON), training curves (PNG), a checkpoint, every student and the best student.
+    Running the same command again resumes from the last completed epoch. The same
+    command with a larger --epochs extends a finished (or stopped) run: it goes on from
+    its last epoch with the schedule it had (the LR milestones and ramp-up of the shorter
+    run, so the added epochs train at its last rate; a cosine run, at rate 0, is refused).
+    The run directory gets the resolved config, the environment, per-epoch metrics (CSV
+    and JSON), training curves (PNG), a checkpoint, every student and the best student.
 
     \b
     Examples:
       mfef train                                     # MFEF, 2 students, digits
       mfef train --method dml --epochs 10
+      mfef train --method dml --epochs 14 --run-dir R # run R of 10 epochs, 4 more
       mfef train --config paper-cifar100-resnet32    # the FFL recipe on CIFAR-100
     """
     from mfef_keras.training.runner import train as run_training

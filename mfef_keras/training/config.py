@@ -137,6 +137,8 @@ class TrainConfig:
             directory (its deployed student), a student directory, a zoo name or a ``.keras`` file, trained on the
             same dataset.
         teacher_weight: the weight of the teacher's KD terms.
+        schedule_epochs: the run length the default LR milestones, the default ramp-up and a cosine schedule are
+            scaled to; None: ``epochs``. A run extended to more epochs keeps those of the run it extends.
         train_limit: use only the first N training examples (a reduced split) of those the validation
             hold-out leaves.
         selection: ``validation`` selects the best epoch and student on the validation split; ``test`` on the
@@ -172,6 +174,7 @@ class TrainConfig:
     rampup_epochs: float | None = None
     teacher: str | None = None
     teacher_weight: float = 1.0
+    schedule_epochs: int | None = None
     train_limit: int | None = None
     selection: str = "validation"
     seed: int = 0
@@ -250,6 +253,10 @@ class TrainConfig:
             "fusion_weight_decay": (self.fusion_weight_decay >= 0, ">= 0"),
             "temperature": (self.temperature > 0, "> 0"),
             "teacher_weight": (self.teacher_weight >= 0, ">= 0"),
+            "schedule_epochs": (
+                self.schedule_epochs is None or 1 <= self.schedule_epochs <= self.epochs,
+                f"null or an integer from 1 to epochs ({self.epochs})",
+            ),
             "rampup_epochs": (self.rampup_epochs is None or self.rampup_epochs >= 0, ">= 0 or null"),
             "base_width": (self.base_width is None or self.base_width >= 1, "a positive integer or null"),
             "seed": (self.seed >= 0, ">= 0"),
@@ -274,22 +281,28 @@ class TrainConfig:
         return cohort_names(self.backbone, None if "," in self.backbone else self.num_students)
 
     @property
+    def schedule_span(self) -> int:
+        """The epochs the default schedules are scaled to: ``schedule_epochs``, or ``epochs``."""
+        return self.schedule_epochs or self.epochs
+
+    @property
     def effective_rampup_epochs(self) -> float:
         from mfef_keras.distill.losses import recipe_rampup_epochs
 
-        return self.rampup_epochs if self.rampup_epochs is not None else recipe_rampup_epochs(self.epochs)
+        return self.rampup_epochs if self.rampup_epochs is not None else recipe_rampup_epochs(self.schedule_span)
 
     @property
     def effective_lr_milestones(self) -> list[int]:
-        """The milestones in epochs: the given ones, or the recipe's 150 and 225 of 300 scaled to ``epochs``.
+        """The milestones in epochs: the given ones, or the recipe's 150 and 225 of 300 scaled to `schedule_span`.
 
         Scaled milestones that fall on the same epoch, on the first or past the last are dropped: a run of
         3 epochs decays once (at 2), a run of 1 never.
         """
         if self.lr_milestones is not None:
             return list(self.lr_milestones)
-        scaled = (round(self.epochs * 150 / 300), round(self.epochs * 225 / 300))
-        return [m for m in dict.fromkeys(scaled) if 0 < m < self.epochs]
+        span = self.schedule_span
+        scaled = (round(span * 150 / 300), round(span * 225 / 300))
+        return [m for m in dict.fromkeys(scaled) if 0 < m < span]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

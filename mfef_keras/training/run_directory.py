@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -30,14 +31,20 @@ class RunDirectoryError(ValueError):
     """A run directory that cannot be used for this configuration."""
 
 
-def check_run_dir(path: Path, config: TrainConfig) -> bool:
-    """Refuse a run directory that is not writable or holds another experiment; True if it already exists."""
+def check_run_dir(path: Path, config: TrainConfig, extends: bool = False) -> bool:
+    """Refuse a run directory that is not writable or holds another experiment; True if it already exists.
+
+    Args:
+        path: the run directory.
+        config: the run's configuration.
+        extends: ``config`` is the `extended_config` of the run there, which differs from it by design.
+    """
     path = Path(path)
     if path.exists():
         if not path.is_dir():
             raise RunDirectoryError(f"Run directory {path} exists and is not a directory.")
         if (path / CONFIG_FILE).exists():
-            changed = config_differences(path, config)
+            changed = [] if extends else config_differences(path, config)
             if changed:
                 raise RunDirectoryError(
                     f"Run directory {path} belongs to a different configuration (differs in: {', '.join(changed)}). "
@@ -133,6 +140,37 @@ def _differences(stored: dict, config: TrainConfig) -> list[str]:
     return sorted(
         k for k in stored.keys() | current.keys() if k not in EXECUTION_KEYS and stored.get(k) != current.get(k)
     )
+
+
+def extended_config(path: Path, config: TrainConfig) -> TrainConfig | None:
+    """``config`` as the extension of the run in ``path`` to more epochs, or None if it is not one.
+
+    A run (finished or stopped) whose stored configuration differs from ``config`` in its epochs alone, fewer
+    than ``config``'s, is extended: it goes on from its last epoch with the schedule it had, so ``config`` keeps
+    the stored run's `TrainConfig.schedule_span` (the LR milestones and ramp-up of the shorter run; the added
+    epochs train at its last rate). The same holds for an extension that was interrupted.
+
+    Raises:
+        RunDirectoryError: the run to extend anneals with a cosine schedule, whose rate has reached 0.
+    """
+    config_file = Path(path) / CONFIG_FILE
+    if not config_file.exists():
+        return None
+    stored = _read_json(config_file).get("config", {})
+    try:
+        previous = TrainConfig(**stored)
+    except (TypeError, ValueError):
+        return None
+    changed = set(_differences(stored, config))
+    if not changed or changed - {"epochs", "schedule_epochs"} or config.epochs < previous.epochs:
+        return None
+    if config.lr_schedule == "cosine":
+        raise RunDirectoryError(
+            f"Run directory {path} annealed its learning rate to 0 over {previous.schedule_span} epochs (cosine): "
+            "it cannot be extended to more. Train a new run with --epochs "
+            f"{config.epochs}, or use --lr-schedule step."
+        )
+    return dataclasses.replace(config, schedule_epochs=previous.schedule_span)
 
 
 def config_differences(path: Path, config: TrainConfig) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfef_keras._outputs import disk_error_message
-from mfef_keras.student_dir import save_student_dir, write_json_atomic
+from mfef_keras.student_dir import read_metadata, save_student_dir, write_json_atomic
 from mfef_keras.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.custom_loop import CustomLoop
@@ -33,6 +33,7 @@ from mfef_keras.training.run_directory import (
     check_data_fingerprint,
     check_run_dir,
     data_fingerprint,
+    extended_config,
     format_summary,
     summarize,
     sweep_leftovers,
@@ -148,7 +149,7 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
             lr_milestones=config.effective_lr_milestones,
             lr_decay=config.lr_decay,
             lr_schedule=config.lr_schedule,
-            lr_epochs=config.epochs,
+            lr_epochs=config.schedule_span,
             student_weight_decay=config.student_weight_decay,
             fusion_weight_decay=config.fusion_weight_decay,
             steps_per_epoch=steps_per_epoch,
@@ -295,7 +296,15 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
     from mfef_keras.data import dataset_info
 
     run_dir = Path(config.run_dir or config.default_run_dir())
-    existed = check_run_dir(run_dir, config)
+    extended = extended_config(run_dir, config)
+    if extended is not None:
+        config = extended
+        echo(
+            f"Extending {run_dir} to {config.epochs} epochs. Its schedule stays that of {config.schedule_epochs} "
+            f"epochs (LR milestones {config.effective_lr_milestones}, ramp-up {config.effective_rampup_epochs:g} "
+            "epochs): the added epochs train at its last rate."
+        )
+    existed = check_run_dir(run_dir, config, extends=extended is not None)
     # Fails fast (before anything is written) when the data is missing.
     info = dataset_info(config.dataset, config.data_dir)
     keras.mixed_precision.set_global_policy(config.precision)
@@ -327,7 +336,8 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
         summary = _summary(config, history, distiller, cohort)
         for index in range(config.num_students):
             target = run_dir / "students" / f"s{index}"
-            if not target.exists():
+            # A run extended after it finished replaces the students of its earlier last epoch.
+            if not target.exists() or read_metadata(target).get("epoch") != history[-1]["epoch"]:
                 metadata = _student_metadata(config, info, index, history[-1], "last_epoch", cohort)
                 save_student_dir(target, distiller.get_student(index), metadata)
         write_json_atomic(run_dir / "summary.json", summary)
@@ -425,6 +435,8 @@ def _train_epochs(
         echo(f"Training {config.epochs} epoch{'s' if config.epochs != 1 else ''} in {run_dir}.")
     elif state["epoch"] < config.epochs:
         echo(f"Resuming {run_dir} after epoch {state['epoch']} of {config.epochs}.")
+        # The same config, or the one a longer extension wrote (see `extended_config`).
+        write_config(run_dir, config)
         _record_resume(run_dir, state["epoch"], config.seed)
     history = _epochs_from_one(state["history"])
     val_ds, test_ds = (
