@@ -38,9 +38,9 @@ class KDLoss(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if float(temperature) <= 0:
-            raise ValueError(f"KDLoss temperature must be > 0, got {temperature!r}.")
+            raise ValueError(f"{type(self).__name__} temperature must be > 0, got {temperature!r}.")
         if float(epsilon) < 0:
-            raise ValueError(f"KDLoss epsilon must be >= 0, got {epsilon!r}.")
+            raise ValueError(f"{type(self).__name__} epsilon must be >= 0, got {epsilon!r}.")
         self.temperature = float(temperature)
         self.epsilon = float(epsilon)
 

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers, ops
 
+from mfef_keras.distill.losses import KDLoss
 from mfef_keras.distill.methods.base import OnlineMethod, register_method
 
 # The official code's projection width: the pooled feature's channels divided by this factor.
@@ -46,13 +47,13 @@ _PROJECTION_FACTOR = 8
 
 
 @keras.saving.register_keras_serializable(package="mfef_keras")
-class SoftTargetKL(keras.losses.Loss):
+class SoftTargetKL(KDLoss):
     """``T^2 * KL(t || softmax(s/T))`` of a target distribution ``t``, per example; the target keeps its gradient.
 
-    `mfef_keras.distill.losses.KDLoss` takes a teacher's logits and detaches them; OKDDip's first-level target
-    is a distribution whose attention weights must learn, so the caller detaches what it means to. As in
-    KDLoss, ``epsilon`` is added to the target before the log (the official code's 1e-7), and the batch mean
-    is scaled for `tf.distribute` by `keras.losses.Loss`.
+    `KDLoss`, whose arguments, checks and config it keeps, takes a teacher's logits and detaches them;
+    OKDDip's first-level target is a distribution whose attention weights must learn, so the caller detaches
+    what it means to. As in KDLoss, ``epsilon`` is added to the target before the log (the official code's
+    1e-7), and the batch mean is scaled for `tf.distribute` by `keras.losses.Loss`.
 
     Args:
         temperature: softening temperature ``T`` (> 0) of the student's logits.
@@ -66,32 +67,11 @@ class SoftTargetKL(keras.losses.Loss):
         True
     """
 
-    def __init__(
-        self,
-        temperature: float = 3.0,
-        epsilon: float = 1e-7,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "soft_target_kl",
-        dtype: str | None = None,
-    ):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if float(temperature) <= 0:
-            raise ValueError(f"SoftTargetKL temperature must be > 0, got {temperature!r}.")
-        if float(epsilon) < 0:
-            raise ValueError(f"SoftTargetKL epsilon must be >= 0, got {epsilon!r}.")
-        self.temperature = float(temperature)
-        self.epsilon = float(epsilon)
-
     def call(self, y_true, y_pred):
         t = self.temperature
         target = ops.cast(y_true, "float32") + self.epsilon
         log_student = ops.log_softmax(ops.cast(y_pred, "float32") / t, axis=-1)
         return (t * t) * ops.sum(target * (ops.log(target) - log_student), axis=-1)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(temperature=self.temperature, epsilon=self.epsilon)
-        return config
 
 
 @register_method
@@ -117,7 +97,7 @@ class DiversePeers(OnlineMethod):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.soft_kd = SoftTargetKL(temperature=self.temperature, epsilon=1e-7)
+        self.soft_kd = SoftTargetKL(temperature=self.temperature, epsilon=1e-7, name="soft_target_kl")
 
     def build_head(
         self, feature_shapes: Sequence[Sequence[int | None]], num_classes: int, sync_batchnorm: bool = False
