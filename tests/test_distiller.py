@@ -320,6 +320,8 @@ def test_distiller_keras_round_trip(tmp_path, topology):
             student_weight_decay=1e-4,
             fusion_weight_decay=0.0,
             steps_per_epoch=2,
+            lr_schedule="step",
+            lr_epochs=None,
         )
     )
     # the optimisers come back built, with their state: step counter and one buffer per variable
