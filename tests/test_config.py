@@ -24,6 +24,12 @@ def test_defaults_train_mfef_on_digits():
     assert config.lr_milestones is None and config.effective_lr_milestones == [10, 15]
 
 
+@pytest.mark.parametrize("epochs, milestones", [(1, []), (2, [1]), (3, [2]), (4, [2, 3]), (15, [8, 11])])
+def test_short_runs_get_distinct_milestones_inside_the_run_or_none(epochs, milestones):
+    # Scaled 150/225 of 300 would give [0, 1] for 1 epoch (training at a tenth of the rate) and [2, 2] for 3.
+    assert TrainConfig(epochs=epochs).effective_lr_milestones == milestones
+
+
 def test_command_line_overrides_the_file_which_overrides_defaults(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("epochs: 7\nmethod: dml\nseed: 3\n")
