@@ -60,7 +60,7 @@ def test_train_writes_a_complete_run_directory_and_eval_reproduces_it(tmp_path):
     data = json.loads((run / "data.json").read_text())
     assert data["splits"] == {"train": 1293, "val": 144, "test": 360} and data["train_examples"] == 128
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary) == {"selection", "selection_label", "s0", "s1", "fused", "ensemble", "best_student"}
+    assert set(summary) == {"selection", "selection_label", "cohort", "s0", "s1", "fused", "ensemble", "best_student"}
     assert summary["selection"] == "validation"
     best = summary["best_student"]
     by_epoch = {row["epoch"]: row for row in rows}
