@@ -47,9 +47,7 @@ def from_preset(name: str, include_preprocessing: bool = False, offline: bool | 
     return load_student(name, include_preprocessing=include_preprocessing, offline=offline)
 
 
-def create_student(
-    backbone: str, num_classes: int, input_shape: Sequence[int] = (32, 32, 3), **kwargs
-) -> keras.Model:
+def create_student(backbone: str, num_classes: int, input_shape: Sequence[int] = (32, 32, 3), **kwargs) -> keras.Model:
     """A new, untrained student network as a plain Keras model, as timm's ``create_model`` gives one.
 
     It uses Keras built-in layers only (`mfef_keras.models.to_plain_keras`), so it compiles, fits, saves and
