@@ -6,6 +6,7 @@ import inspect
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -80,3 +81,25 @@ def python_312() -> Path | None:
         if subprocess.run(check, capture_output=True, timeout=60).returncode == 0:
             return Path(candidate)
     return None
+
+
+def run_mfef(*args, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``mfef ARGS`` in a child process, as a user runs it; its output captured as text.
+
+    Args:
+        *args: the command line after ``mfef`` (paths are turned into strings).
+        timeout: seconds before the child is killed.
+    """
+    command = [sys.executable, "-m", "mfef_keras.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=timeout)
+
+
+def one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """The single ``Error:`` line of a refused command, which holds every fragment; no traceback anywhere."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]

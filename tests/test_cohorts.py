@@ -4,8 +4,6 @@ study whose cells train cohorts beside the deployed backbone trained alone."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from mfef_keras.models import build_students, get_backbone
 from mfef_keras.training.config import TrainConfig, resolve_config
 from mfef_keras.training.run_directory import summarize
 from mfef_keras.training.study import aggregate, run_study, study_variants
-from tests.helpers import subprocess_env
+from tests.helpers import run_mfef
 
 
 def test_a_mixed_cohort_builds_one_network_per_name_and_refuses_a_shared_trunk():
@@ -164,19 +162,9 @@ def test_a_resumed_study_refuses_runs_trained_with_other_settings_unless_forced(
     assert {row["model"] for row in aggregate_rows} >= {"deployed", "students"}
 
 
-def _mfef(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mfef_keras.cli", *args],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=300,
-    )
-
-
 def test_training_a_mixed_cohort_deploys_the_small_student_which_eval_scores_in_another_process(tmp_path):
     run_dir = tmp_path / "run"
-    done = _mfef(
+    done = run_mfef(
         "train",
         "--backbone",
         "resnet20,resnet8",
@@ -201,13 +189,13 @@ def test_training_a_mixed_cohort_deploys_the_small_student_which_eval_scores_in_
     assert card["cohort"][0]["parameters"] > card["cohort"][1]["parameters"]
     assert card["deployed"]["chosen_from"] == ["s1"] and "fewest parameters" in card["deployed"]["reason"]
     assert json.loads((run_dir / "students" / "s0" / "metadata.json").read_text())["backbone"] == "resnet20"
-    evaluated = _mfef("eval", str(run_dir))
+    evaluated = run_mfef("eval", str(run_dir))
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     # The deployed student, scored from its own files: the run's recorded test top-1 to rounding.
     assert "digits test (360 images): top-1" in evaluated.stdout
     scored = json.loads((run_dir / "best_student" / "eval" / "metrics.json").read_text())
     assert scored["top1"] == pytest.approx(card["test_accuracy"], abs=1e-6)
-    refused = _mfef("train", "--backbone", "resnet20,resnet8", "--students", "3", "--run-dir", str(tmp_path / "r2"))
+    refused = run_mfef("train", "--backbone", "resnet20,resnet8", "--students", "3", "--run-dir", str(tmp_path / "r2"))
     assert refused.returncode != 0 and "names 2 students, but num_students is 3" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "r2").exists()
 

@@ -4,27 +4,15 @@ exports the whole cohort with its head as one validated graph whose card says it
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from mfef_keras.distill import OnlineDistiller
 from mfef_keras.models import build_students
-from tests.helpers import subprocess_env
+from tests.helpers import run_mfef
 
 TINY = ["--base-width", "4", "--train-limit", "128", "--batch-size", "64", "--no-progress", "--epochs", "1"]
-
-
-def _mfef(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mfef_keras.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=600,
-    )
 
 
 @pytest.mark.parametrize("method", ["mfef", "one"])
@@ -42,21 +30,21 @@ def test_the_fused_classifier_computes_the_distillers_fused_logits(method):
 
 def test_export_model_fused_writes_the_cohort_as_one_validated_graph(tmp_path):
     run = tmp_path / "run"
-    done = _mfef("train", "--backbone", "resnet20,resnet8", "--method", "mfef", *TINY, "--run-dir", run)
+    done = run_mfef("train", "--backbone", "resnet20,resnet8", "--method", "mfef", *TINY, "--run-dir", run)
     assert done.returncode == 0, done.stderr[-2000:]
     card = json.loads((run / "fused" / "metadata.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     assert card["model"] == "fused" and card["backbone"] == "resnet20+resnet8"
     assert "accuracy option" in card["note"] and card["test_accuracy"] == summary["fused"]["test_at_best"]
     out = tmp_path / "fused-export"
-    exported = _mfef("export", run, "--model", "fused", "--out", out)
+    exported = run_mfef("export", run, "--model", "fused", "--out", out, timeout=600)
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert "ok" in exported.stdout
     metadata = json.loads((out / "metadata.json").read_text())
     assert metadata["model"] == "fused" and "accuracy option" in metadata["note"]
     assert all(entry["max_abs_diff"] <= 1e-4 for entry in metadata["parity"]), metadata["parity"]
     dml = tmp_path / "dml"
-    assert _mfef("train", "--method", "dml", *TINY, "--run-dir", dml).returncode == 0
-    refused = _mfef("export", dml, "--model", "fused", "--out", tmp_path / "nothing")
+    assert run_mfef("train", "--method", "dml", *TINY, "--run-dir", dml).returncode == 0
+    refused = run_mfef("export", dml, "--model", "fused", "--out", tmp_path / "nothing")
     assert refused.returncode != 0 and "has no fused classifier" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "nothing").exists()

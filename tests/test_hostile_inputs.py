@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,24 +21,9 @@ from mfef_keras.student_dir import save_student_dir
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.run_directory import write_config
 from mfef_keras.training.run_lock import run_directory_lock
-from tests.helpers import subprocess_env
+from tests.helpers import one_error_line, run_mfef
 
 TRAIN = ["--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--base-width", "4", "--no-progress"]
-
-
-def _mfef(*args: str | Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "mfef_keras.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
-
-
-def _one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stdout + result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 def _student(path: Path, epoch: int = 1, epochs: int = 3) -> Path:
@@ -86,35 +69,35 @@ def _lying_export(exported: Path, to: Path, **changes) -> Path:
 def test_predict_and_eval_refuse_metadata_that_lies_about_the_graph_input(exported, image, tmp_path, changes, claim):
     export = _lying_export(exported, tmp_path / "lying", **changes)
     graph = "graph's input 'images' is uint8 [batch, 32, 32, 1]"
-    _one_error_line(_mfef("predict", export, image), f"says it takes {claim} images", graph, "re-export")
-    _one_error_line(_mfef("eval", export, "--out", tmp_path / "eval"), f"says it takes {claim} images", graph)
+    one_error_line(run_mfef("predict", export, image), f"says it takes {claim} images", graph, "re-export")
+    one_error_line(run_mfef("eval", export, "--out", tmp_path / "eval"), f"says it takes {claim} images", graph)
     assert not (tmp_path / "eval").exists()
 
 
-def test_predict_on_a_fifo_npy_returns_with_one_error_line(exported, tmp_path):
+def test_predict_on_a_fifo_npy_returns_withone_error_line(exported, tmp_path):
     fifo = tmp_path / "batch.npy"
     os.mkfifo(fifo)
-    _one_error_line(_mfef("predict", exported, fifo), str(fifo), "is a FIFO, not a regular file")
+    one_error_line(run_mfef("predict", exported, fifo), str(fifo), "is a FIFO, not a regular file")
 
 
 def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "data").write_text("not a folder")
     for command in (["train", *TRAIN, "--run-dir", tmp_path / "run"], ["eval", _student(tmp_path / "s")]):
-        result = _mfef(*command, "--dataset", "fashion_mnist", "--data-dir", tmp_path / "data")
-        _one_error_line(result, f"Data directory {tmp_path / 'data'} is a file", "--data-dir")
+        result = run_mfef(*command, "--dataset", "fashion_mnist", "--data-dir", tmp_path / "data")
+        one_error_line(result, f"Data directory {tmp_path / 'data'} is a file", "--data-dir")
     assert not (tmp_path / "run").exists()
 
 
 def test_a_named_data_dir_without_the_dataset_is_refused_not_replaced_by_another_copy(tmp_path):
     (tmp_path / "data").mkdir()
-    result = _mfef("train", *TRAIN, "--dataset", "fashion_mnist", "--data-dir", tmp_path / "data", "--run-dir", "r")
-    _one_error_line(
+    result = run_mfef("train", *TRAIN, "--dataset", "fashion_mnist", "--data-dir", tmp_path / "data", "--run-dir", "r")
+    one_error_line(
         result,
         f"not in the data directory given, {tmp_path / 'data'}",
         f"{tmp_path / 'data' / 'fashion-mnist'} lacks train-images-idx3-ubyte.gz",
     )
-    result = _mfef("eval", _student(tmp_path / "s"), "--dataset", "fashion_mnist", "--data-dir", tmp_path / "none")
-    _one_error_line(result, f"Data directory {tmp_path / 'none'} does not exist")
+    result = run_mfef("eval", _student(tmp_path / "s"), "--dataset", "fashion_mnist", "--data-dir", tmp_path / "none")
+    one_error_line(result, f"Data directory {tmp_path / 'none'} does not exist")
 
 
 def _run_in_progress(run: Path, with_best_student: bool) -> Path:
@@ -129,18 +112,18 @@ def _run_in_progress(run: Path, with_best_student: bool) -> Path:
 def test_eval_of_a_run_still_training_evaluates_its_best_student_so_far(tmp_path):
     run = _run_in_progress(tmp_path / "run", with_best_student=True)
     with run_directory_lock(run):
-        result = _mfef("eval", run)
+        result = run_mfef("eval", run)
         assert result.returncode == 0, result.stderr
         assert f"note: run {run} is still training (PID {os.getpid()} on " in result.stderr
         assert "evaluating its best student so far, saved after epoch 1 of 3" in result.stderr
         assert json.loads((run / "eval" / "metrics.json").read_text())["source"] == str(run)
-        _one_error_line(_mfef("eval", run, "--student", "0"), "is still training", "leave out --student")
+        one_error_line(run_mfef("eval", run, "--student", "0"), "is still training", "leave out --student")
     # Its trainer gone, the run is unfinished rather than training.
-    result = _mfef("eval", run, "--out", tmp_path / "again")
+    result = run_mfef("eval", run, "--out", tmp_path / "again")
     assert result.returncode == 0 and f"run {run} is unfinished" in result.stderr, result.stderr
 
 
 def test_eval_of_a_run_before_its_first_epoch_says_so(tmp_path):
     run = _run_in_progress(tmp_path / "run", with_best_student=False)
     with run_directory_lock(run):
-        _one_error_line(_mfef("eval", run), f"Run {run} is still training", "has completed no epoch yet")
+        one_error_line(run_mfef("eval", run), f"Run {run} is still training", "has completed no epoch yet")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,25 +16,10 @@ from mfef_keras.training.run_directory import LOCK_FILE, RunDirectoryError, chec
 from mfef_keras.training.run_lock import run_directory_lock
 from mfef_keras.zoo.cache import LOCK_FILE as ZOO_LOCK_FILE
 from mfef_keras.zoo.cache import locked
-from tests.helpers import subprocess_env
+from tests.helpers import one_error_line, run_mfef
 
 TRAIN = ["--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--base-width", "4", "--no-progress"]
 PRECIOUS = b"the user's own file\n" * 50
-
-
-def _mfef(*args) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "mfef_keras.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
-
-
-def _one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stdout + result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture
@@ -116,7 +99,9 @@ def test_train_refuses_a_lock_that_links_outside_and_leaves_its_target_byte_iden
     run = tmp_path / "run"
     run.mkdir()
     (run / LOCK_FILE).symlink_to(outside)
-    _one_error_line(_mfef("train", *TRAIN, "--run-dir", run), str(run / LOCK_FILE), "symbolic link", "Remove the link")
+    one_error_line(
+        run_mfef("train", *TRAIN, "--run-dir", run), str(run / LOCK_FILE), "symbolic link", "Remove the link"
+    )
     assert outside.read_bytes() == PRECIOUS
     assert (run / LOCK_FILE).is_symlink()
 
@@ -124,8 +109,8 @@ def test_train_refuses_a_lock_that_links_outside_and_leaves_its_target_byte_iden
 def test_train_with_a_directory_as_its_lock_says_so_in_one_line(tmp_path):
     run = tmp_path / "run"
     (run / LOCK_FILE).mkdir(parents=True)
-    _one_error_line(
-        _mfef("train", *TRAIN, "--run-dir", run), f"{run / LOCK_FILE} is a directory", "Remove or rename it"
+    one_error_line(
+        run_mfef("train", *TRAIN, "--run-dir", run), f"{run / LOCK_FILE} is a directory", "Remove or rename it"
     )
 
 
@@ -133,6 +118,6 @@ def test_export_refuses_an_out_that_is_a_link_before_any_work(tmp_path):
     target = tmp_path / "elsewhere"
     target.mkdir()
     (tmp_path / "out").symlink_to(target, target_is_directory=True)
-    result = _mfef("export", tmp_path / "no-student", "--out", tmp_path / "out")
-    _one_error_line(result, f"--out {tmp_path / 'out'} is a symbolic link (to {target})")
+    result = run_mfef("export", tmp_path / "no-student", "--out", tmp_path / "out")
+    one_error_line(result, f"--out {tmp_path / 'out'} is a symbolic link (to {target})")
     assert list(target.iterdir()) == [] and (tmp_path / "out").is_symlink()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 
 from mfef_keras.distill import OnlineDistiller
 from mfef_keras.models import build_students, get_backbone
-from tests.helpers import subprocess_env
+from tests.helpers import run_mfef
 
 CLASSES = 4
 
@@ -72,27 +70,17 @@ def test_a_teacher_of_other_classes_or_image_size_is_refused_naming_both():
         OnlineDistiller(students, teacher=get_backbone("resnet8", CLASSES, base_width=4))
 
 
-def _mfef(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mfef_keras.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=300,
-    )
-
-
 TINY = ["--base-width", "4", "--train-limit", "128", "--batch-size", "64", "--no-progress", "--epochs", "1"]
 
 
 def test_a_run_teaches_the_students_of_another_run_through_the_cli(tmp_path):
     teacher_run = tmp_path / "teacher"
-    done = _mfef(
+    done = run_mfef(
         "train", "--method", "independent", "--students", "1", "--backbone", "resnet20", *TINY, "--run-dir", teacher_run
     )
     assert done.returncode == 0, done.stderr[-2000:]
     taught = tmp_path / "taught"
-    done = _mfef("train", "--method", "dml", "--teacher", teacher_run, *TINY, "--run-dir", taught)
+    done = run_mfef("train", "--method", "dml", "--teacher", teacher_run, *TINY, "--run-dir", taught)
     assert done.returncode == 0, done.stderr[-2000:]
     row = json.loads((taught / "metrics.json").read_text())["epochs"][0]
     assert row["kd_teacher_s0"] > 0 and row["kd_teacher_s1"] > 0
@@ -101,7 +89,7 @@ def test_a_run_teaches_the_students_of_another_run_through_the_cli(tmp_path):
     # The deployed student is a plain student: no teacher travels with it.
     card = json.loads((taught / "best_student" / "metadata.json").read_text())
     assert card["backbone"] == "resnet8"
-    refused = _mfef(
+    refused = run_mfef(
         "train", "--dataset", "fashion_mnist", "--teacher", teacher_run, *TINY, "--run-dir", tmp_path / "other"
     )
     assert refused.returncode != 0 and "was trained on other data" in refused.stderr
