@@ -103,3 +103,25 @@ def one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]
+
+
+def run_on_jax(script: str, timeout: int = 600) -> str:
+    """Run Python ``script`` in a child process on the JAX backend, from the repository root; its stdout.
+
+    The test process runs TensorFlow and Keras picks its backend once per process, so JAX checks run as
+    scripts that print what their asserts reached.
+
+    Args:
+        script: the Python source to run.
+        timeout: seconds before the child is killed.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(KERAS_BACKEND="jax"),
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

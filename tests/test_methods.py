@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import tensorflow as tf
 from mfef_keras.distill import OnlineDistiller, list_methods, method_class
 from mfef_keras.distill.methods import method_descriptions
 from mfef_keras.models import build_students
-from tests.helpers import subprocess_env
+from tests.helpers import run_on_jax, subprocess_env
 
 CLASSES = 5
 T = 3.0
@@ -180,13 +179,4 @@ for method in list_methods():
 @pytest.mark.slow
 @pytest.mark.needs_jax
 def test_each_method_takes_a_step_on_jax_that_moves_every_weight():
-    done = subprocess.run(
-        [sys.executable, "-c", _JAX_STEP],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(KERAS_BACKEND="jax"),
-        timeout=600,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == [word for method in list_methods() for word in ("ok", method)]
+    assert run_on_jax(_JAX_STEP).split() == [word for method in list_methods() for word in ("ok", method)]

@@ -3,10 +3,6 @@ attention head, PCL's temporal means (the EMA step on every backend, and across 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,7 +10,7 @@ import tensorflow as tf
 from mfef_keras.distill import OnlineDistiller, method_class
 from mfef_keras.models import build_students
 from mfef_keras.training.checkpoint import load_checkpoint, save_checkpoint
-from tests.helpers import subprocess_env
+from tests.helpers import run_on_jax
 from tests.test_distiller import _fit_on_one_device_and_mirrored
 
 CLASSES = 5
@@ -237,16 +233,7 @@ print("ok")
 
 @pytest.mark.needs_jax
 def test_pcl_jax_step_returns_the_new_temporal_means_in_the_non_trainable_state():
-    done = subprocess.run(
-        [sys.executable, "-c", _JAX_EMA],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(KERAS_BACKEND="jax"),
-        timeout=600,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["ok"]
+    assert run_on_jax(_JAX_EMA).split() == ["ok"]
 
 
 @pytest.mark.slow
