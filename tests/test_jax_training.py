@@ -29,9 +29,9 @@ from mfef_keras.models import build_students
 assert keras.backend.backend() == "jax"
 
 
-def make(method="mfef"):
+def make(method="mfef", **kwargs):
     students = build_students("resnet8", 4, num_students=2, base_width=16, input_shape=(16, 16, 3))
-    return OnlineDistiller(students, method=method)
+    return OnlineDistiller(students, method=method, **kwargs)
 
 
 rng = np.random.default_rng(0)
@@ -75,7 +75,8 @@ def test_evaluation_reads_w_t_from_the_step_counter_as_it_is_now():
     _run_jax("""
 from mfef_keras.distill import rampup_weight
 
-d = make("ffl")
+# An explicit ramp-up: an unset one is only fixed by the first fit, and evaluation alone never fits.
+d = make("ffl", rampup_epochs=80)
 d.compile()
 d.prepare(steps_per_epoch=1)
 first = d.evaluate(images, labels, batch_size=8, verbose=0, return_dict=True)
