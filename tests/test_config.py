@@ -14,6 +14,7 @@ from mfef_keras.training.run_directory import (
     summarize,
     write_config,
 )
+from tests.helpers import one_error_line, run_mfef
 
 
 def test_defaults_train_mfef_on_digits():
@@ -172,6 +173,35 @@ def test_a_directory_or_binary_file_as_config_is_named(tmp_path):
     (tmp_path / "c.yaml").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ValueError, match=r"c\.yaml is not UTF-8 text"):
         read_config_file(str(tmp_path / "c.yaml"))
+
+
+# A config file that does not parse -> (its name, its text, where the parser stops).
+BROKEN_CONFIGS = {
+    "unclosed list": ("c.yaml", "epochs: 3\nlr_milestones: [1, 2\nseed: 0\n", "line 3, column 5"),
+    "mapping in a value": ("c.yaml", "epochs: 3\nmethod: mfef: kd\n", "line 2, column 13"),
+    "a tab": ("c.yaml", "epochs: 3\n\tseed: 0\n", "line 2, column 1"),
+    "a control character": ("c.yaml", 'epochs: 3\nmethod: "mf\x07ef"\n', "line 2, column 12"),
+    "undefined alias": ("c.yaml", "epochs: *three\n", "line 1, column 9"),
+    "JSON trailing comma": ("c.json", '{"epochs": 3,\n}', "line 2, column 1"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_CONFIGS)
+def test_a_config_that_does_not_parse_is_named_in_one_line_with_its_line_and_column(tmp_path, case):
+    name, text, where = BROKEN_CONFIGS[case]
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError) as raised:
+        read_config_file(str(tmp_path / name))
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"Cannot parse config file {tmp_path / name}, {where}: ")
+
+
+def test_train_with_a_config_that_does_not_parse_exits_with_one_error_line(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 3\nlr_milestones: [1, 2\nseed: 0\n")
+    result = run_mfef("train", "--config", config, "--run-dir", tmp_path / "run")
+    one_error_line(result, f"Cannot parse config file {config}, line 3, column 5: expected ',' or ']'")
+    assert not (tmp_path / "run").exists()
 
 
 def test_run_directory_of_another_config_is_refused(tmp_path):

@@ -120,6 +120,9 @@ class TrainConfig:
         num_students: students trained together (of a single ``backbone``).
         topology: ``independent`` or ``shared_trunk``.
         ablate: MFEF components to switch off.
+        method_options: the method's own hyper-parameters by name (`mfef list-methods` shows each method's, with
+            its default), e.g. ``{"ema_decay": 0.99}`` for PCL; kept with the declared types, those equal to the
+            default left out, so that spelling a default does not change the experiment.
         epochs: training epochs.
         batch_size: global training batch.
         eval_batch_size: evaluation batch.
@@ -161,6 +164,7 @@ class TrainConfig:
     num_students: int = 2
     topology: str = "independent"
     ablate: list[str] = field(default_factory=list)
+    method_options: dict = field(default_factory=dict)
     epochs: int = 20
     batch_size: int = 64
     eval_batch_size: int = 100
@@ -195,8 +199,19 @@ class TrainConfig:
         # Every value gets its declared type, so that 1e-2 from YAML and 0.01 from the command line
         # are the same float (and the same experiment_hash).
         for name, annotation in typing.get_type_hints(TrainConfig).items():
-            setattr(self, name, convert_value(name, getattr(self, name), annotation))
+            if annotation is not dict:
+                setattr(self, name, convert_value(name, getattr(self, name), annotation))
+        self.method_options = self._declared_options()
         self.validate()
+
+    def _declared_options(self) -> dict:
+        """``method_options`` as the method declares them (ValueError for another), less those at their default."""
+        from mfef_keras.distill.methods import method_class
+
+        method = method_class(self.method)
+        defaults = method.option_defaults()
+        checked = method.checked_options(self.method_options)
+        return {name: value for name, value in sorted(checked.items()) if value != defaults[name]}
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad value and what is allowed (values already have their types)."""
@@ -310,6 +325,9 @@ class TrainConfig:
     def experiment_hash(self) -> str:
         """A hash of what the run computes (not of where or how it executes)."""
         data = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
+        # Runs from before methods had options hashed no such key: a method at its defaults keeps their hash.
+        if not data["method_options"]:
+            del data["method_options"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def default_run_dir(self) -> str:
@@ -347,7 +365,7 @@ def read_config_file(path: str) -> dict:
     try:
         data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ValueError(f"Cannot parse config file {file}: {error}") from None
+        raise ValueError(f"Cannot parse config file {file}, {_parse_problem(error, text)}.") from None
     data = data or {}
     if not isinstance(data, dict):
         raise ValueError(f"Config file {file} must hold a mapping of keys to values, got {type(data).__name__}.")
@@ -359,10 +377,37 @@ def read_config_file(path: str) -> dict:
     return data
 
 
+def _parse_problem(error: Exception, text: str) -> str:
+    """Where and why ``text`` failed to parse, on one line: ``line L, column C: problem``.
+
+    PyYAML's own message spans several lines (the offending line, a caret) and calls the text "<unicode
+    string>", which would only puzzle whoever wrote the file.
+    """
+    import yaml
+
+    if isinstance(error, json.JSONDecodeError):
+        return f"line {error.lineno}, column {error.colno}: {error.msg}"
+    if isinstance(error, yaml.reader.ReaderError):
+        # It gives only the character's offset in the text.
+        before = text[: error.position]
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        return f"line {line}, column {column}: character U+{error.character:04X}: {error.reason}"
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    if mark is None:
+        return " ".join(str(error).split())
+    problem = getattr(error, "problem", None) or "invalid YAML"
+    context = f" ({error.context})" if getattr(error, "context", None) else ""
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}{context}"
+
+
 def resolve_config(config_file: str | None = None, overrides: dict | None = None) -> TrainConfig:
     """Defaults, then the config file, then command-line ``overrides`` (None values are ignored)."""
     values = read_config_file(config_file) if config_file else {}
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if isinstance(values.get("method_options"), dict) and "method_options" in overrides:
+        # An option on the command line overrides that option of the file, not the file's others.
+        overrides["method_options"] = {**values["method_options"], **overrides["method_options"]}
+    values.update(overrides)
     if "backbone" in values and "num_students" in values:
         # Only here is it known that num_students was given, not defaulted: it must agree with the cohort.
         cohort_names(values["backbone"], values["num_students"])
