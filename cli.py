@@ -166,7 +166,7 @@ TRAINING_OPTIONS = {
         "--lr-schedule",
         type=NameChoice("lr_schedule", LR_SCHEDULES),
         help="step: the rate times --lr-decay at each milestone (the FFL recipe); cosine: annealed from "
-        "--learning-rate towards 0 over --epochs, once per epoch (PyTorch's CosineAnnealingLR), no milestones. "
+        "--lr towards 0 over --epochs, once per epoch (PyTorch's CosineAnnealingLR), no milestones. "
         f"{_default('lr_schedule')}",
     ),
     "student_weight_decay": click.option(

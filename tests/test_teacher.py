@@ -89,8 +89,25 @@ def test_a_run_teaches_the_students_of_another_run_through_the_cli(tmp_path):
     # The deployed student is a plain student: no teacher travels with it.
     card = json.loads((taught / "best_student" / "metadata.json").read_text())
     assert card["backbone"] == "resnet8"
+    # Other data that every machine has: an image folder written here (Fashion-MNIST may not be installed).
+    folder = _image_folder(tmp_path / "shapes")
     refused = run_mfef(
-        "train", "--dataset", "fashion_mnist", "--teacher", teacher_run, *TINY, "--run-dir", tmp_path / "other"
+        "train", "--dataset", f"folder:{folder}", "--teacher", teacher_run, *TINY, "--run-dir", tmp_path / "other"
     )
     assert refused.returncode != 0 and "was trained on other data" in refused.stderr
-    assert "name 'digits' (here 'fashion_mnist')" in refused.stderr and "Traceback" not in refused.stderr
+    assert f"name 'digits' (here 'folder:{folder}')" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "other" / "summary.json").exists()
+
+
+def _image_folder(root):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in ("circle", "square"):
+            (root / split / name).mkdir(parents=True)
+            for index in range(40):
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                    root / split / name / f"{index}.png"
+                )
+    return root
