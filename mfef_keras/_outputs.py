@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from mfef_keras._regular_files import NotARegularFile
+from mfef_keras._regular_files import NotARegularFile, refuse_linked_folder
 
 # Failures of the disk or of its permissions rather than of the program: the user fixes them by
 # freeing space or writing elsewhere, so they are told which path failed and why, without a traceback.
@@ -33,9 +33,10 @@ def check_output_dir(
     allowed: str = "a new or existing directory",
     error: type[Exception] = ValueError,
 ) -> Path:
-    """Refuse an output folder that is, or lies under, something other than a directory.
+    """Refuse an output folder that is a symbolic link, or is (or lies under) something other than a directory.
 
-    Nothing is created: commands call this before their work, so a bad ``--out`` costs nothing.
+    Nothing is created: commands call this before their work, so a bad ``--out`` costs nothing. A link is
+    refused even to a folder: an output folder may be a default inside a downloaded or shared run directory.
 
     Args:
         path: the output folder.
@@ -47,6 +48,10 @@ def check_output_dir(
         ``path`` as a `Path`.
     """
     path = Path(path)
+    try:
+        refuse_linked_folder(path, fix=f"Give the folder it points at, or another {option}.")
+    except NotARegularFile as link:
+        raise error(f"{option} {link}") from None
     for place in (path, *path.parents):
         if place.is_dir():
             return path

@@ -3,8 +3,9 @@
 A FIFO or a device named like a data file would block a reader forever, or feed it without end. A link in a run,
 study or export directory (which may come from a download or a shared disk) would make a write land on whatever
 it points at, so files written in place there are opened with ``O_NOFOLLOW``; every other write goes through a
-new temporary file and a rename, which replaces a link rather than following it. Standard library only: the zoo
-and ``mfef predict`` import it.
+new temporary file and a rename, which replaces a link rather than following it. Neither protects a file whose
+folder is a link, so every folder mfef writes in is checked with `refuse_linked_folder` first. Standard library
+only: the zoo and ``mfef predict`` import it.
 """
 
 from __future__ import annotations
@@ -130,3 +131,37 @@ def _not_writable(path: str | os.PathLike, mode: int) -> NotARegularFile:
         f"{path} is {_kind(mode)}, not a regular file; mfef writes a file there. Remove or rename it and run the "
         "command again."
     )
+
+
+def refuse_linked_folder(
+    folder: str | os.PathLike,
+    below: str | os.PathLike | None = None,
+    fix: str = "Remove the link and run the command again.",
+) -> Path:
+    """Refuse ``folder``, which mfef writes in, if it or a folder between ``below`` and it is a symbolic link.
+
+    ``O_NOFOLLOW`` and renames guard only a path's last part: through a linked folder every write, and every
+    removal of leftovers, would land in whatever it points at. Folders above ``below`` (or above ``folder``
+    when ``below`` is None) are the user's own choice, such as a home folder on another disk, and stay allowed.
+
+    Args:
+        folder: a folder mfef creates or writes in (it need not exist).
+        below: the folder the user named, for a ``folder`` that mfef lays out beneath it.
+        fix: what the user can do, for the message.
+
+    Returns:
+        ``folder`` as a `Path`.
+
+    Raises:
+        NotARegularFile: naming the link, its target and ``fix``.
+    """
+    folder = Path(folder)
+    chain = (folder, *folder.parents)
+    places = [folder] if below is None else [p for p in chain if p.is_relative_to(below) and p != Path(below)]
+    link = next((place for place in places if place.is_symlink()), None)
+    if link is not None:
+        raise NotARegularFile(
+            f"{link} is a symbolic link (to {os.readlink(link)}); mfef does not write in a folder through a link, "
+            f"which could lead anywhere. {fix}"
+        )
+    return folder

@@ -8,14 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from mfef_keras._outputs import check_output_dir
 from mfef_keras._regular_files import NotARegularFile
-from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
+from mfef_keras.data import dataset_info
+from mfef_keras.models import get_backbone
+from mfef_keras.student_dir import save_student_dir, write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.plots import plot_training_curves
 from mfef_keras.training.run_directory import LOCK_FILE, RunDirectoryError, check_run_dir, write_config
 from mfef_keras.training.run_lock import run_directory_lock
+from mfef_keras.training.study import run_study
+from mfef_keras.zoo.cache import ENV_CACHE, cache_key, locked
 from mfef_keras.zoo.cache import LOCK_FILE as ZOO_LOCK_FILE
-from mfef_keras.zoo.cache import locked
 from tests.helpers import one_error_line, run_mfef
 
 TRAIN = ["--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--base-width", "4", "--no-progress"]
@@ -121,3 +125,106 @@ def test_export_refuses_an_out_that_is_a_link_before_any_work(tmp_path):
     result = run_mfef("export", tmp_path / "no-student", "--out", tmp_path / "out")
     one_error_line(result, f"--out {tmp_path / 'out'} is a symbolic link (to {target})")
     assert list(target.iterdir()) == [] and (tmp_path / "out").is_symlink()
+
+
+# ---------------------------------------------------------------- a folder that is a link
+
+
+def _untouched(outside: Path) -> None:
+    """The folder a planted link points at holds its one file, byte-identical, and nothing mfef wrote."""
+    assert sorted(p.name for p in outside.parent.iterdir()) == ["precious.txt"]
+    assert outside.read_bytes() == PRECIOUS
+
+
+def _no_study_training(config, echo=print):
+    raise AssertionError(f"{config.run_dir} was trained through a link")
+
+
+# Every folder the package writes in, as its guard gets it: a link there must be refused before any write.
+FOLDER_WRITERS = {
+    "output folder (eval, study)": lambda folder: check_output_dir(folder),
+    "run directory": lambda folder: check_run_dir(folder, TrainConfig()),
+    "zoo cache key": lambda folder: locked(folder).__enter__(),
+    "study runs/": lambda folder: run_study(TrainConfig(), ["dml"], [0], folder.parent, train_fn=_no_study_training),
+    "study run": lambda folder: run_study(
+        TrainConfig(), ["dml"], [0], folder.parent.parent, train_fn=_no_study_training
+    ),
+}
+# Where each writer's folder lies below tmp_path, so that the study's own layout holds the link.
+FOLDER_PLACES = {"study runs/": "study/runs", "study run": "study/runs/dml-seed0"}
+
+
+@pytest.mark.parametrize("writer", FOLDER_WRITERS)
+def test_no_writer_follows_a_folder_that_links_outside(tmp_path, outside, writer):
+    folder = tmp_path / FOLDER_PLACES.get(writer, "folder")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(outside.parent, target_is_directory=True)
+    with pytest.raises(ValueError) as refused:
+        FOLDER_WRITERS[writer](folder)
+    assert f"{folder} is a symbolic link (to {outside.parent})" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert folder.is_symlink()
+    _untouched(outside)
+
+
+def test_a_link_above_the_folder_the_user_named_is_the_users_own_choice(tmp_path):
+    # A home or a disk mounted through a link must keep working; only what mfef lays out itself is checked.
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    assert check_output_dir(tmp_path / "linked" / "out") == tmp_path / "linked" / "out"
+    assert check_run_dir(tmp_path / "linked" / "run", TrainConfig()) is False
+
+
+@pytest.fixture
+def student_dir(tmp_path) -> Path:
+    """An untrained tiny digits student: the refusals come before its accuracy matters."""
+    model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
+    metadata = {"dataset": dataset_info("digits").to_dict()}
+    return save_student_dir(tmp_path / "student", model, metadata)
+
+
+@pytest.mark.parametrize("given", ["default", "--out"])
+def test_eval_refuses_an_output_folder_that_links_outside(tmp_path, outside, student_dir, given):
+    folder = student_dir / "eval" if given == "default" else tmp_path / "results"
+    folder.symlink_to(outside.parent, target_is_directory=True)
+    out = ["--out", folder] if given == "--out" else []
+    result = run_mfef("eval", student_dir, *out, "--batch-size", "512")
+    one_error_line(result, f"--out {folder} is a symbolic link (to {outside.parent})")
+    _untouched(outside)
+
+
+def test_train_refuses_a_run_directory_that_links_outside(tmp_path):
+    # An empty folder there: one holding files is refused anyway, as no run directory.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = tmp_path / "run"
+    run.symlink_to(elsewhere, target_is_directory=True)
+    result = run_mfef("train", *TRAIN, "--run-dir", run)
+    one_error_line(result, f"Run directory {run} is a symbolic link (to {elsewhere})", "another --run-dir")
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("linked", ["runs", "runs/dml-seed0"])
+def test_study_refuses_a_runs_folder_or_run_that_links_outside(tmp_path, outside, linked):
+    study = tmp_path / "study"
+    (study / linked).parent.mkdir(parents=True)
+    (study / linked).symlink_to(outside.parent, target_is_directory=True)
+    result = run_mfef("study", *TRAIN, "--methods", "dml", "--seeds", "1", "--out", study)
+    one_error_line(result, f"{study / linked} is a symbolic link (to {outside.parent})", "another --out")
+    _untouched(outside)
+
+
+def test_zoo_pull_refuses_a_cache_folder_that_links_outside(tmp_path, outside, monkeypatch):
+    # A leftover-looking file there: the pull would delete it as its own if it went through the link.
+    planted = outside.parent / ".part-x"
+    planted.write_bytes(b"not mfef's")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    name = "resnet8_mfef.digits_s0"
+    (cache / cache_key(name)).symlink_to(outside.parent, target_is_directory=True)
+    monkeypatch.setenv(ENV_CACHE, str(cache))
+    result = run_mfef("zoo", "pull", name)
+    one_error_line(result, f"{cache / cache_key(name)} is a symbolic link (to {outside.parent})", "Remove the link")
+    planted.unlink()
+    _untouched(outside)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mfef_keras._regular_files import open_for_writing
+from mfef_keras._regular_files import open_for_writing, refuse_linked_folder
 from mfef_keras.zoo.errors import ZooError
 
 ENV_CACHE = "MFEF_ZOO_CACHE"
@@ -118,7 +118,12 @@ def locked(folder: Path) -> Iterator[None]:
 
     Args:
         folder: the key's folder (created if missing).
+
+    Raises:
+        NotARegularFile: ``folder`` is a symbolic link; everything done under the lock (downloads, unpacking,
+            removing damaged copies and leftovers) would happen wherever it points.
     """
+    refuse_linked_folder(folder, fix="Remove the link; mfef pulls the preset again when it is needed.")
     folder.mkdir(parents=True, exist_ok=True)
     # Never through a link: opening for writing a link planted in a shared cache would create or touch its target.
     with open(open_for_writing(folder / LOCK_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as handle:

@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from mfef_keras._regular_files import read_regular
+from mfef_keras._regular_files import NotARegularFile, read_regular, refuse_linked_folder
 from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import EXECUTION_KEYS, TrainConfig
 
@@ -40,6 +40,11 @@ def check_run_dir(path: Path, config: TrainConfig, extends: bool = False) -> boo
         extends: ``config`` is the `extended_config` of the run there, which differs from it by design.
     """
     path = Path(path)
+    try:
+        # Before anything else: the checks below, and os.walk in `_refuse_links`, would follow it.
+        refuse_linked_folder(path, fix="Give the folder it points at, or another --run-dir.")
+    except NotARegularFile as link:
+        raise RunDirectoryError(f"Run directory {link}") from None
     if path.exists():
         if not path.is_dir():
             raise RunDirectoryError(f"Run directory {path} exists and is not a directory.")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfef_keras._outputs import check_output_dir
+from mfef_keras._regular_files import refuse_linked_folder
 from mfef_keras.choices import cohort_names
 from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import TrainConfig
@@ -200,6 +201,10 @@ def run_study(
         for seed in seeds
         for name in variants
     ]
+    for _, _, config in plan:
+        # runs/ or a run in it that links elsewhere (in a study downloaded or shared) would be trained into, or
+        # with --force emptied, wherever it points.
+        refuse_linked_folder(config.run_dir, below=out, fix="Remove the link, or give the study another --out.")
     _check_stored_configs(plan, force)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     summaries: dict[str, dict[int, dict]] = {}
