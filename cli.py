@@ -76,6 +76,20 @@ class NameChoice(click.Choice):
             self.fail(str(unknown_name_error(self.kind, value, self.choices)), param, ctx)
 
 
+class OptionAssignment(click.ParamType):
+    """``NAME=VALUE`` on the command line, as the pair (NAME, VALUE); the value is converted by the method's option."""
+
+    name = "NAME=VALUE"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        option, equals, setting = value.partition("=")
+        if not equals or not option.strip():
+            self.fail(f"expected NAME=VALUE (e.g. ema_decay=0.99), got {value!r}.", param, ctx)
+        return option.strip(), setting.strip()
+
+
 # Packages only the TensorFlow extras (`cpu`, `gpu`) install: CIFAR, export (tf2onnx, onnx) and ONNX models need them.
 TENSORFLOW_EXTRA_PACKAGES = ("tensorflow", "tensorflow_datasets", "tf2onnx", "onnx", "onnxruntime")
 
@@ -146,6 +160,14 @@ TRAINING_OPTIONS = {
     ),
     "ablate": click.option(
         "--ablate", type=NameChoice("ablation", ABLATIONS), multiple=True, help="Switch off an MFEF part. Repeatable."
+    ),
+    "method_options": click.option(
+        "--method-option",
+        "method_options",
+        type=OptionAssignment(),
+        multiple=True,
+        help="Set one of the method's own hyper-parameters, e.g. --method-option ema_decay=0.99 (pcl); repeatable. "
+        "mfef list-methods shows each method's options and defaults.",
     ),
     "epochs": click.option("--epochs", type=int, help=f"Training epochs. {_default('epochs')}"),
     "batch_size": click.option("--batch-size", type=int, help=f"Global training batch. {_default('batch_size')}"),
@@ -252,6 +274,7 @@ def _resolve(config_file, ablate, options):
 
     if ablate:
         options["ablate"] = list(ablate)
+    options["method_options"] = dict(options.get("method_options") or ()) or None
     return resolve_config(config_file, options)
 
 
@@ -330,7 +353,8 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size, normalize)
 
 
 @main.command()
-@training_options(exclude=("method", "seed", "run_dir", "ablate"))
+# Method options are one method's: a study's methods take their defaults.
+@training_options(exclude=("method", "method_options", "seed", "run_dir", "ablate"))
 @click.option(
     "--methods", default="independent,dml,ffl,mfef", show_default=True, help="Comma-separated methods to compare."
 )
@@ -387,13 +411,22 @@ def study(config_file, methods, num_seeds, ablation, cohorts, force, no_train, o
 
 @main.command(name="list-methods")
 def list_methods_command():
-    """List the online-distillation methods, each with a one-line description."""
-    from mfef_keras.distill.methods import method_descriptions
+    """List the online-distillation methods, each with a one-line description and its own options.
+
+    Under each method: its options (--method-option NAME=VALUE) with their defaults, and whether its run keeps
+    a fused classifier (mfef export RUN --model fused).
+    """
+    from mfef_keras.distill.methods import method_class, method_descriptions
 
     descriptions = method_descriptions()
     width = max(len(name) for name in descriptions)
     for name, description in descriptions.items():
         click.echo(f"{name:<{width}}  {description}")
+        method = method_class(name)
+        for option, spec in method.options.items():
+            click.echo(f"{'':<{width}}    --method-option {option}={spec.default}  {spec.help}")
+        if method.has_fused_classifier():
+            click.echo(f"{'':<{width}}    fused classifier: mfef export RUN --model fused")
 
 
 @main.command(name="list-backbones")

@@ -46,7 +46,8 @@ from mfef_keras.export.metadata import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSE
     default="student",
     show_default=True,
     help="From a run directory: its deployed student (the compressed option), or its fused classifier, the whole "
-    "cohort with the method's head in one graph (the accuracy option; mfef, ffl and one runs).",
+    "cohort with the method's head in one graph (the accuracy option; runs of the methods mfef list-methods marks "
+    "with a fused classifier).",
 )
 @click.option(
     "--calibration-samples",
@@ -107,6 +108,7 @@ def export_command(
 
 def _fused_source(source: str, student: int | None) -> str:
     """The fused classifier's student directory in run directory ``source``; ExportError naming what is missing."""
+    from mfef_keras.distill.methods import fused_methods
     from mfef_keras.student_dir import is_student_dir
     from mfef_keras.training.runner import FUSED_DIR
 
@@ -116,7 +118,7 @@ def _fused_source(source: str, student: int | None) -> str:
     if not is_student_dir(fused):
         raise ExportError(
             f"{source} has no fused classifier ({fused} with model.keras and metadata.json): --model fused takes a "
-            "run directory of a method with one (mfef, ffl, one), trained by this version of mfef."
+            f"run directory of a method with one ({', '.join(fused_methods())}), trained by this version of mfef."
         )
     return str(fused)
 

@@ -434,7 +434,7 @@ def test_jit_compile_step_matches_eager_graph():
         (lambda: make("fml"), "Unknown method 'fml'.*Allowed: dml, ffl, independent, .*mfef.*Did you mean 'ffl'"),
         (lambda: make("mfef", ablate=("multiscale",)), "Unknown mfef ablation 'multiscale'.*multi_scale"),
         (lambda: make("ffl", ablate=("attention",)), "does not apply to method 'ffl'"),
-        (lambda: make("mfef", splits=3), "splits=3"),
+        (lambda: make("mfef", method_options={"splits": 3}), "splits=3"),
         (
             lambda: OnlineDistiller([get_backbone("resnet8", 3, base_width=4), get_backbone("vgg8", 3, base_width=4)]),
             "spatial size",

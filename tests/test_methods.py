@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from mfef_keras.distill import OnlineDistiller, list_methods, method_class
-from mfef_keras.distill.methods import method_descriptions
+from mfef_keras.distill.methods import fused_methods, method_descriptions
 from mfef_keras.models import build_students
 from tests.helpers import run_on_jax, subprocess_env
 
@@ -114,8 +114,14 @@ def test_list_methods_prints_every_method_with_its_description():
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == list_methods()
-    assert any(line.startswith("one ") and "gate" in line for line in lines)
+    # A method's own line, then indented ones: its options with their defaults, and its fused classifier.
+    methods = [line for line in lines if not line.startswith(" ")]
+    assert [line.split()[0] for line in methods] == list_methods()
+    assert any(line.startswith("one ") and "gate" in line for line in methods)
+    pcl = lines[lines.index(next(line for line in methods if line.startswith("pcl "))) + 1 :]
+    assert pcl[0].split()[:2] == ["--method-option", "ema_decay=0.999"]
+    assert pcl[1].strip() == "fused classifier: mfef export RUN --model fused"
+    assert sum("fused classifier" in line for line in lines) == len(fused_methods())
 
 
 # About 15 s a method: run by .ci/run's slow step, not in the default suite.

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -20,9 +17,11 @@ from mfef_keras.student_dir import load_keras_file, read_metadata
 from mfef_keras.training.checkpoint import _read as read_checkpoint
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.run_directory import check_run_dir
+from mfef_keras.training.runner import _record_resume
+from mfef_keras.training.study import _num_classes, _summary_of
 from mfef_keras.zoo.hashing import sha256_file as zoo_sha256
 from mfef_keras.zoo.preset import read_preset_index
-from tests.helpers import subprocess_env
+from tests.helpers import one_error_line, run_mfef
 
 # reader name -> (name of the file it reads, call on that file's folder and path).
 READERS = {
@@ -38,6 +37,9 @@ READERS = {
     "preset index": ("preset.json", lambda folder, path: read_preset_index(folder)),
     "run config": ("config.json", lambda folder, path: check_run_dir(folder, TrainConfig())),
     "checkpoint": ("checkpoint.npz", lambda folder, path: read_checkpoint(path)),
+    "study run summary": ("summary.json", lambda folder, path: _summary_of(folder)),
+    "study class count": ("data.json", lambda folder, path: _num_classes({"dml": {0: str(folder)}})),
+    "resumed run's environment": ("environment.json", lambda folder, path: _record_resume(folder, 1, 0)),
 }
 
 
@@ -72,34 +74,22 @@ def test_every_reader_refuses_a_special_file_naming_it(tmp_path, reader, kind):
     assert f"{path} is a {kind}, not a regular file" in str(error)
 
 
-def _mfef(*args: str | Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "mfef_keras.cli", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=120)
-
-
-def _one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stdout + result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    assert all(fragment in errors[0] for fragment in fragments), errors[0]
-
-
-def test_train_with_a_fifo_as_its_config_exits_with_one_error_line(tmp_path):
+def test_train_with_a_fifo_as_its_config_exits_withone_error_line(tmp_path):
     fifo = tmp_path / "config.yaml"
     os.mkfifo(fifo)
-    result = _mfef("train", "--config", fifo, "--run-dir", tmp_path / "r")
-    _one_error_line(result, f"{fifo} is a FIFO, not a regular file; only a regular file can be read as a config")
+    result = run_mfef("train", "--config", fifo, "--run-dir", tmp_path / "r")
+    one_error_line(result, f"{fifo} is a FIFO, not a regular file; only a regular file can be read as a config")
     assert not (tmp_path / "r").exists()
 
 
-def test_train_on_a_fashion_mnist_copy_with_a_fifo_exits_with_one_error_line(tmp_path):
+def test_train_on_a_fashion_mnist_copy_with_a_fifo_exits_withone_error_line(tmp_path):
     folder = tmp_path / "data" / "fashion-mnist"
     folder.mkdir(parents=True)
     names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"]
     for name in names:
         (folder / name).write_bytes(b"")
     os.mkfifo(folder / "t10k-labels-idx1-ubyte.gz")
-    result = _mfef("train", "--dataset", "fashion_mnist", "--data-dir", tmp_path / "data", "--run-dir", tmp_path / "r")
-    _one_error_line(result, str(folder / "t10k-labels-idx1-ubyte.gz"), "not a regular file")
+    data = ["--dataset", "fashion_mnist", "--data-dir", tmp_path / "data"]
+    result = run_mfef("train", *data, "--run-dir", tmp_path / "r")
+    one_error_line(result, str(folder / "t10k-labels-idx1-ubyte.gz"), "not a regular file")
     assert not (tmp_path / "r").exists()

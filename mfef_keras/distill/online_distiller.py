@@ -10,14 +10,14 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
 from mfef_keras.distill.losses import KDLoss, rampup_weight, recipe_rampup_epochs
-from mfef_keras.distill.methods import method_class
+from mfef_keras.distill.methods import fused_methods, method_class
 from mfef_keras.distill.pytorch_sgd import PyTorchSGD
 from mfef_keras.distill.schedules import (
     CosineEpochDecay,
@@ -143,9 +143,8 @@ class OnlineDistiller(keras.Model):
             epochs scaled to the ``epochs`` of the first `fit` (5.3 of a 20-epoch fit).
         ablate: MFEF components to switch off: ``"multi_scale"``, ``"attention"``
             (both attentions), ``"channel_attention"``, ``"spatial_attention"``.
-        splits: channel groups of the multi-scale block.
-        reduction: channel-attention reduction ratio.
-        kernel_size: spatial-attention kernel size.
+        method_options: the method's own hyper-parameters by name (its ``options``, e.g. PCL's ``ema_decay``,
+            MFEF's ``splits``, ``reduction`` and ``kernel_size``); those not given keep their defaults.
         teacher: a trained network from the same images to the same classes, frozen, that every student also
             distils from (Hinton et al. 2015: ``teacher_weight * KD(z_i <- z_teacher)`` at ``temperature``, logged
             as ``kd_teacher_s<i>``), beside the online method's terms; None for none.
@@ -169,9 +168,7 @@ class OnlineDistiller(keras.Model):
         temperature: float = 3.0,
         rampup_epochs: float | None = None,
         ablate: Sequence[str] = (),
-        splits: int = 4,
-        reduction: int = 8,
-        kernel_size: int = 7,
+        method_options: Mapping[str, object] | None = None,
         sync_batchnorm: bool = False,
         teacher: keras.Model | None = None,
         teacher_weight: float = 1.0,
@@ -182,21 +179,13 @@ class OnlineDistiller(keras.Model):
         students = list(students)
         if rampup_epochs is not None and float(rampup_epochs) < 0:
             raise ValueError(f"rampup_epochs must be >= 0 or None, got {rampup_epochs!r}.")
-        self.online_method = method_class(method)(
-            temperature=temperature,
-            ablate=ablate,
-            splits=splits,
-            reduction=reduction,
-            kernel_size=kernel_size,
-        )
+        self.online_method = method_class(method)(temperature=temperature, ablate=ablate, **(method_options or {}))
         self.online_method.check_cohort(len(students))
         self.method = method
         self.temperature = float(temperature)
         self.rampup_epochs = None if rampup_epochs is None else float(rampup_epochs)
         self.ablate = tuple(ablate)
-        self.splits = int(splits)
-        self.reduction = int(reduction)
-        self.kernel_size = int(kernel_size)
+        self.method_options = self.online_method.checked_options(method_options or {})
         self.sync_batchnorm = bool(sync_batchnorm)
         self.num_students = len(students)
 
@@ -648,11 +637,14 @@ class OnlineDistiller(keras.Model):
         """The cohort and the method's head as one functional network from images to the fused logits.
 
         The accuracy option beside the compressed one (`get_student`), for methods with a fused classifier
-        (MFEF, FFL, ONE's gated ensemble): it serves every student and the head. Its weights are shared with
+        (`mfef_keras.distill.methods.fused_methods`: MFEF, FFL, ONE's gated ensemble, PCL's ensemble classifier):
+        it serves every student and the head. Its weights are shared with
         the distiller; it holds the package's layers, which `mfef_keras.student_dir.load_keras_file` registers.
         """
-        if "fused" not in self.head_classifiers:
-            raise ValueError(f"Method {self.method!r} has no fused classifier to export; mfef, ffl and one have one.")
+        if not self.online_method.has_fused_classifier():
+            raise ValueError(
+                f"Method {self.method!r} has no fused classifier to export; {', '.join(fused_methods())} have one."
+            )
         images = keras.Input(tuple(self.students_net.inputs[0].shape[1:]), name="images")
         outputs = self.students_net(images)
         features, logits = list(outputs[0::2]), [ops.cast(z, "float32") for z in outputs[1::2]]
@@ -687,9 +679,7 @@ class OnlineDistiller(keras.Model):
             temperature=self.temperature,
             rampup_epochs=self.rampup_epochs,
             ablate=list(self.ablate),
-            splits=self.splits,
-            reduction=self.reduction,
-            kernel_size=self.kernel_size,
+            method_options=dict(self.method_options),
             sync_batchnorm=self.sync_batchnorm,
             teacher=None if self.teacher is None else keras.saving.serialize_keras_object(self.teacher),
             teacher_weight=self.teacher_weight,

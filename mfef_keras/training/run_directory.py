@@ -83,7 +83,7 @@ def _refuse_links(path: Path) -> None:
                 )
 
 
-def _read_json(file: Path) -> dict:
+def read_run_json(file: Path) -> dict:
     """The JSON object in ``file``, a file of a run directory.
 
     Raises:
@@ -161,7 +161,7 @@ def extended_config(path: Path, config: TrainConfig) -> TrainConfig | None:
     config_file = Path(path) / CONFIG_FILE
     if not config_file.exists():
         return None
-    stored = _read_json(config_file).get("config", {})
+    stored = read_run_json(config_file).get("config", {})
     try:
         previous = TrainConfig(**stored)
     except (TypeError, ValueError):
@@ -190,7 +190,7 @@ def config_differences(path: Path, config: TrainConfig) -> list[str]:
     config_file = Path(path) / CONFIG_FILE
     if not config_file.exists():
         return []
-    stored = _read_json(config_file)
+    stored = read_run_json(config_file)
     if stored.get("experiment_hash") == config.experiment_hash():
         return []
     return _differences(stored.get("config", {}), config)
@@ -238,7 +238,7 @@ def check_data_fingerprint(path: Path, fingerprint: dict) -> None:
     file = Path(path) / DATA_FILE
     if not file.exists():
         return
-    stored = _read_json(file)
+    stored = read_run_json(file)
     splits = stored.get("splits", {})
     changes = [
         f"{split} split: {splits.get(split, 0)} -> {fingerprint['splits'].get(split, 0)} images"

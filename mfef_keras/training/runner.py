@@ -142,6 +142,7 @@ def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
             temperature=config.temperature,
             rampup_epochs=config.effective_rampup_epochs,
             ablate=config.ablate,
+            method_options=config.method_options,
             sync_batchnorm=sync_batchnorm,
         )
         distiller.compile(
@@ -414,7 +415,7 @@ def _train_epochs(
     from mfef_keras.data import make_dataset
 
     distiller = _build(config, info, strategy, math.ceil(train_size / config.batch_size))
-    has_fused = bool(distiller.head_classifiers)
+    has_fused = distiller.online_method.has_fused_classifier()
     cohort = _cohort(config, distiller)
     # tf.distribute's multi-worker strategy needs the package's own loop; JAX's processes train through fit.
     multiworker_tf = config.strategy == "multiworker" and keras.backend.backend() == "tensorflow"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import statistics
@@ -19,7 +18,13 @@ from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.plots import plot_study
 from mfef_keras.training.progress import format_duration
-from mfef_keras.training.run_directory import DATA_FILE, SELECTION_LABELS, config_differences, summary_models
+from mfef_keras.training.run_directory import (
+    DATA_FILE,
+    SELECTION_LABELS,
+    config_differences,
+    read_run_json,
+    summary_models,
+)
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ def _summary_of(run_dir: Path) -> dict | None:
     path = run_dir / "summary.json"
     if not path.exists():
         return None
-    summary = json.loads(path.read_text())
+    summary = read_run_json(path)
     _check_summary_format(summary, f"The run {run_dir}")
     return summary
 
@@ -271,7 +276,7 @@ def _num_classes(runs: dict[str, dict[int, str]]) -> int | None:
         for run_dir in by_seed.values():
             path = Path(run_dir) / DATA_FILE
             if path.exists():
-                return len(json.loads(path.read_text())["class_names"])
+                return len(read_run_json(path)["class_names"])
     return None
 
 

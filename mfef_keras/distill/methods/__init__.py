@@ -6,7 +6,13 @@ Every module of this package is imported here, so a new method is one new file i
 import importlib
 import pkgutil
 
-from mfef_keras.distill.methods.base import OnlineMethod, method_class, register_method, registered_methods
+from mfef_keras.distill.methods.base import (
+    MethodOption,
+    OnlineMethod,
+    method_class,
+    register_method,
+    registered_methods,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -23,4 +29,17 @@ def method_descriptions() -> dict[str, str]:
     return {name: registered_methods()[name].description for name in list_methods()}
 
 
-__all__ = ["OnlineMethod", "list_methods", "method_class", "method_descriptions", "register_method"]
+def fused_methods() -> list[str]:
+    """The methods whose runs keep a fused classifier of the whole cohort (`mfef export RUN --model fused`)."""
+    return [name for name in list_methods() if registered_methods()[name].has_fused_classifier()]
+
+
+__all__ = [
+    "MethodOption",
+    "OnlineMethod",
+    "fused_methods",
+    "list_methods",
+    "method_class",
+    "method_descriptions",
+    "register_method",
+]

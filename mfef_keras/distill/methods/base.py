@@ -2,13 +2,16 @@
 
 A method is one small class registered under its name (`register_method`); the distiller asks it for the
 trainable head it adds (a fusion head, a gate, an attention aggregator; None for none), what that head
-outputs from the students' feature maps and logits, and the loss terms of a batch. Nothing else in the
-package branches on the method's name.
+outputs from the students' feature maps and logits, and the loss terms of a batch. Its own hyper-parameters
+(PCL's EMA decay, MFEF's block sizes) it declares in ``options``, each with its default; the library, the
+config (``method_options``) and the command line (``--method-option NAME=VALUE``) set them by name. Nothing
+else in the package branches on the method's name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import keras
@@ -20,10 +23,37 @@ from mfef_keras.distill.losses import KDLoss
 _METHODS: dict[str, type[OnlineMethod]] = {}
 
 
+@dataclass(frozen=True)
+class MethodOption:
+    """One hyper-parameter a method declares: its default, whose type every given value is converted to.
+
+    Args:
+        default: the value when none is given (the paper's); an int, float, bool or str.
+        help: what it sets, in a few words (shown by `mfef list-methods`).
+        check: whether a converted value is allowed; None allows every value of the type.
+        allowed: the allowed values in words, for the error message (with ``check``).
+
+    Example:
+        >>> MethodOption(0.999, "EMA decay", lambda a: 0 <= a < 1, ">= 0 and < 1").default
+        0.999
+    """
+
+    default: int | float | bool | str
+    help: str
+    check: Callable[[object], bool] | None = None
+    allowed: str = ""
+
+
 def register_method(cls: type[OnlineMethod]) -> type[OnlineMethod]:
     """Class decorator registering an `OnlineMethod` subclass under its ``name``."""
     if not getattr(cls, "name", None) or not getattr(cls, "description", None):
         raise ValueError(f"Method class {cls.__name__} needs a `name` and a one-line `description`.")
+    # Options become attributes of the method object: one that shadowed the base's would break the method.
+    shadowing = [
+        name for name in cls.options if hasattr(OnlineMethod, name) or name in ("temperature", "ablate", "ce", "kd")
+    ]
+    if shadowing:
+        raise ValueError(f"Method class {cls.__name__} declares options {shadowing} named as OnlineMethod's own.")
     if cls.name in _METHODS and _METHODS[cls.name] is not cls:
         raise ValueError(f"A method named {cls.name!r} is already registered ({_METHODS[cls.name].__name__}).")
     _METHODS[cls.name] = cls
@@ -45,21 +75,22 @@ def method_class(name: str) -> type[OnlineMethod]:
 class OnlineMethod:
     """Base of the online-distillation methods: plain training of every student unless a subclass adds terms.
 
-    Subclasses set ``name`` and ``description``, may add a trainable head (`build_head`, trained by the
-    distiller's second optimiser) and its outputs (`head_outputs`), and add their terms in `distillation_terms`.
-    The cross-entropy of every student is common to all methods and computed here.
+    Subclasses set ``name`` and ``description``, may declare their own hyper-parameters in ``options`` (each
+    an attribute of the method object, at its default unless given), may add a trainable head (`build_head`,
+    trained by the distiller's second optimiser) and its outputs (`head_outputs`), and add their terms in
+    `distillation_terms`. The cross-entropy of every student is common to all methods and computed here.
 
     Args:
         temperature: KD temperature ``T`` of the method's soft targets.
         ablate: switched-off components; only methods that list ``ablations`` accept any.
-        splits: channel groups of the multi-scale block (MFEF).
-        reduction: channel-attention reduction ratio (MFEF).
-        kernel_size: spatial-attention kernel size (MFEF).
+        **options: values of the method's declared ``options``, by name (see `checked_options`).
 
     Example:
         >>> method = method_class("dml")(temperature=3.0)
         >>> method.term_names(2)
         ['ce_s0', 'ce_s1', 'kd_s0', 'kd_s1']
+        >>> method_class("pcl")(ema_decay=0.99).ema_decay
+        0.99
     """
 
     name: ClassVar[str] = ""
@@ -71,15 +102,10 @@ class OnlineMethod:
     ablations: ClassVar[tuple[str, ...]] = ()
     # Extra outputs of the head beside the students' logits that are classifiers (logged as acc_<name>).
     head_classifiers: ClassVar[tuple[str, ...]] = ()
+    # The method's own hyper-parameters, by name.
+    options: ClassVar[dict[str, MethodOption]] = {}
 
-    def __init__(
-        self,
-        temperature: float = 3.0,
-        ablate: Sequence[str] = (),
-        splits: int = 4,
-        reduction: int = 8,
-        kernel_size: int = 7,
-    ):
+    def __init__(self, temperature: float = 3.0, ablate: Sequence[str] = (), **options):
         for component in ablate:
             if not self.ablations:
                 raise ValueError(f"ablate={list(ablate)} does not apply to method {self.name!r}.")
@@ -87,13 +113,47 @@ class OnlineMethod:
                 raise unknown_name_error(f"{self.name} ablation", component, self.ablations)
         self.temperature = float(temperature)
         self.ablate = tuple(ablate)
-        self.splits = int(splits)
-        self.reduction = int(reduction)
-        self.kernel_size = int(kernel_size)
+        for option, value in {**self.option_defaults(), **self.checked_options(options)}.items():
+            setattr(self, option, value)
         self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, name="ce")
         # FFL smooths the teacher's probabilities by 1e-7 before the log; the other methods' formulas are
         # the same KL, and the shared definition keeps every method's KD term comparable.
         self.kd = KDLoss(temperature=self.temperature, epsilon=1e-7)
+
+    @classmethod
+    def has_fused_classifier(cls) -> bool:
+        """Whether the method's head gives a fused classifier of the whole cohort (`mfef export --model fused`)."""
+        return "fused" in cls.head_classifiers
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        """Name -> default of each declared option."""
+        return {option: spec.default for option, spec in cls.options.items()}
+
+    @classmethod
+    def checked_options(cls, values: Mapping) -> dict:
+        """``values`` (option name -> value, from YAML, the command line or Python) as the declared types.
+
+        Raises:
+            ValueError: one line naming an unknown option and the declared ones, or a bad value and what the
+                option accepts.
+        """
+        from mfef_keras.training.config import convert_value
+
+        if not isinstance(values, Mapping):
+            raise ValueError(f"method_options must map {cls.name} option names to values, got {values!r}.")
+        checked = {}
+        for option, value in values.items():
+            if option not in cls.options:
+                if not cls.options:
+                    raise ValueError(f"Unknown {cls.name} option {option!r}: method {cls.name!r} has no options.")
+                raise unknown_name_error(f"{cls.name} option", option, cls.options)
+            spec = cls.options[option]
+            value = convert_value(f"{cls.name} option {option}", value, type(spec.default))
+            if spec.check is not None and not spec.check(value):
+                raise ValueError(f"{cls.name} option {option} must be {spec.allowed}, got {value!r}.")
+            checked[option] = value
+        return checked
 
     def check_cohort(self, num_students: int) -> None:
         """Raise ValueError if the method cannot train ``num_students`` students."""
@@ -183,9 +243,7 @@ class OnlineMethod:
         return dict(
             temperature=self.temperature,
             ablate=list(self.ablate),
-            splits=self.splits,
-            reduction=self.reduction,
-            kernel_size=self.kernel_size,
+            **{option: getattr(self, option) for option in self.options},
         )
 
 

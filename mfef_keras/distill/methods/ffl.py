@@ -34,20 +34,15 @@ class FeatureFusionLearning(OnlineMethod):
     ramps_up = True
     head_classifiers = ("fused",)
 
-    def _components(self) -> dict:
+    def _fusion_settings(self) -> dict:
+        """The `build_fusion_module` arguments of the method's head: FFL's plain module, no MFEF part."""
         return dict(multi_scale=False, channel_attention=False, spatial_attention=False)
 
     def build_head(
         self, feature_shapes: Sequence[Sequence[int | None]], num_classes: int, sync_batchnorm: bool = False
     ) -> keras.Model:
         return build_fusion_module(
-            feature_shapes,
-            num_classes,
-            splits=self.splits,
-            reduction=self.reduction,
-            kernel_size=self.kernel_size,
-            sync_batchnorm=sync_batchnorm,
-            **self._components(),
+            feature_shapes, num_classes, sync_batchnorm=sync_batchnorm, **self._fusion_settings()
         )
 
     def head_outputs(self, head: keras.Model, features: list, logits: list, training=None) -> dict:

@@ -28,8 +28,8 @@ so there the targets' gradients also reach the peers' (and, through the leader's
 Beside that, where the paper and the official code differ, this follows the paper: targets are aggregates
 of probabilities (the code weighs logits, then softens), and the leader's target is the mean of the peers'
 probabilities (the code's is the mean of their logits). The query and key width is the peers' channels / 8,
-as in the code; peers of equal width share ``L`` and ``E`` (the paper), peers of different widths (a mixed
-cohort) get a pair each, since no one matrix maps both.
+as in the code (the option ``projection_factor``); peers of equal width share ``L`` and ``E`` (the paper),
+peers of different widths (a mixed cohort) get a pair each, since no one matrix maps both.
 """
 
 from __future__ import annotations
@@ -40,10 +40,7 @@ import keras
 from keras import layers, ops
 
 from mfef_keras.distill.losses import KDLoss
-from mfef_keras.distill.methods.base import OnlineMethod, register_method
-
-# The official code's projection width: the pooled feature's channels divided by this factor.
-_PROJECTION_FACTOR = 8
+from mfef_keras.distill.methods.base import MethodOption, OnlineMethod, register_method
 
 
 @keras.saving.register_keras_serializable(package="mfef_keras")
@@ -82,9 +79,13 @@ class DiversePeers(OnlineMethod):
     ``alpha``, each row summing to 1, trained by the distiller's second optimiser.
 
     Args:
+        projection_factor: the query and key width is the peers' channels divided by it (option; the official
+            code's 8).
         **kwargs: `OnlineMethod` arguments.
 
     Example:
+        >>> DiversePeers(projection_factor=4).projection_factor
+        4
         >>> DiversePeers().term_names(3)
         ['ce_s0', 'ce_s1', 'ce_s2', 'kd_s0', 'kd_s1', 'kd_s2', 'kd_weight']
     """
@@ -94,6 +95,11 @@ class DiversePeers(OnlineMethod):
     ramps_up = True
     # Two peers to weigh and the group leader.
     min_students = 3
+    options = {
+        "projection_factor": MethodOption(
+            8, "query/key width: the peers' channels divided by this", lambda n: n >= 1, ">= 1"
+        )
+    }
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -105,7 +111,7 @@ class DiversePeers(OnlineMethod):
         peers = list(feature_shapes)[:-1]
         inputs = [keras.Input(tuple(shape[1:]), name=f"s{i}_feature_map") for i, shape in enumerate(peers)]
         channels = [int(shape[-1]) for shape in peers]
-        width = max(1, min(channels) // _PROJECTION_FACTOR)
+        width = max(1, min(channels) // self.projection_factor)
         shared = len(set(channels)) == 1
         query = layers.Dense(width, use_bias=False, name="query")
         key = layers.Dense(width, use_bias=False, name="key")

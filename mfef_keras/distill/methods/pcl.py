@@ -7,9 +7,9 @@ here by what they define):
   trained by its own cross-entropy, whose soft predictions teach each peer, ``L_pe = sum_i T^2 KL(p_e || p_i)``.
   It is the method's head, output ``"fused"``.
 - The peer mean teachers: a temporal mean of each peer, weights ``theta'_t = a theta'_{t-1} + (1 - a) theta_t``
-  after every step with ``a = 0.999`` (as mean teacher; the true average over the first ``1 / (1 - a)`` steps,
-  ``a_t = min(1 - 1/t, a)``, as mean teacher's code). Each peer learns from the mean teachers of the *other*
-  peers, ``L_pm = sum_i 1/(m-1) sum_{j != i} T^2 KL(p'_j || p_i)``.
+  after every step with ``a = 0.999`` (as mean teacher; the option ``ema_decay``; the true average over the
+  first ``1 / (1 - a)`` steps, ``a_t = min(1 - 1/t, a)``, as mean teacher's code). Each peer learns from the
+  mean teachers of the *other* peers, ``L_pm = sum_i 1/(m-1) sum_{j != i} T^2 KL(p'_j || p_i)``.
 
 The objective is ``sum_i CE(z_i) + CE(z_e) + w(t) (L_pe + L_pm)``, ``w(t)`` the sigmoid ramp-up of mean
 teacher (FFL's, see ``ramps_up``), on both distillation terms as in the public reproduction
@@ -31,12 +31,11 @@ same batch. Its shared low layers are ``--topology shared_trunk``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 import keras
 from keras import layers, ops
 
-from mfef_keras.distill.methods.base import OnlineMethod, register_method
+from mfef_keras.distill.methods.base import MethodOption, OnlineMethod, register_method
 
 # Prefixed to the copy's layer names: checkpoints tell variables apart by their layers' names.
 MEAN_PREFIX = "mean_"
@@ -51,9 +50,12 @@ class PeerCollaborativeLearning(OnlineMethod):
     """PCL: a peer ensemble teacher and the other peers' temporal means distil into each peer.
 
     Args:
+        ema_decay: the temporal means' decay ``a`` (option; default the paper's 0.999).
         **kwargs: `OnlineMethod` arguments.
 
     Example:
+        >>> PeerCollaborativeLearning(ema_decay=0.99).ema_decay
+        0.99
         >>> PeerCollaborativeLearning().term_names(2)
         ['ce_s0', 'ce_s1', 'ce_fused', 'kd_s0', 'kd_s1', 'kd_mean_s0', 'kd_mean_s1', 'kd_weight']
     """
@@ -62,8 +64,12 @@ class PeerCollaborativeLearning(OnlineMethod):
     description = "peer collaborative learning: a peer ensemble teacher and temporal-mean peers (Wu and Gong 2021)"
     ramps_up = True
     head_classifiers = ("fused",)
-    # The temporal mean's decay ``a`` (the paper's, from mean teacher).
-    ema_decay: ClassVar[float] = 0.999
+    options = {
+        # The paper's, from mean teacher; 1 would freeze the means at the first step's weights.
+        "ema_decay": MethodOption(
+            0.999, "decay a of the peers' temporal means (EMA)", lambda a: 0 <= a < 1, ">= 0 and < 1"
+        )
+    }
 
     def build_head(
         self, feature_shapes: Sequence[Sequence[int | None]], num_classes: int, sync_batchnorm: bool = False
