@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
@@ -35,6 +34,7 @@ from mfef_keras.training.run_directory import (
     data_fingerprint,
     extended_config,
     format_summary,
+    read_run_json,
     summarize,
     sweep_leftovers,
     write_config,
@@ -392,7 +392,7 @@ def _record_resume(run_dir: Path, epoch: int, seed: int) -> None:
     A run may resume on another backend or machine than it started on; its record must say so.
     """
     path = run_dir / "environment.json"
-    environment = json.loads(path.read_text()) if path.exists() else {}
+    environment = read_run_json(path) if path.exists() else {}
     resumed = {"after_epoch": epoch, **describe_environment(seed)}
     resumed.pop("seed")
     environment.setdefault("resumes", []).append(resumed)
