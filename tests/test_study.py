@@ -44,6 +44,9 @@ def _fake_train(accuracies, calls):
 
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         (Path(config.run_dir) / "summary.json").write_text(json.dumps(summary))
+        # Two epochs of 30 s and 60 s, times (seed + 1): 1.5 minutes for seed 0, 3 for seed 1.
+        epochs = [{"epoch": 1, "time_s": 30.0 * (config.seed + 1)}, {"epoch": 2, "time_s": 60.0 * (config.seed + 1)}]
+        (Path(config.run_dir) / "metrics.json").write_text(json.dumps({"epochs": epochs}))
 
     return train
 
@@ -83,7 +86,10 @@ def test_study_runs_every_variant_and_seed_and_aggregates(tmp_path):
     assert "| mfef-no_multi_scale-no_attention | students |" in table
     assert "test top-1 at selected epoch (%) | 95 % CI of the mean (%) | Δ vs independent" in table
     assert "\nEpochs selected on the validation split.\n" in table
-    assert table.rstrip().endswith(PAIRING_FOOTNOTE)
+    assert PAIRING_FOOTNOTE in table
+    # Each variant's training time per run, over its seeds: 1.5 and 3 minutes.
+    assert "\n| dml | 2 | 2.2 (1.5, 3.0) |\n" in table
+    assert json.loads((tmp_path / "study.json").read_text())["training_minutes"]["dml"] == {"0": 1.5, "1": 3.0}
     # With paired differences to show, the chart has its second panel: 13 inches at 100 dpi.
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
     assert imread(tmp_path / "comparison.png").shape[1] == 1300
@@ -163,7 +169,7 @@ def test_a_study_of_runs_at_chance_says_so_and_titles_its_chart_with_the_setting
         TrainConfig(epochs=3, dataset="digits"), ["dml"], [0, 1], tmp_path, echo=lambda _: None, train_fn=train
     )
     assert "| dml | students | 9.50 ± 1.29 † |" in result["table"]
-    assert (tmp_path / "table.md").read_text().rstrip().endswith("check the labels.")
+    assert "Train longer, lower the learning rate or check the labels.\n" in (tmp_path / "table.md").read_text()
     assert titles == ["digits · resnet8 · 2 students · 3 epochs · 2 seeds (0, 1)"]
 
 

@@ -18,6 +18,7 @@ from mfef_keras.training.config import EXECUTION_KEYS, TrainConfig
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
+METRICS_FILE = "metrics.json"
 # Held by the trainer that owns the run directory (see `run_lock`).
 LOCK_FILE = ".train.lock"
 # `write_bytes_atomic`'s temporary files (.<name>.<8 random characters>.tmp) and `save_student_dir`'s
@@ -270,7 +271,7 @@ def write_metrics(path: Path, history: list[dict]) -> None:
     # The rate is read back from a float32 optimiser variable, computed in float32 (0.1 x 0.1 = 0.010000001):
     # float32 holds about 7 significant digits, so 6 give the rate that was set (0.1, not 0.10000000149011612).
     history = [{**row, "lr": float(f"{row['lr']:.6g}")} if "lr" in row else row for row in history]
-    write_json_atomic(path / "metrics.json", {"epochs": history})
+    write_json_atomic(path / METRICS_FILE, {"epochs": history})
     columns = ["epoch", "lr", "time_s"]
     columns += sorted({k for row in history for k in row} - set(columns))
     buffer = io.StringIO()

@@ -20,6 +20,7 @@ from mfef_keras.training.plots import plot_study
 from mfef_keras.training.progress import format_duration
 from mfef_keras.training.run_directory import (
     DATA_FILE,
+    METRICS_FILE,
     SELECTION_LABELS,
     config_differences,
     read_run_json,
@@ -240,10 +241,21 @@ def run_study(
     if not summaries:
         raise ValueError(f"No run of the study in {out} has finished yet: nothing to tabulate.")
     rows = aggregate(summaries, baseline)
-    table = format_table(rows, _num_classes(runs), baseline)
+    minutes = {
+        variant: {seed: training_minutes(Path(run)) for seed, run in by_seed.items()}
+        for variant, by_seed in runs.items()
+    }
+    table = format_table(rows, _num_classes(runs), baseline) + "\n\n" + format_times(minutes)
     elapsed = time.perf_counter() - started
     write_bytes_atomic(out / "table.md", (table + "\n").encode())
-    study = {"rows": rows, "runs": runs, "seeds": list(seeds), "config": base.to_dict(), "elapsed_s": elapsed}
+    study = {
+        "rows": rows,
+        "runs": runs,
+        "training_minutes": minutes,
+        "seeds": list(seeds),
+        "config": base.to_dict(),
+        "elapsed_s": elapsed,
+    }
     write_json_atomic(out / "study.json", study | ({"cohorts": list(cohorts)} if cohorts else {}))
     plot_study(rows, out / "comparison.png", study_setting(base, seeds, cohorts))
     echo(table)
@@ -268,6 +280,38 @@ def _check_stored_configs(plan: list[tuple[str, int, TrainConfig]], force: bool)
         )
     for run_dir in changed:
         shutil.rmtree(run_dir)
+
+
+def training_minutes(run_dir: Path) -> float | None:
+    """The minutes a run spent in its epochs (the sum of metrics.json's ``time_s``); None if it recorded none.
+
+    Args:
+        run_dir: a finished run.
+    """
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return None
+    times = [row["time_s"] for row in read_run_json(path)["epochs"] if "time_s" in row]
+    return sum(times) / 60 if times else None
+
+
+def format_times(minutes: dict[str, dict[int, float | None]]) -> str:
+    """A markdown table of each variant's training minutes per run: mean, fastest and slowest over its seeds.
+
+    Args:
+        minutes: ``{variant: {seed: minutes or None}}``, as `training_minutes` gives them.
+    """
+    lines = ["| method | runs | training minutes per run: mean (fastest, slowest) |", "|---|---|---|"]
+    for variant, by_seed in minutes.items():
+        known = [value for value in by_seed.values() if value is not None]
+        spread = f"{statistics.fmean(known):.1f} ({min(known):.1f}, {max(known):.1f})" if known else "—"
+        lines.append(f"| {variant} | {len(by_seed)} | {spread} |")
+    lines += [
+        "",
+        "Minutes are the sum of the epochs' times on the machine that trained each run, as loaded as it was then: "
+        "a spread wider than the method's cost is the machine's doing.",
+    ]
+    return "\n".join(lines)
 
 
 def _num_classes(runs: dict[str, dict[int, str]]) -> int | None:
