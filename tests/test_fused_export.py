@@ -8,14 +8,20 @@ import json
 import numpy as np
 import pytest
 
-from mfef_keras.distill import OnlineDistiller
+from mfef_keras.distill import OnlineDistiller, method_class
+from mfef_keras.distill.methods import fused_methods
 from mfef_keras.models import build_students
 from tests.helpers import run_mfef
 
 TINY = ["--base-width", "4", "--train-limit", "128", "--batch-size", "64", "--no-progress", "--epochs", "1"]
 
 
-@pytest.mark.parametrize("method", ["mfef", "one"])
+def test_the_methods_with_a_fused_classifier_come_from_the_registry():
+    assert fused_methods() == ["ffl", "mfef", "one", "pcl"]
+    assert all(method_class(name).head_classifiers == ("fused",) for name in fused_methods())
+
+
+@pytest.mark.parametrize("method", fused_methods())
 def test_the_fused_classifier_computes_the_distillers_fused_logits(method):
     distiller = OnlineDistiller(
         build_students(["resnet20", "resnet8"], 5, base_width=4, input_shape=(16, 16, 3)), method=method
@@ -24,7 +30,7 @@ def test_the_fused_classifier_computes_the_distillers_fused_logits(method):
     fused = distiller.fused_classifier()
     assert len(fused.inputs) == 1 and tuple(fused.output.shape) == (None, 5)
     np.testing.assert_allclose(fused.predict(images, verbose=0), np.asarray(distiller(images)["fused"]), atol=1e-5)
-    with pytest.raises(ValueError, match="Method 'dml' has no fused classifier"):
+    with pytest.raises(ValueError, match="Method 'dml' has no fused classifier to export; ffl, mfef, one, pcl have"):
         OnlineDistiller(build_students("resnet8", 5, base_width=4), method="dml").fused_classifier()
 
 
@@ -46,5 +52,21 @@ def test_export_model_fused_writes_the_cohort_as_one_validated_graph(tmp_path):
     dml = tmp_path / "dml"
     assert run_mfef("train", "--method", "dml", *TINY, "--run-dir", dml).returncode == 0
     refused = run_mfef("export", dml, "--model", "fused", "--out", tmp_path / "nothing")
-    assert refused.returncode != 0 and "has no fused classifier" in refused.stderr
+    assert refused.returncode != 0 and "has no fused classifier" in refused.stderr and "pcl" in refused.stderr
     assert "Traceback" not in refused.stderr and not (tmp_path / "nothing").exists()
+
+
+# Training and exporting a cohort in child processes, about 20 s a method: run by .ci/run's slow step.
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pcl", "ffl"])
+def test_export_model_fused_of_a_pcl_or_ffl_run(method, tmp_path):
+    run = tmp_path / method
+    done = run_mfef("train", "--method", method, *TINY, "--run-dir", run)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((run / "fused" / "metadata.json").read_text())["method"] == method
+    out = tmp_path / "export"
+    exported = run_mfef("export", run, "--model", "fused", "--out", out, timeout=600)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["model"] == "fused" and "accuracy option" in metadata["note"]
+    assert metadata["parity"] and all(entry["max_abs_diff"] <= 1e-4 for entry in metadata["parity"]), metadata

@@ -186,3 +186,35 @@ for method in list_methods():
 @pytest.mark.needs_jax
 def test_each_method_takes_a_step_on_jax_that_moves_every_weight():
     assert run_on_jax(_JAX_STEP).split() == [word for method in list_methods() for word in ("ok", method)]
+
+
+_JAX_TEACHER_STEP = """
+import keras
+import numpy as np
+from mfef_keras.distill import OnlineDistiller
+from mfef_keras.models import build_students, get_backbone
+
+assert keras.backend.backend() == "jax"
+rng = np.random.default_rng(0)
+images = rng.normal(size=(8, 16, 16, 3)).astype("float32")
+labels = rng.integers(0, 4, size=8)
+students = build_students("resnet8", 4, base_width=4, input_shape=(16, 16, 3))
+teacher = get_backbone("resnet20", 4, base_width=4, input_shape=(16, 16, 3))
+distiller = OnlineDistiller(students, method="dml", teacher=teacher, teacher_weight=0.5, rampup_epochs=0)
+distiller.compile(learning_rate=0.05)
+frozen = [np.array(v) for v in distiller.teacher.weights]
+before = [np.array(v) for v in distiller.trainable_variables]
+logs = distiller.fit(images, labels, batch_size=8, epochs=1, verbose=0).history
+assert all(np.isfinite(logs[f"kd_teacher_s{i}"][0]) and logs[f"kd_teacher_s{i}"][0] > 0 for i in range(2)), logs
+moved = [not np.allclose(b, np.array(v)) for b, v in zip(before, distiller.trainable_variables)]
+assert all(moved), (sum(moved), len(moved))
+assert all(np.array_equal(f, np.array(v)) for f, v in zip(frozen, distiller.teacher.weights))
+print("ok teacher")
+"""
+
+
+# A JAX compilation of a cohort and its teacher in a child process: run by .ci/run's slow step.
+@pytest.mark.slow
+@pytest.mark.needs_jax
+def test_an_offline_teacher_step_on_jax_trains_the_students_and_leaves_the_teacher_frozen():
+    assert run_on_jax(_JAX_TEACHER_STEP).split() == ["ok", "teacher"]
