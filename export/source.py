@@ -1,4 +1,4 @@
-"""What ``mfef export SOURCE`` loads: the student that `mfef_keras.model_source` resolves, as an `ExportError`."""
+"""What ``mfef export SOURCE`` loads: the student `mfef_keras.training.model_source` resolves, as an `ExportError`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import keras
 
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.export.errors import ExportError
-from mfef_keras.model_source import resolve_model_source
+from mfef_keras.training.model_source import resolve_model_source
 
 
 @dataclass

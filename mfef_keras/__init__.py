@@ -8,8 +8,10 @@ needs TensorFlow.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mfef_keras.preset_resolver import install_preset_resolver
 from mfef_keras.training.tf_logs import tensorflow_logs_once
 
 if TYPE_CHECKING:
@@ -19,6 +21,18 @@ __version__ = "0.1.0"
 
 # TensorFlow's start-up notices are written once each, not once per native library (nothing is imported here).
 tensorflow_logs_once()
+
+
+def _zoo_preset(source: str) -> Path:
+    # The zoo is imported when a SOURCE first names a preset: `import mfef_keras` stays quick.
+    from mfef_keras.zoo import resolve_preset
+
+    return resolve_preset(source)
+
+
+# This module composes the layers for the Python API as cli.py does for the commands: the core resolves
+# SOURCE, the zoo knows presets, and only here do the two meet.
+install_preset_resolver(_zoo_preset)
 
 
 def from_preset(name: str, include_preprocessing: bool = False, offline: bool | None = None) -> keras.Model:

@@ -182,8 +182,8 @@ def _eval(student_dir, out) -> object:
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 def test_disk_failures_in_eval_and_export_are_one_line_and_leave_nothing(student_dir, tmp_path, monkeypatch, code):
-    import mfef_keras.eval_results as eval_results
     import mfef_keras.export.exporter as exporter
+    import mfef_keras.training.eval_results as eval_results
 
     def fail(*args, **kwargs):
         # The temporary file's name: the message must name the output the user gave instead.

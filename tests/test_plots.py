@@ -229,8 +229,7 @@ def test_study_chart_with_one_seed_still_shows_every_dot():
 def test_eval_titles_its_confusion_matrix_with_the_model_and_normalises_on_request(tmp_path, monkeypatch):
     import keras
 
-    from mfef_keras import eval_results
-    from mfef_keras.training import evaluation
+    from mfef_keras.training import eval_results, evaluation
 
     inputs = keras.Input((32, 32, 1))
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(inputs)))

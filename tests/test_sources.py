@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mfef_keras.model_source import resolve_model_source
+from mfef_keras.training.model_source import resolve_model_source
 from mfef_keras.zoo.manifest import shipped_manifest_path
 from tests.helpers import subprocess_env
 

@@ -159,8 +159,8 @@ def publish(
     Returns:
         The preset folder.
     """
-    from mfef_keras.model_source import resolve_model_source
     from mfef_keras.models.plain_keras import to_plain_keras
+    from mfef_keras.training.model_source import resolve_model_source
 
     run, out_dir = Path(run_dir), Path(out_dir)
     parse_name(name)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from mfef_keras._outputs import check_output_dir
-from mfef_keras.eval_results import scores, write_results
-from mfef_keras.model_source import ModelSource, resolve_model_source
+from mfef_keras.training.eval_results import scores, write_results
+from mfef_keras.training.model_source import ModelSource, resolve_model_source
 
 
 def _default_out(source: str, resolved: ModelSource) -> Path:

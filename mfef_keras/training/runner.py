@@ -169,7 +169,7 @@ def _teacher(source: str, info):
             normalisation: the students' inputs would not be its inputs).
     """
     from mfef_keras.data.info import DatasetInfo
-    from mfef_keras.model_source import resolve_model_source
+    from mfef_keras.training.model_source import resolve_model_source
 
     resolved = resolve_model_source(source)
     dataset = (resolved.metadata or {}).get("dataset")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mfef_keras.preset_resolver import resolve_preset
 from mfef_keras.student_dir import METADATA_FILE, MODEL_FILE, is_student_dir, load_keras_file, read_metadata
 
 if TYPE_CHECKING:
@@ -135,8 +136,6 @@ def _unfinished_run(run: Path, student: int | None) -> ModelSource:
 
 
 def _zoo_preset(source: str, found: str) -> Path:
-    from mfef_keras.zoo import resolve_preset
-
     try:
         return Path(resolve_preset(source))
     except Exception as error:
