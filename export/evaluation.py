@@ -16,7 +16,8 @@ from mfef_keras._outputs import check_output_dir
 from mfef_keras._regular_files import read_regular
 from mfef_keras.export.datasets import check_classes, check_images, load_split
 from mfef_keras.export.errors import ExportError
-from mfef_keras.export.metadata import EXPORT_FORMAT, METADATA_FILE
+from mfef_keras.export.metadata import EXPORT_FORMAT
+from mfef_keras.model_files import METADATA_FILE
 from mfef_keras.training.eval_results import scores, write_results
 
 

@@ -25,21 +25,18 @@ from mfef_keras.export.metadata import (
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_OPSET,
     EXPORT_FORMAT,
-    METADATA_FILE,
-    ONNX_FILE,
-    QUANTIZED_FILES,
-    SAVED_MODEL_DIR,
     model_card,
     onnx_props,
-    sha256_file,
     sha256_path,
     size_bytes,
 )
 from mfef_keras.export.onnx_export import check_opset, convert, finalize
-from mfef_keras.export.preprocessing import normalize
 from mfef_keras.export.saved_model_export import SIGNATURE, load_saved_model, write_saved_model
 from mfef_keras.export.serving_model import input_spec, serving_model
 from mfef_keras.export.source import LoadedSource, load_source
+from mfef_keras.file_hashing import sha256_file
+from mfef_keras.model_files import METADATA_FILE, ONNX_FILE, QUANTIZED_FILES, SAVED_MODEL_DIR
+from mfef_keras.normalization import normalize
 from mfef_keras.student_dir import write_json_atomic
 
 FORMATS = ("onnx", "saved_model")

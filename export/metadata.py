@@ -14,16 +14,12 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from mfef_keras._regular_files import open_regular
+from mfef_keras.file_hashing import sha256_file
 
 EXPORT_FORMAT = "mfef-export/1"
 # Defaults of `export_student` and ``mfef export`` (here, as the CLI must not import TensorFlow to show them).
 DEFAULT_OPSET = 17
 DEFAULT_CALIBRATION_SAMPLES = 512
-METADATA_FILE = "metadata.json"
-ONNX_FILE = "model.onnx"
-QUANTIZED_FILES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
-SAVED_MODEL_DIR = "saved_model"
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 PROP_PREFIX = "mfef."
@@ -31,15 +27,6 @@ PROP_PREFIX = "mfef."
 # Distribution names, in the order they are looked for: the CPU and GPU builds of TensorFlow and
 # onnxruntime are different distributions of the same module (spec §7, pitfall 6).
 _PACKAGES = ("mfef-keras", "keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open_regular(path) as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_path(path: str | os.PathLike) -> str:

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from mfef_keras.export.errors import PredictError
-from mfef_keras.export.metadata import ONNX_FILE, QUANTIZED_FILES, card_from_props
-from mfef_keras.export.preprocessing import normalize
+from mfef_keras.export.metadata import card_from_props
 from mfef_keras.export.runtime import CUDA, default_providers, make_session, run_batched
+from mfef_keras.model_files import ONNX_FILE, QUANTIZED_FILES
+from mfef_keras.normalization import normalize
 
 
 class Predictor:

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 from mfef_keras._file_modes import make_staging_dir, share_like_umask
 from mfef_keras._regular_files import check_regular, read_regular
 from mfef_keras.data.info import DatasetInfo
+from mfef_keras.model_files import METADATA_FILE, MODEL_FILE
 
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
 FORMAT = "mfef-student/1"
 
 if TYPE_CHECKING:

@@ -32,8 +32,8 @@ from mfef_keras.export import (
 from mfef_keras.export.commands import export_command, predict_command
 from mfef_keras.export.images import load_images
 from mfef_keras.export.metadata import sha256_file, sha256_path
-from mfef_keras.export.preprocessing import normalize
 from mfef_keras.models import get_backbone
+from mfef_keras.normalization import normalize
 from mfef_keras.student_dir import save_student_dir
 from tests.bad_images import png_bomb
 

@@ -16,10 +16,11 @@ import tensorflow as tf
 
 from mfef_keras._tensorflow import TensorFlowMissing
 from mfef_keras.data import dataset_info, digits, load_arrays, make_dataset
-from mfef_keras.data.numpy_pipeline import NumpyBatches, augment_batch, normalise_batch
+from mfef_keras.data.numpy_pipeline import NumpyBatches, augment_batch
 from mfef_keras.data.pipeline import normalise
 from mfef_keras.data.pipeline_choice import PIPELINE_ENV, input_pipeline
 from mfef_keras.data.source import Augmentation
+from mfef_keras.normalization import normalize
 from tests.helpers import subprocess_env
 
 # The runner's seed of epoch ``epoch`` (mfef_keras.training.runner).
@@ -90,10 +91,10 @@ def test_evaluation_batches_equal_the_tf_data_pipeline_s_exactly(monkeypatch, sp
         np.testing.assert_array_equal(labels, tf_labels)
 
 
-def test_normalise_batch_is_the_tf_data_formula_bit_for_bit():
+def test_numpy_normalize_is_the_tf_data_formula_bit_for_bit():
     images = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1).repeat(3, axis=-1)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-    np.testing.assert_array_equal(normalise_batch(images, mean, std), normalise(images, mean, std).numpy())
+    np.testing.assert_array_equal(normalize(images, mean, std), normalise(images, mean, std).numpy())
 
 
 def test_digits_upscaling_is_tensorflow_s_bilinear_resize():
@@ -170,7 +171,7 @@ def test_black_padding_shows_at_the_border_a_crop_shifts_in():
     assert (out[1, -2:] == 0).all() and (out[1, :, -2:] == 0).all() and (out[1, :-2, :-2] == 200).all()
     # Normalised, the black border is raw 0's value, not 0.
     mean, std = (0.3054,), (0.3237,)
-    normalised = normalise_batch(out, mean, std)
+    normalised = normalize(out, mean, std)
     np.testing.assert_array_equal(normalised[0, 0, 0], np.float32((0 - mean[0]) / std[0]))
 
 
@@ -205,7 +206,7 @@ def test_training_batches_are_crops_of_the_raw_images_and_digits_are_never_flipp
     for image, label in zip(images, labels):
         candidates = np.flatnonzero(raw_labels == label)
         found = any(
-            np.array_equal(image, normalise_batch(padded[i, r : r + 32, c : c + 32], info.mean, info.std))
+            np.array_equal(image, normalize(padded[i, r : r + 32, c : c + 32], info.mean, info.std))
             for i in candidates
             for r in range(5)
             for c in range(5)

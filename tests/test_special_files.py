@@ -10,16 +10,15 @@ import pytest
 from mfef_keras.data.idx_files import read_gzip
 from mfef_keras.data.image_files import load_image
 from mfef_keras.export.images import load_images
-from mfef_keras.export.metadata import sha256_file as export_sha256
 from mfef_keras.export.npy_files import check_npy_sizes
 from mfef_keras.export.runtime import make_session
+from mfef_keras.file_hashing import sha256_file
 from mfef_keras.student_dir import load_keras_file, read_metadata
 from mfef_keras.training.checkpoint import _read as read_checkpoint
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.run_directory import check_run_dir
 from mfef_keras.training.runner import _record_resume
 from mfef_keras.training.study import _num_classes, _summary_of
-from mfef_keras.zoo.hashing import sha256_file as zoo_sha256
 from mfef_keras.zoo.preset import read_preset_index
 from tests.helpers import one_error_line, run_mfef
 
@@ -29,8 +28,7 @@ READERS = {
     "image": ("x.png", lambda folder, path: load_image(path)),
     ".npy header": ("x.npy", lambda folder, path: check_npy_sizes([path])),
     ".npy batch": ("x.npy", lambda folder, path: load_images([path], (8, 8, 1))),
-    "export hash": ("model.onnx", lambda folder, path: export_sha256(path)),
-    "zoo hash": ("model.keras", lambda folder, path: zoo_sha256(path)),
+    "file hash": ("model.onnx", lambda folder, path: sha256_file(path)),
     "ONNX model": ("model.onnx", lambda folder, path: make_session(path)),
     "Keras model": ("model.keras", lambda folder, path: load_keras_file(path)),
     "student metadata": ("metadata.json", lambda folder, path: read_metadata(folder)),

@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from mfef_keras.data.info import DatasetInfo
+from mfef_keras.file_hashing import sha256_file
 from mfef_keras.models import get_backbone
 from mfef_keras.student_dir import load_student_dir, save_student_dir
 from mfef_keras.training.config import TrainConfig
@@ -53,7 +54,6 @@ from mfef_keras.zoo import (
 )
 from mfef_keras.zoo.archive import extract_archive, pack_preset
 from mfef_keras.zoo.commands import zoo_group
-from mfef_keras.zoo.hashing import sha256_file
 from mfef_keras.zoo.manifest import MANIFEST_FORMAT, entry_url, parse_name, read_manifest, shipped_manifest_path
 from mfef_keras.zoo.model_card import render_model_card, reproduce_command
 from tests.helpers import subprocess_env

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-from mfef_keras._regular_files import open_regular
+from mfef_keras.file_hashing import sha256_file
 from mfef_keras.zoo.errors import IntegrityError
-
-CHUNK_BYTES = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The hex sha256 of a file, read in chunks so large files do not fill memory."""
-    digest = hashlib.sha256()
-    with open_regular(path) as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_record(path: str | os.PathLike) -> dict:

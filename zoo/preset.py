@@ -13,13 +13,12 @@ import os
 from pathlib import Path
 
 from mfef_keras._regular_files import read_regular
+from mfef_keras.model_files import METADATA_FILE, MODEL_FILE
 from mfef_keras.zoo.errors import IntegrityError
 from mfef_keras.zoo.hashing import check_file, file_record
 
 PRESET_FILE = "preset.json"
 PRESET_FORMAT = "mfef-zoo-preset/1"
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
 CARD_FILE = "README.md"
 # The run's per-epoch losses and accuracies, shipped so the card's figures can be checked.
 LOG_FILE = "metrics.csv"

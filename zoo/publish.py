@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mfef_keras._regular_files import read_regular
+from mfef_keras.model_files import METADATA_FILE, MODEL_FILE
 from mfef_keras.zoo.archive import pack_preset
 from mfef_keras.zoo.hashing import file_record
 from mfef_keras.zoo.manifest import (
@@ -23,8 +24,6 @@ from mfef_keras.zoo.model_card import render_model_card, reproduce_command
 from mfef_keras.zoo.preset import (
     CARD_FILE,
     LOG_FILE,
-    METADATA_FILE,
-    MODEL_FILE,
     verify_preset,
     write_preset_index,
 )

@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfef_keras.file_hashing import sha256_file
 from mfef_keras.zoo.archive import extract_archive, find_preset_root, is_archive_name, member_sha256
 from mfef_keras.zoo.cache import (
     ENV_OFFLINE,
@@ -31,7 +32,7 @@ from mfef_keras.zoo.cache import (
 )
 from mfef_keras.zoo.download import download, is_network_url
 from mfef_keras.zoo.errors import IntegrityError, OfflineError, ZooError
-from mfef_keras.zoo.hashing import check_file, sha256_file
+from mfef_keras.zoo.hashing import check_file
 from mfef_keras.zoo.preset import PRESET_FILE, verify_preset
 from mfef_keras.zoo.registry import find_entry
 

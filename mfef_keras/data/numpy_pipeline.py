@@ -14,21 +14,10 @@ import keras
 import numpy as np
 
 from mfef_keras.data.source import Augmentation
+from mfef_keras.normalization import normalize
 
 # tf.pad's mode names, as `Augmentation` spells them, to numpy.pad's (REFLECT leaves the border pixel out in both).
 _PAD_MODES = {"CONSTANT": "constant", "REFLECT": "reflect"}
-
-
-def normalise_batch(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """``(images / 255 - mean) / std`` in float32, operation for operation as the tf.data pipeline's `normalise`.
-
-    Args:
-        images: raw images with values in 0..255, channels last (any dtype, any leading shape).
-        mean: per-channel mean of images scaled to [0, 1].
-        std: per-channel standard deviation of images scaled to [0, 1].
-    """
-    scaled = images.astype(np.float32) / np.float32(255.0)
-    return (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
 def augment_batch(images: np.ndarray, offsets: np.ndarray, flips: np.ndarray, augmentation: Augmentation) -> np.ndarray:
@@ -115,10 +104,10 @@ class NumpyBatches(keras.utils.PyDataset):
             raise IndexError(f"batch {index} out of range: there are {len(self)}.")
         window = slice(index * self.batch_size, (index + 1) * self.batch_size)
         if not self.training:
-            return normalise_batch(self.images[window], self.mean, self.std), self.labels[window]
+            return normalize(self.images[window], self.mean, self.std), self.labels[window]
         picked = self._order[window]
         images = augment_batch(self.images[picked], self._offsets[window], self._flips[window], self.augmentation)
-        return normalise_batch(images, self.mean, self.std), self.labels[picked]
+        return normalize(images, self.mean, self.std), self.labels[picked]
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield from super().__iter__()

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mfef_keras.model_files import METADATA_FILE, MODEL_FILE
 from mfef_keras.preset_resolver import resolve_preset
-from mfef_keras.student_dir import METADATA_FILE, MODEL_FILE, is_student_dir, load_keras_file, read_metadata
+from mfef_keras.student_dir import is_student_dir, load_keras_file, read_metadata
 
 if TYPE_CHECKING:
     import keras
