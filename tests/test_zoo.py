@@ -292,15 +292,13 @@ def test_a_long_training_log_is_summarised_around_the_selected_epoch(published):
 
 def _parsed_by_mfef_train(command: str) -> TrainConfig:
     """The config `mfef train` resolves from ``command``, as its command line parses it."""
-    from mfef_keras.cli import main
-    from mfef_keras.training.config import resolve_config
+    from mfef_keras.cli import _resolve, main
 
     words = shlex.split(command)
     assert words[:2] == ["mfef", "train"]
     options = dict(main.commands["train"].make_context("train", words[2:]).params)
     options.pop("config_file")
-    options["ablate"] = list(options["ablate"])
-    return resolve_config(None, options)
+    return _resolve(None, options.pop("ablate"), options)
 
 
 def test_reproduce_command_trains_the_same_experiment(published):
@@ -338,6 +336,7 @@ def test_reproduce_command_trains_the_same_experiment(published):
             jit=True,
         ),
         dict(method="mfef", num_students=3, topology="shared_trunk", ablate=["multi_scale", "attention"]),
+        dict(method="pcl", num_students=3, method_options={"ema_decay": 0.99}),
     ],
 )
 def test_reproduce_command_sets_every_field_of_the_config(settings):

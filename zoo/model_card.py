@@ -13,6 +13,7 @@ _FLAGS = {
     "learning_rate": "--lr",
     "student_weight_decay": "--student-wd",
     "fusion_weight_decay": "--fusion-wd",
+    "method_options": "--method-option",
 }
 
 
@@ -35,6 +36,9 @@ def reproduce_command(config: dict) -> str:
         elif key == "ablate":
             for part in value:
                 words += [flag, str(part)]
+        elif isinstance(value, dict):
+            for name, option in value.items():
+                words += [flag, f"{name}={option}"]
         elif isinstance(value, list):
             words += [flag, ",".join(str(v) for v in value)]
         else:
