@@ -38,7 +38,7 @@ from mfef_keras import __version__  # noqa: E402
 from mfef_keras._names import unknown_name_error  # noqa: E402
 from mfef_keras._outputs import user_errors  # noqa: E402
 from mfef_keras._tensorflow import tensorflow_installed, tensorflow_missing  # noqa: E402
-from mfef_keras.choices import ABLATIONS, BACKBONES, TOPOLOGIES, matching_names  # noqa: E402
+from mfef_keras.choices import ABLATIONS, BACKBONES, DATASETS, TOPOLOGIES  # noqa: E402
 from mfef_keras.training.config import (  # noqa: E402
     LR_SCHEDULES,
     PRECISIONS,
@@ -132,9 +132,7 @@ TRAINING_OPTIONS = {
     "config_file": click.option(
         "--config", "config_file", help=f"YAML/JSON config file, or a shipped one: {', '.join(shipped_configs())}."
     ),
-    "dataset": click.option(
-        "--dataset", help=f"digits, fashion_mnist, cifar10, cifar100, cinic10 or folder:PATH. {_default('dataset')}"
-    ),
+    "dataset": click.option("--dataset", help=f"{', '.join(DATASETS.list())} or folder:PATH. {_default('dataset')}"),
     "data_dir": click.option("--data-dir", help="Where datasets live. [default: $MFEF_DATA_DIR or ~/.mfef/data]"),
     "backbone": click.option(
         "--backbone",
@@ -433,7 +431,7 @@ def list_methods_command():
 @click.argument("pattern", default="*")
 def list_backbones_command(pattern):
     """List the student backbones matching PATTERN (shell wildcards, e.g. 'wrn*')."""
-    for name in matching_names(BACKBONES, pattern):
+    for name in BACKBONES.list(pattern):
         click.echo(name)
 
 

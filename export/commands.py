@@ -13,6 +13,7 @@ import click
 
 from mfef_keras._outputs import user_errors
 from mfef_keras.export.errors import ExportError, PredictError
+from mfef_keras.export.formats import ALL, FORMATS
 from mfef_keras.export.metadata import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSET
 
 
@@ -21,10 +22,12 @@ from mfef_keras.export.metadata import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_OPSE
 @click.option(
     "--format",
     "format_",
-    type=click.Choice(["onnx", "saved_model", "all"]),
+    type=click.Choice([*FORMATS, ALL]),
     default="onnx",
     show_default=True,
-    help="Artefact(s) to write.",
+    help="Artefact(s) to write: "
+    + ", ".join(f"{name} ({FORMATS.description(name)})" for name in FORMATS)
+    + f" or {ALL}.",
 )
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory to create."
@@ -110,7 +113,7 @@ def _fused_source(source: str, student: int | None) -> str:
     """The fused classifier's student directory in run directory ``source``; ExportError naming what is missing."""
     from mfef_keras.distill.methods import fused_methods
     from mfef_keras.student_dir import is_student_dir
-    from mfef_keras.training.runner import FUSED_DIR
+    from mfef_keras.training.run_students import FUSED_DIR
 
     if student is not None:
         raise ExportError("--model fused exports the whole cohort; --student K picks one student of it.")

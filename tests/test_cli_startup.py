@@ -48,8 +48,16 @@ def test_list_backbones_in_natural_order_without_tensorflow(tmp_path):
     assert _run_cli("list-backbones", "vgg*", tmp_path=tmp_path).split() == ["vgg8", "vgg11", "vgg13", "vgg16"]
 
 
-def test_cli_lists_the_registry_backbones():
-    from mfef_keras.choices import BACKBONES, matching_names
-    from mfef_keras.models import list_backbones
-
-    assert matching_names(BACKBONES) == list_backbones()
+def test_a_registered_backbone_is_listed_by_the_cli_and_built_by_the_models(tmp_path):
+    # In a fresh process: the registration must not outlive the test.
+    script = (
+        "from mfef_keras.cli import main\n"
+        "from mfef_keras.models import get_backbone, register_backbone\n"
+        "from mfef_keras.models.resnet_cifar import resnet_cifar_recipe\n"
+        "register_backbone('tinynet', 'A ResNet-8 for the test.')(lambda make: resnet_cifar_recipe(8, 4, make))\n"
+        "assert get_backbone('tinynet', 3).output.shape == (None, 3)\n"
+        "main(['list-backbones', 'tiny*'], prog_name='mfef')\n"
+    )
+    env = subprocess_env(MFEF_ZOO_OFFLINE="1", MFEF_ZOO_CACHE=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert result.stdout.split() == ["tinynet"], result.stderr

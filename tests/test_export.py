@@ -30,6 +30,7 @@ from mfef_keras.export import (
     runtime,
 )
 from mfef_keras.export.commands import export_command, predict_command
+from mfef_keras.export.formats import FORMATS
 from mfef_keras.export.images import load_images
 from mfef_keras.export.metadata import sha256_file, sha256_path
 from mfef_keras.models import get_backbone
@@ -108,7 +109,9 @@ def test_full_export_files_parity_and_accuracy(full_export):
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.int8.onnx", "model.onnx", "saved_model"]
     assert not [p for p in out.parent.iterdir() if ".partial-" in p.name]
     fp32 = [r for r in report.parity if r.tolerance is not None]
-    assert {r.artifact for r in fp32} == {"onnx", "saved_model"}
+    # "all" writes every registered format, each where the registry says, and checks its parity.
+    assert {r.artifact for r in fp32} == set(FORMATS)
+    assert all(report.artifacts[name] == out / FORMATS.get(name) for name in FORMATS)
     for result in fp32:
         assert result.passed and result.max_abs_diff <= 1e-4 and result.top1_agreement == 1.0
     random_batches = [r for r in report.parity if r.data.startswith("10 random uint8")]

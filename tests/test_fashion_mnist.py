@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mfef_keras.choices import DATASETS
 from mfef_keras.data import dataset_info, fashion_mnist, load_arrays, make_dataset
 from mfef_keras.data.idx_files import parse_idx, read_idx_gz
-from mfef_keras.data.registry import DATASETS
 
 OFFICIAL_CLASSES = (
     "T-shirt/top",

@@ -12,6 +12,7 @@ import numpy as np
 
 from mfef_keras._names import unknown_name_error
 from mfef_keras._tensorflow import tensorflow_installed, tensorflow_missing
+from mfef_keras.choices import DATASETS
 from mfef_keras.data import validation_split
 from mfef_keras.data.info import DatasetInfo
 
@@ -21,10 +22,7 @@ if TYPE_CHECKING:
     from mfef_keras.data.numpy_pipeline import NumpyBatches
     from mfef_keras.data.source import DatasetSource
 
-DATASETS = ("cifar10", "cifar100", "cinic10", "digits", "fashion_mnist")
 FOLDER_PREFIX = "folder:"
-# Read through tensorflow-datasets, so only where TensorFlow is installed.
-TENSORFLOW_DATASETS = ("cifar10", "cifar100")
 
 
 def default_data_dir() -> Path:
@@ -33,8 +31,8 @@ def default_data_dir() -> Path:
 
 
 def list_datasets() -> list[str]:
-    """Registered dataset names. Any ``"folder:PATH"`` (an image-folder tree, see `make_dataset`) is accepted too."""
-    return list(DATASETS)
+    """Registered dataset names, in natural order; any ``"folder:PATH"`` (an image-folder tree) is accepted too."""
+    return DATASETS.list()
 
 
 def _check_data_dir(root: Path, named: bool) -> None:
@@ -58,44 +56,30 @@ def _check_data_dir(root: Path, named: bool) -> None:
 
 
 def _source(name: str, data_dir: str | os.PathLike | None) -> DatasetSource:
-    """The source of dataset ``name``.
+    """The source of dataset ``name``: a registered one (`mfef_keras.choices.DATASETS`) or ``folder:PATH``.
 
     Raises:
         ValueError: unknown dataset.
         TensorFlowMissing: CIFAR where TensorFlow is not installed.
     """
-    # Imported here: CIFAR's source imports TensorFlow, the others' import PIL or scikit-learn.
-    named = data_dir is not None
-    root = Path(data_dir).expanduser() if named else default_data_dir()
-    if name in (*TENSORFLOW_DATASETS, "fashion_mnist", "cinic10"):
-        _check_data_dir(root, named)
-    if name == "digits":
-        from mfef_keras.data.digits import DigitsSource
-
-        return DigitsSource()
-    if name in TENSORFLOW_DATASETS:
-        if not tensorflow_installed():
-            others = [dataset for dataset in DATASETS if dataset not in TENSORFLOW_DATASETS]
-            raise tensorflow_missing(
-                f"Dataset {name!r} is read through tensorflow-datasets, which needs TensorFlow",
-                f"train on a dataset that needs neither: {', '.join(others)} or {FOLDER_PREFIX}PATH",
-            )
-        from mfef_keras.data.tfds_cifar import CifarSource
-
-        return CifarSource(name, root)
-    if name == "fashion_mnist":
-        from mfef_keras.data.fashion_mnist import FashionMnistSource
-
-        return FashionMnistSource(root, fallback=not named)
-    if name == "cinic10":
-        from mfef_keras.data.image_folder import cinic10_source
-
-        return cinic10_source(root)
     if name.startswith(FOLDER_PREFIX) and name[len(FOLDER_PREFIX) :]:
         from mfef_keras.data.image_folder import ImageFolderSource
 
         return ImageFolderSource(name, Path(name[len(FOLDER_PREFIX) :]).expanduser())
-    raise unknown_name_error("dataset", name, [*DATASETS, f"{FOLDER_PREFIX}PATH"])
+    if name not in DATASETS:
+        raise unknown_name_error("dataset", name, [*DATASETS, f"{FOLDER_PREFIX}PATH"])
+    entry = DATASETS.get(name)
+    named = data_dir is not None
+    root = Path(data_dir).expanduser() if named else default_data_dir()
+    if entry.reads_data_dir:
+        _check_data_dir(root, named)
+    if entry.needs_tensorflow and not tensorflow_installed():
+        others = [dataset for dataset in DATASETS.list() if not DATASETS.get(dataset).needs_tensorflow]
+        raise tensorflow_missing(
+            f"Dataset {name!r} is read through tensorflow-datasets, which needs TensorFlow",
+            f"train on a dataset that needs neither: {', '.join(others)} or {FOLDER_PREFIX}PATH",
+        )
+    return entry.open(root, named)
 
 
 def _positive_int(value: object, what: str) -> int:

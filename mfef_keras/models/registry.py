@@ -3,39 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import keras
 from keras import layers
 
 from mfef_keras._names import unknown_name_error
-from mfef_keras.choices import BACKBONES, TOPOLOGIES, cohort_names, matching_names
+from mfef_keras.choices import BACKBONES, TOPOLOGIES, cohort_names
 from mfef_keras.models.recipe import BackboneRecipe, LayerFactory
-from mfef_keras.models.resnet_cifar import resnet_cifar_recipe
-from mfef_keras.models.vgg_cifar import vgg_cifar_recipe
-from mfef_keras.models.wide_resnet import wide_resnet_recipe
 
 FEATURES = "features"
 LOGITS = "logits"
 
-_BACKBONES: dict[str, Callable[..., BackboneRecipe]] = {}
 
+def register_backbone(
+    name: str, description: str
+) -> Callable[[Callable[..., BackboneRecipe]], Callable[..., BackboneRecipe]]:
+    """Decorator registering a recipe builder ``f(make=LayerFactory, **kwargs) -> BackboneRecipe`` under ``name``.
 
-def register_backbone(name: str):
-    """Decorator registering a recipe builder ``f(make=LayerFactory, **kwargs) -> BackboneRecipe`` under ``name``."""
-
-    def decorator(builder: Callable[..., BackboneRecipe]):
-        if name in _BACKBONES:
-            raise ValueError(f"A backbone named {name!r} is already registered.")
-        _BACKBONES[name] = builder
-        return builder
-
-    return decorator
-
-
-_FAMILIES = {"resnet": resnet_cifar_recipe, "wrn": wide_resnet_recipe, "vgg": vgg_cifar_recipe}
-for _name, (_family, _arguments) in BACKBONES.items():
-    register_backbone(_name)(partial(_FAMILIES[_family], *_arguments))
+    Args:
+        name: the backbone's name (``--backbone``, `get_backbone`).
+        description: the backbone in one line.
+    """
+    return BACKBONES.register(name, description)
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
@@ -44,14 +33,13 @@ def list_backbones(pattern: str = "*") -> list[str]:
     Args:
         pattern: shell wildcards; resnet8 comes before resnet20, wrn16_2 before wrn16_8.
     """
-    return matching_names(_BACKBONES, pattern)
+    return BACKBONES.list(pattern)
 
 
 def _recipe(name: str, sync_batchnorm: bool, **kwargs) -> BackboneRecipe:
-    if name not in _BACKBONES:
-        raise unknown_name_error("backbone", name, _BACKBONES)
+    builder = BACKBONES.get(name)
     try:
-        return _BACKBONES[name](make=LayerFactory(sync_batchnorm=sync_batchnorm), **kwargs)
+        return builder(make=LayerFactory(sync_batchnorm=sync_batchnorm), **kwargs)
     except TypeError as error:
         raise ValueError(f"Bad options {kwargs} for backbone {name!r}: {error}") from None
 

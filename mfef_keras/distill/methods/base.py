@@ -19,8 +19,10 @@ from keras import ops
 
 from mfef_keras._names import unknown_name_error
 from mfef_keras.distill.losses import KDLoss
+from mfef_keras.registry import Registry
 
-_METHODS: dict[str, type[OnlineMethod]] = {}
+# Name -> the method's class; every module of this package registers its own (see `register_method`).
+METHODS: Registry[type[OnlineMethod]] = Registry("method")
 
 
 @dataclass(frozen=True)
@@ -54,22 +56,12 @@ def register_method(cls: type[OnlineMethod]) -> type[OnlineMethod]:
     ]
     if shadowing:
         raise ValueError(f"Method class {cls.__name__} declares options {shadowing} named as OnlineMethod's own.")
-    if cls.name in _METHODS and _METHODS[cls.name] is not cls:
-        raise ValueError(f"A method named {cls.name!r} is already registered ({_METHODS[cls.name].__name__}).")
-    _METHODS[cls.name] = cls
-    return cls
-
-
-def registered_methods() -> dict[str, type[OnlineMethod]]:
-    """Name -> class of every registered method, in registration order."""
-    return dict(_METHODS)
+    return METHODS.register(cls.name, cls.description)(cls)
 
 
 def method_class(name: str) -> type[OnlineMethod]:
     """The registered class of method ``name``; a ValueError naming the registered ones otherwise."""
-    if name not in _METHODS:
-        raise unknown_name_error("method", name, _METHODS)
-    return _METHODS[name]
+    return METHODS.get(name)
 
 
 class OnlineMethod:
