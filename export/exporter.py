@@ -21,6 +21,7 @@ from mfef_keras._regular_files import read_regular
 from mfef_keras.export import parity, runtime
 from mfef_keras.export.datasets import check_classes, check_images, load_split, sample
 from mfef_keras.export.errors import ExportError
+from mfef_keras.export.formats import ALL, FORMATS
 from mfef_keras.export.metadata import (
     DEFAULT_CALIBRATION_SAMPLES,
     DEFAULT_OPSET,
@@ -39,7 +40,6 @@ from mfef_keras.model_files import METADATA_FILE, ONNX_FILE, QUANTIZED_FILES, SA
 from mfef_keras.normalization import normalize
 from mfef_keras.student_dir import write_json_atomic
 
-FORMATS = ("onnx", "saved_model")
 QUANTIZE_MODES = ("int8", "fp16")
 # Validation batches; the parity checks also run every artefact at parity.BATCH_SIZES.
 _BATCH = 256
@@ -216,7 +216,7 @@ def export_student(
 
 
 def _formats(formats: str | Sequence[str]) -> tuple[str, ...]:
-    requested = FORMATS if formats == "all" else ((formats,) if isinstance(formats, str) else tuple(formats))
+    requested = tuple(FORMATS) if formats == ALL else ((formats,) if isinstance(formats, str) else tuple(formats))
     unknown = [name for name in requested if name not in FORMATS]
     if unknown or not requested:
         raise ExportError(f"Unknown export format(s) {unknown or requested}; choose from {', '.join(FORMATS)} or all.")
