@@ -171,6 +171,9 @@ def test_a_study_of_runs_at_chance_says_so_and_titles_its_chart_with_the_setting
     assert "| dml | students | 9.50 ± 1.29 † |" in result["table"]
     assert "Train longer, lower the learning rate or check the labels.\n" in (tmp_path / "table.md").read_text()
     assert titles == ["digits · resnet8 · 2 students · 3 epochs · 2 seeds (0, 1)"]
+    # Tabulated with a third seed planned and not trained: the title says how far the study is.
+    run_study(TrainConfig(epochs=3, dataset="digits"), ["dml"], [0, 1, 2], tmp_path, echo=lambda _: None, train=False)
+    assert titles[-1].endswith(" · 3 seeds (0, 1, 2) · in progress: 2 of 3 runs finished")
 
 
 def test_study_setting_names_what_the_numbers_hold_for():
@@ -180,6 +183,8 @@ def test_study_setting_names_what_the_numbers_hold_for():
         == "cifar10 (5000 training images) · resnet32 (width 8) · 2 students · 200 epochs · 1 seed (0)"
     )
     assert study_setting(TrainConfig(epochs=1), [0, 1]).endswith(" · 1 epoch · 2 seeds (0, 1)")
+    unfinished = study_setting(TrainConfig(epochs=1), [0, 1], runs=(3, 4))
+    assert unfinished.endswith(" · 2 seeds (0, 1) · in progress: 3 of 4 runs finished")
 
 
 def test_rows_carry_the_95_percent_t_interval_over_seeds():

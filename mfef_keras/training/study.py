@@ -257,7 +257,9 @@ def run_study(
         "elapsed_s": elapsed,
     }
     write_json_atomic(out / "study.json", study | ({"cohorts": list(cohorts)} if cohorts else {}))
-    plot_study(rows, out / "comparison.png", study_setting(base, seeds, cohorts))
+    finished = sum(len(by_seed) for by_seed in summaries.values())
+    progress = None if finished == len(plan) else (finished, len(plan))
+    plot_study(rows, out / "comparison.png", study_setting(base, seeds, cohorts, progress))
     echo(table)
     return {"rows": rows, "table": table, "runs": runs}
 
@@ -324,13 +326,17 @@ def _num_classes(runs: dict[str, dict[int, str]]) -> int | None:
     return None
 
 
-def study_setting(base: TrainConfig, seeds: Sequence[int], cohorts: Sequence[str] = ()) -> str:
+def study_setting(
+    base: TrainConfig, seeds: Sequence[int], cohorts: Sequence[str] = (), runs: tuple[int, int] | None = None
+) -> str:
     """What a study's numbers hold for: data, backbone or cohorts, epochs and seeds, for the chart's title.
 
     Args:
         base: the study's shared configuration.
-        seeds: the seeds every variant ran with.
+        seeds: the seeds every variant runs with.
         cohorts: the study's cohorts, if it has any (see `run_study`).
+        runs: (finished, planned) runs of a study not finished yet, whose cells hold fewer seeds than planned;
+            None for a finished one.
     """
     width = "" if base.base_width is None else f" (width {base.base_width})"
     if cohorts:
@@ -340,7 +346,8 @@ def study_setting(base: TrainConfig, seeds: Sequence[int], cohorts: Sequence[str
     data = base.dataset if base.train_limit is None else f"{base.dataset} ({base.train_limit} training images)"
     seed_list = ", ".join(str(seed) for seed in seeds)
     epochs = f"{base.epochs} epoch{'s' if base.epochs != 1 else ''}"
-    return f"{data} · {students} · {epochs} · {len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({seed_list})"
+    setting = f"{data} · {students} · {epochs} · {len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({seed_list})"
+    return setting if runs is None else f"{setting} · in progress: {runs[0]} of {runs[1]} runs finished"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
