@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -15,9 +16,9 @@ import keras
 import numpy as np
 import onnx
 
-from mfef_keras._file_modes import make_staging_dir
 from mfef_keras._outputs import check_output_dir, writing_to
 from mfef_keras._regular_files import read_regular
+from mfef_keras.atomic_files import staged_directory, write_json_atomic
 from mfef_keras.export import parity, runtime
 from mfef_keras.export.datasets import check_classes, check_images, load_split, sample
 from mfef_keras.export.errors import ExportError
@@ -38,7 +39,6 @@ from mfef_keras.export.source import LoadedSource, load_source
 from mfef_keras.file_hashing import sha256_file
 from mfef_keras.model_files import METADATA_FILE, ONNX_FILE, QUANTIZED_FILES, SAVED_MODEL_DIR
 from mfef_keras.normalization import normalize
-from mfef_keras.student_dir import write_json_atomic
 
 QUANTIZE_MODES = ("int8", "fp16")
 # Validation batches; the parity checks also run every artefact at parity.BATCH_SIZES.
@@ -201,15 +201,9 @@ def export_student(
         else None
     )
 
-    with writing_to(out_dir):
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = make_staging_dir(f".{out_dir.name}.partial-", out_dir.parent)
-        try:
-            report = _write(resolved, staging, formats, opset, quantize, validation, calibration)
-            _publish(staging, out_dir, source, overwrite)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    publish = functools.partial(_publish, source=source, overwrite=overwrite)
+    with writing_to(out_dir), staged_directory(out_dir, f".{out_dir.name}.partial-", install=publish) as staging:
+        report = _write(resolved, staging, formats, opset, quantize, validation, calibration)
     report.out_dir = out_dir
     report.artifacts = {name: out_dir / path.relative_to(staging) for name, path in report.artifacts.items()}
     return report

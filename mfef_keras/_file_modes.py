@@ -8,9 +8,7 @@ stage that copies the export. Standard library only: the zoo and ``mfef predict`
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
-from pathlib import Path
 
 _UMASK_LOCK = threading.Lock()
 
@@ -43,15 +41,3 @@ def share_like_umask(path: str | os.PathLike | int, directory: bool = False) -> 
         os.fchmod(path, mode)
     else:
         os.chmod(path, mode)
-
-
-def make_staging_dir(prefix: str, parent: str | os.PathLike) -> Path:
-    """A new uniquely named folder in ``parent`` (to be renamed into place), with the umask's mode.
-
-    Args:
-        prefix: the start of its name.
-        parent: where to make it: beside its destination, so the rename is atomic.
-    """
-    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    share_like_umask(staging, directory=True)
-    return staging

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mfef_keras._file_modes import make_staging_dir, share_like_umask
 from mfef_keras._regular_files import check_regular, read_regular
+from mfef_keras.atomic_files import staged_directory, write_json_atomic
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.model_files import METADATA_FILE, MODEL_FILE
 
@@ -23,31 +21,6 @@ FORMAT = "mfef-student/1"
 
 if TYPE_CHECKING:
     import keras
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` through a temporary file and a rename, so readers (and a kill) never see half a file.
-
-    On failure (a full disk, say) the temporary file is removed: left behind, it would keep the disk full.
-    The file gets the mode the umask gives new files, not the temporary file's private 0600.
-    """
-    path = Path(path)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            share_like_umask(handle.fileno())
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON with `write_bytes_atomic`."""
-    write_bytes_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
 def save_student_dir(path: str | os.PathLike, model: keras.Model, metadata: dict) -> Path:
@@ -60,17 +33,9 @@ def save_student_dir(path: str | os.PathLike, model: keras.Model, metadata: dict
     if "dataset" not in metadata:
         raise ValueError("Student metadata needs a 'dataset' entry (a DatasetInfo dict).")
     DatasetInfo.from_dict(metadata["dataset"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = make_staging_dir(f".{path.name}.", path.parent)
-    try:
+    with staged_directory(path) as staging:
         model.save(staging / MODEL_FILE)
         write_json_atomic(staging / METADATA_FILE, {"format": FORMAT, **metadata})
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 

@@ -10,9 +10,10 @@ import pytest
 
 from mfef_keras._outputs import check_output_dir
 from mfef_keras._regular_files import NotARegularFile
+from mfef_keras.atomic_files import write_bytes_atomic, write_json_atomic
 from mfef_keras.data import dataset_info
 from mfef_keras.models import get_backbone
-from mfef_keras.student_dir import save_student_dir, write_bytes_atomic, write_json_atomic
+from mfef_keras.student_dir import save_student_dir
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.plots import plot_training_curves
 from mfef_keras.training.run_directory import LOCK_FILE, RunDirectoryError, check_run_dir, write_config

@@ -10,6 +10,7 @@ import keras
 import pytest
 
 import mfef_keras.student_dir as student_dir
+from mfef_keras.atomic_files import write_bytes_atomic
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.devices import configure_cpu_devices
@@ -38,7 +39,7 @@ def test_a_write_that_fails_on_a_full_disk_leaves_the_old_file_and_no_temporary_
     target.write_text("old")
     _full_disk(monkeypatch)
     with pytest.raises(OSError) as failure:
-        student_dir.write_bytes_atomic(target, b"new" * 100_000)
+        write_bytes_atomic(target, b"new" * 100_000)
     assert failure.value.errno == errno.ENOSPC
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"] and target.read_text() == "old"
 

@@ -15,10 +15,10 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path
 
+from mfef_keras.atomic_files import atomic_file
 from mfef_keras.zoo.download import CHUNK_BYTES, ENV_MAX_BYTES, max_bytes
 from mfef_keras.zoo.errors import UnsafeArchiveError, ZooError
 from mfef_keras.zoo.preset import PRESET_FILE
@@ -48,9 +48,9 @@ def pack_preset(preset_dir: str | os.PathLike, archive_path: str | os.PathLike) 
     root = preset_dir.name
     names = sorted((p.name for p in preset_dir.iterdir()), key=lambda n: (n != PRESET_FILE, n))
     archive_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=archive_path.parent, prefix=f".{archive_path.name}.", delete=False)
-    try:
-        with handle, gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0) as zipped:
+    # 0644 whatever the umask: the archive is meant to be shared.
+    with atomic_file(archive_path, mode=0o644) as handle:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0) as zipped:
             with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 folder = tarfile.TarInfo(root)
                 folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, 0
@@ -60,12 +60,6 @@ def pack_preset(preset_dir: str | os.PathLike, archive_path: str | os.PathLike) 
                     info.size, info.mode, info.mtime = (preset_dir / name).stat().st_size, 0o644, 0
                     with open(preset_dir / name, "rb") as source:
                         tar.addfile(info, source)
-        # Temporary files are private (0600); the archive is meant to be shared.
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, archive_path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
     return archive_path
 
 

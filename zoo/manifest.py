@@ -15,6 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 from mfef_keras._regular_files import read_regular
+from mfef_keras.atomic_files import write_json_atomic
 from mfef_keras.zoo.errors import ZooError
 
 MANIFEST_FILE = "manifest.json"
@@ -132,14 +133,10 @@ def write_manifest_entry(path: str | os.PathLike, name: str, entry: dict) -> Non
         name: the zoo name.
         entry: the entry (``url`` or ``path``, ``sha256``, ``size`` and descriptive fields).
     """
-    # student_dir imports Keras; only publishing writes manifests, and it has loaded Keras already.
-    from mfef_keras.student_dir import write_json_atomic
-
     path = Path(path)
     _check_entry(path, name, entry)
     presets = read_manifest(path, missing_ok=True)
     presets[name] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {"format": MANIFEST_FORMAT, "presets": dict(sorted(presets.items()))})
-    # Written through a private temporary file (0600); the manifest is meant to be shared.
-    path.chmod(0o644)
+    # 0644 whatever the umask: the manifest is meant to be shared.
+    write_json_atomic(path, {"format": MANIFEST_FORMAT, "presets": dict(sorted(presets.items()))}, mode=0o644)

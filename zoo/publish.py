@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mfef_keras._regular_files import read_regular
+from mfef_keras.atomic_files import staged_directory
 from mfef_keras.model_files import METADATA_FILE, MODEL_FILE
 from mfef_keras.zoo.archive import pack_preset
 from mfef_keras.zoo.hashing import file_record
@@ -189,9 +189,8 @@ def publish(
         raise FileNotFoundError(f"{run} is not a finished run directory: the training log {LOG_FILE} is missing.")
     model = resolved.load()
     preset_metadata = _preset_metadata(name, metadata, run, source, int(model.count_params()), license)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
-    try:
+    # 0755 whatever the umask: the preset is meant to be shared.
+    with staged_directory(target, mode=0o755) as staging:
         # Runs written before students were saved as plain Keras networks still hold the package's layers.
         to_plain_keras(model).save(staging / MODEL_FILE)
         (staging / METADATA_FILE).write_text(json.dumps(preset_metadata, indent=2, sort_keys=True, default=str) + "\n")
@@ -199,13 +198,6 @@ def publish(
         shutil.copyfile(run / LOG_FILE, staging / LOG_FILE)
         write_preset_index(staging, name)
         verify_preset(staging)
-        # mkdtemp makes a private (0700) folder; the preset is meant to be shared.
-        staging.chmod(0o755)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     pack_preset(target, archive)
 
     entry = {"url": f"{base_url.rstrip('/')}/{archive.name}"} if base_url else {"path": Path(relative).as_posix()}

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import urllib.parse
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfef_keras.atomic_files import staged_directory
 from mfef_keras.file_hashing import sha256_file
 from mfef_keras.zoo.archive import extract_archive, find_preset_root, is_archive_name, member_sha256
 from mfef_keras.zoo.cache import (
@@ -161,14 +160,14 @@ def check_entry(entry: CacheEntry) -> None:
 
 
 def _unpack(entry: CacheEntry) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=EXTRACT_PREFIX, dir=entry.folder))
-    try:
+    # The preset is the extracted folder itself or its one top-level subfolder: that is what is moved in.
+    with staged_directory(entry.preset, prefix=EXTRACT_PREFIX, install=_install_preset_root) as staging:
         extract_archive(entry.archive, staging)
-        root = find_preset_root(staging)
-        verify_preset(root)
-        os.replace(root, entry.preset)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        verify_preset(find_preset_root(staging))
+
+
+def _install_preset_root(staging: Path, preset: Path) -> None:
+    os.replace(find_preset_root(staging), preset)
 
 
 def _checked(entry: CacheEntry, label: str, hint: str = "") -> Path:

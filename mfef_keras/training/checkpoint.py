@@ -16,7 +16,7 @@ import numpy as np
 
 from mfef_keras import __version__
 from mfef_keras._regular_files import check_regular
-from mfef_keras.student_dir import write_bytes_atomic
+from mfef_keras.atomic_files import write_bytes_atomic
 
 CHECKPOINT_FILE = "checkpoint.npz"
 # Bump when the layout of the file changes; 1 was the positional layout (weight_0, optimizer_0...).

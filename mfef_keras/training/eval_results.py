@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mfef_keras._outputs import writing_to
-from mfef_keras.student_dir import write_json_atomic
+from mfef_keras.atomic_files import write_json_atomic
 from mfef_keras.training.plots import plot_confusion_matrix
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mfef_keras.student_dir import write_bytes_atomic
+from mfef_keras.atomic_files import write_bytes_atomic
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

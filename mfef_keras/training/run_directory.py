@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mfef_keras._regular_files import NotARegularFile, read_regular, refuse_linked_folder
-from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
+from mfef_keras.atomic_files import write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import EXECUTION_KEYS, TrainConfig
 
 CONFIG_FILE = "config.json"
@@ -21,8 +21,8 @@ DATA_FILE = "data.json"
 METRICS_FILE = "metrics.json"
 # Held by the trainer that owns the run directory (see `run_lock`).
 LOCK_FILE = ".train.lock"
-# `write_bytes_atomic`'s temporary files (.<name>.<8 random characters>.tmp) and `save_student_dir`'s
-# staging folders (.<name>.<8 random characters>), as tempfile names them.
+# `atomic_files`' temporary files (.<name>.<8 random characters>.tmp) and staging folders
+# (.<name>.<8 random characters>), as tempfile names them.
 _LEFTOVER = re.compile(r"\..+\.[a-z0-9_]{8}(\.tmp)?")
 # Where a run writes through those helpers: the run directory and its students/.
 _LEFTOVER_PLACES = (".", "students")

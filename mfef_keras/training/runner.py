@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mfef_keras._outputs import disk_error_message
-from mfef_keras.student_dir import read_metadata, save_student_dir, write_json_atomic
+from mfef_keras.atomic_files import write_json_atomic
+from mfef_keras.student_dir import read_metadata, save_student_dir
 from mfef_keras.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.custom_loop import CustomLoop

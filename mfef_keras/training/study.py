@@ -13,8 +13,8 @@ from pathlib import Path
 
 from mfef_keras._outputs import check_output_dir
 from mfef_keras._regular_files import refuse_linked_folder
+from mfef_keras.atomic_files import write_bytes_atomic, write_json_atomic
 from mfef_keras.choices import cohort_names
-from mfef_keras.student_dir import write_bytes_atomic, write_json_atomic
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.plots import plot_study
 from mfef_keras.training.progress import format_duration
