@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,21 +12,18 @@ from pathlib import Path
 
 from mfef_keras._outputs import disk_error_message
 from mfef_keras.atomic_files import write_json_atomic
-from mfef_keras.student_dir import read_metadata, save_student_dir
 from mfef_keras.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from mfef_keras.training.config import TrainConfig
-from mfef_keras.training.custom_loop import CustomLoop
 from mfef_keras.training.devices import (
-    batch_share,
     configure_cpu_devices,
-    evaluation_scope,
     is_chief,
     make_strategy,
     shared_train_size,
 )
 from mfef_keras.training.environment import describe_environment
+from mfef_keras.training.epoch import EpochTrainer, epoch_line, non_finite_losses
 from mfef_keras.training.plots import plot_training_curves
-from mfef_keras.training.progress import RunProgress, format_duration
+from mfef_keras.training.progress import RunProgress
 from mfef_keras.training.run_directory import (
     RunDirectoryError,
     check_data_fingerprint,
@@ -36,17 +32,14 @@ from mfef_keras.training.run_directory import (
     extended_config,
     format_summary,
     read_run_json,
-    summarize,
     sweep_leftovers,
     write_config,
     write_data_fingerprint,
     write_metrics,
 )
 from mfef_keras.training.run_lock import run_directory_lock
+from mfef_keras.training.run_students import cohort_of, keep_last_students, keep_selected, run_summary
 from mfef_keras.training.tensorboard_log import TensorBoardLog
-
-# Where a run keeps its fused classifier (methods with one), as a student directory.
-FUSED_DIR = "fused"
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,60 +51,6 @@ class RunResult:
     run_dir: Path
     history: list[dict]
     summary: dict
-
-
-def _student_metadata(
-    config: TrainConfig, info, index: int, row: dict, selection: str, cohort: list[dict], deployed: dict | None = None
-) -> dict:
-    """The metadata.json of student ``index`` saved after the epoch of metrics row ``row``.
-
-    Args:
-        config: the run's config.
-        info: the dataset's `DatasetInfo`.
-        index: the student's index.
-        row: the metrics row of the epoch (from 1) after which the student is saved.
-        selection: how that epoch was chosen: ``config.selection`` for the best student, ``"last_epoch"``
-            for ``students/s<i>``.
-        cohort: each student's name, backbone and parameter count (`_cohort`).
-        deployed: for ``best_student/``, which students it was chosen from and why (`deployed_choice`).
-    """
-    return {
-        "dataset": info.to_dict(),
-        "backbone": config.cohort[index],
-        "base_width": config.base_width,
-        "method": config.method,
-        "topology": config.topology,
-        "num_students": config.num_students,
-        "cohort": cohort,
-        **({"deployed": deployed} if deployed else {}),
-        "student_index": index,
-        "epoch": row["epoch"],
-        "test_accuracy": row[f"test_acc_s{index}"],
-        "validation_accuracy": row[f"val_acc_s{index}"],
-        "selection": selection,
-        "seed": config.seed,
-        "experiment_hash": config.experiment_hash(),
-        "config": config.to_dict(),
-    }
-
-
-def _fused_metadata(config: TrainConfig, info, row: dict, cohort: list[dict]) -> dict:
-    """The metadata.json of the run's fused classifier (``fused/``), saved after the epoch of metrics row ``row``."""
-    parameters = sum(entry["parameters"] for entry in cohort)
-    metadata = _student_metadata(config, info, 0, row, config.selection, cohort)
-    metadata.update(
-        model="fused",
-        backbone="+".join(config.cohort),
-        student_index=None,
-        test_accuracy=row["test_acc_fused"],
-        validation_accuracy=row["val_acc_fused"],
-        note=(
-            f"The fused classifier of the whole {config.method} cohort ({', '.join(config.cohort)} and the method's "
-            f"head): the accuracy option, at least {parameters} parameters to serve; the compressed option is "
-            "best_student/."
-        ),
-    )
-    return metadata
 
 
 def _build(config: TrainConfig, info, strategy, steps_per_epoch: int):
@@ -189,16 +128,6 @@ def _teacher(source: str, info):
             + ". A teacher must take the students' inputs and predict their classes."
         )
     return resolved.load()
-
-
-def _epoch_line(config: TrainConfig, row: dict, has_fused: bool, seconds_left: float | None) -> str:
-    names = [f"s{i}" for i in range(config.num_students)] + (["fused"] if has_fused else []) + ["ensemble"]
-    accs = "  ".join(f"{n} {100 * row[f'val_acc_{n}']:.2f}/{100 * row[f'test_acc_{n}']:.2f}" for n in names)
-    left = f", ETA {format_duration(seconds_left)}" if seconds_left and row["epoch"] < config.epochs else ""
-    return (
-        f"epoch {row['epoch']}/{config.epochs}  loss {row['loss']:.4f}  lr {row['lr']:.4g}  "
-        f"val/test top-1 % {accs}  ({row['time_s']:.1f} s{left})"
-    )
 
 
 def _epochs_from_one(history: list[dict]) -> list[dict]:
@@ -334,57 +263,14 @@ def train(config: TrainConfig, echo: Callable[[str], None] = print) -> RunResult
         checkpoint_source = run_dir
     with _owned(run_dir, existed, echo):
         history, distiller = _train_epochs(config, info, strategy, chief, run_dir, checkpoint_source, train_size, echo)
-        cohort = _cohort(config, distiller)
-        summary = _summary(config, history, distiller, cohort)
-        for index in range(config.num_students):
-            target = run_dir / "students" / f"s{index}"
-            # A run extended after it finished replaces the students of its earlier last epoch.
-            if not target.exists() or read_metadata(target).get("epoch") != history[-1]["epoch"]:
-                metadata = _student_metadata(config, info, index, history[-1], "last_epoch", cohort)
-                save_student_dir(target, distiller.get_student(index), metadata)
+        cohort = cohort_of(config, distiller)
+        summary = run_summary(config, history, distiller, cohort)
+        keep_last_students(run_dir, distiller, config, info, history, cohort)
         write_json_atomic(run_dir / "summary.json", summary)
         plot_training_curves(history, run_dir / "curves.png")
     echo(format_summary(summary))
     echo(f"Run directory: {run_dir}")
     return RunResult(run_dir=run_dir, history=history, summary=summary)
-
-
-def _cohort(config: TrainConfig, distiller) -> list[dict]:
-    """Each student's name, backbone and parameter count, as the summary and the student cards record them."""
-    counts = distiller.student_parameter_counts()
-    return [
-        {"student": f"s{i}", "backbone": backbone, "parameters": count}
-        for i, (backbone, count) in enumerate(zip(config.cohort, counts))
-    ]
-
-
-def _summary(config: TrainConfig, history: list[dict], distiller, cohort: list[dict]) -> dict:
-    """`summarize` of the run, its best student chosen among the smallest students (the ones to deploy)."""
-    return summarize(
-        history,
-        config.num_students,
-        bool(distiller.head_classifiers),
-        config.selection,
-        deployable=smallest_students(cohort),
-    ) | {"cohort": cohort}
-
-
-def smallest_students(cohort: list[dict]) -> list[int]:
-    """The indices of the students with the fewest parameters: the compressed ones a run deploys.
-
-    Args:
-        cohort: `_cohort` entries.
-    """
-    fewest = min(entry["parameters"] for entry in cohort)
-    return [i for i, entry in enumerate(cohort) if entry["parameters"] == fewest]
-
-
-def _share(batches, strategy, examples: int, batch_size: int):
-    """``batches``, or this process's part of each of them in a multi-process JAX run (see `batch_share`)."""
-    from mfef_keras.data.process_share import process_share
-
-    share = batch_share(strategy, examples, batch_size)
-    return batches if share is None else process_share(batches, *share)
 
 
 def _record_resume(run_dir: Path, epoch: int, seed: int) -> None:
@@ -400,6 +286,44 @@ def _record_resume(run_dir: Path, epoch: int, seed: int) -> None:
     write_json_atomic(path, environment)
 
 
+def _start_or_resume(
+    config: TrainConfig, info, run_dir: Path, train_size: int, state: dict | None, echo: Callable[[str], None]
+) -> dict:
+    """Record a new run (config, data, environment) or where a resumed one goes on; returns the state to go on from.
+
+    Args:
+        config: the run's config.
+        info: the dataset's `DatasetInfo`.
+        run_dir: the run directory.
+        train_size: the training images each epoch sees.
+        state: the restored checkpoint's state (``epoch`` and ``history``), or None for a new run.
+        echo: where to tell the user.
+    """
+    if state is None:
+        write_config(run_dir, config)
+        write_data_fingerprint(run_dir, data_fingerprint(info, train_size))
+        write_json_atomic(run_dir / "environment.json", describe_environment(config.seed))
+        # Before the first epoch's line, which waits for tracing and a whole epoch.
+        echo(f"Training {config.epochs} epoch{'s' if config.epochs != 1 else ''} in {run_dir}.")
+        return {"epoch": 0, "history": []}
+    if state["epoch"] < config.epochs:
+        echo(f"Resuming {run_dir} after epoch {state['epoch']} of {config.epochs}.")
+        # The same config, or the one a longer extension wrote (see `extended_config`).
+        write_config(run_dir, config)
+        _record_resume(run_dir, state["epoch"], config.seed)
+    return state
+
+
+def _check_finite(row: dict, run_dir: Path, config: TrainConfig) -> None:
+    """Stop a run whose epoch (metrics row ``row``) ended with a NaN or infinite loss; its last checkpoint stays."""
+    bad = non_finite_losses(row)
+    if bad:
+        raise TrainingDiverged(
+            f"Training diverged in epoch {row['epoch']} ({', '.join(bad)}); stopping: {_kept(run_dir)}. "
+            f"Lower the learning rate (now {config.learning_rate})."
+        )
+
+
 def _train_epochs(
     config: TrainConfig,
     info,
@@ -410,119 +334,36 @@ def _train_epochs(
     train_size: int,
     echo: Callable[[str], None],
 ):
-    """Build the distiller, restore its checkpoint and train the remaining epochs; returns (history, distiller)."""
+    """Build the distiller, restore its checkpoint and train the remaining epochs; returns (history, distiller).
+
+    After each epoch the selected models are kept, then the metrics, then the checkpoint: a run killed at any
+    point resumes from the last checkpoint and redoes what followed it.
+    """
     import keras
 
-    from mfef_keras.data import make_dataset
-
-    distiller = _build(config, info, strategy, math.ceil(train_size / config.batch_size))
+    steps_per_epoch = math.ceil(train_size / config.batch_size)
+    distiller = _build(config, info, strategy, steps_per_epoch)
     has_fused = distiller.online_method.has_fused_classifier()
-    cohort = _cohort(config, distiller)
-    # tf.distribute's multi-worker strategy needs the package's own loop; JAX's processes train through fit.
-    multiworker_tf = config.strategy == "multiworker" and keras.backend.backend() == "tensorflow"
-    loop = CustomLoop(distiller, strategy) if multiworker_tf else None
-    state = load_checkpoint(checkpoint_source, distiller)
+    cohort = cohort_of(config, distiller)
+    restored = load_checkpoint(checkpoint_source, distiller)
     # Told once per run: a run may resume on another backend than it started on.
     replicas = strategy.num_replicas_in_sync
     echo(
         f"Keras backend: {keras.backend.backend()}"
         + (f", data-parallel over {replicas} devices." if replicas > 1 else ".")
     )
-    if state is None:
-        write_config(run_dir, config)
-        write_data_fingerprint(run_dir, data_fingerprint(info, train_size))
-        write_json_atomic(run_dir / "environment.json", describe_environment(config.seed))
-        state = {"epoch": 0, "history": []}
-        # Before the first epoch's line, which waits for tracing and a whole epoch.
-        echo(f"Training {config.epochs} epoch{'s' if config.epochs != 1 else ''} in {run_dir}.")
-    elif state["epoch"] < config.epochs:
-        echo(f"Resuming {run_dir} after epoch {state['epoch']} of {config.epochs}.")
-        # The same config, or the one a longer extension wrote (see `extended_config`).
-        write_config(run_dir, config)
-        _record_resume(run_dir, state["epoch"], config.seed)
+    state = _start_or_resume(config, info, run_dir, train_size, restored, echo)
     history = _epochs_from_one(state["history"])
-    val_ds, test_ds = (
-        _share(
-            make_dataset(config.dataset, split, config.eval_batch_size, training=False, data_dir=config.data_dir),
-            strategy,
-            info.splits[split],
-            config.eval_batch_size,
-        )
-        for split in ("val", "test")
-    )
-    display = RunProgress(config.epochs, math.ceil(train_size / config.batch_size), bar=config.progress and chief)
-    callbacks = [keras.callbacks.TerminateOnNaN()]
-    if display.live:
-        callbacks.append(
-            keras.callbacks.LambdaCallback(
-                on_train_batch_end=lambda batch, logs: display.step(batch + 1, logs or {}),
-                on_test_batch_end=lambda batch, logs: display.testing(batch + 1),
-            )
-        )
+    display = RunProgress(config.epochs, steps_per_epoch, bar=config.progress and chief)
+    epochs = EpochTrainer(config, info, strategy, distiller, train_size, display)
     with TensorBoardLog(run_dir, history) as board:
         for epoch in range(state["epoch"], config.epochs):
-            # A fresh pipeline per epoch, seeded by the epoch: a resumed run sees the same
-            # data order and augmentation as one that never stopped.
-            train_ds = make_dataset(
-                config.dataset,
-                "train",
-                config.batch_size,
-                training=True,
-                seed=config.seed * 100_003 + epoch,
-                data_dir=config.data_dir,
-                limit=train_size,
-                reshuffle_each_iteration=False,
-            )
-            train_ds = _share(train_ds, strategy, train_size, config.batch_size)
-            learning_rate = float(distiller.student_optimizer.learning_rate)
-            started = time.perf_counter()
-            display.begin_epoch(epoch + 1)
-            if loop is not None:
-                row = loop.run_epoch(train_ds, val_ds, test_ds, progress=display if display.live else None)
-            else:
-                # One call per epoch, so Keras's own bar would count epochs wrong (`Epoch 3/3`): the display draws.
-                fitted = distiller.fit(
-                    train_ds,
-                    epochs=epoch + 1,
-                    initial_epoch=epoch,
-                    verbose=0,
-                    shuffle=False,
-                    callbacks=callbacks,
-                )
-                row = {k: float(v[-1]) for k, v in fitted.history.items()}
-                for split, dataset in (("val", val_ds), ("test", test_ds)):
-                    with evaluation_scope(strategy, info.splits[split], config.eval_batch_size):
-                        logs = distiller.evaluate(dataset, verbose=0, return_dict=True, callbacks=callbacks)
-                    row.update({f"{split}_{k}": float(v) for k, v in logs.items()})
-            display.end_epoch()
-            bad = [
-                f"{key} = {row.get(key, math.nan)}"
-                for key in ("loss", "val_loss", "test_loss")
-                if not math.isfinite(row.get(key, math.nan))
-            ]
-            if bad:
-                raise TrainingDiverged(
-                    f"Training diverged in epoch {epoch + 1} ({', '.join(bad)}); stopping: {_kept(run_dir)}. "
-                    f"Lower the learning rate (now {config.learning_rate})."
-                )
-            row.update(epoch=epoch + 1, lr=learning_rate, time_s=time.perf_counter() - started)
+            row = epochs.train(epoch)
+            _check_finite(row, run_dir, config)
             history.append(row)
-            summary = _summary(config, history, distiller, cohort)
-            best = summary["best_student"]
-            if has_fused and summary["fused"]["best_epoch"] == row["epoch"]:
-                save_student_dir(
-                    run_dir / FUSED_DIR, distiller.fused_classifier(), _fused_metadata(config, info, row, cohort)
-                )
-            if best["best_epoch"] == row["epoch"]:
-                index = int(best["name"][1:])
-                deployed = {key: best[key] for key in ("chosen_from", "reason")}
-                save_student_dir(
-                    run_dir / "best_student",
-                    distiller.get_student(index),
-                    _student_metadata(config, info, index, row, config.selection, cohort, deployed),
-                )
+            keep_selected(run_dir, distiller, config, info, history, cohort)
             write_metrics(run_dir, history)
             save_checkpoint(run_dir, distiller, {"epoch": epoch + 1, "history": history})
             board.write(row)
-            echo(_epoch_line(config, row, has_fused, display.seconds_left()))
+            echo(epoch_line(config, row, has_fused, display.seconds_left()))
     return history, distiller
