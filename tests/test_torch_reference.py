@@ -37,13 +37,22 @@ def test_two_sgd_steps_across_a_milestone_match_pytorch(method, topology):
     from torch_reference import compare_one_step
 
     comparison = compare_one_step(
-        "resnet8", num_classes=10, topology=topology, method=method, batch_size=8, base_width=4, lr_milestones=(1,)
+        "resnet8",
+        num_classes=10,
+        topology=topology,
+        method=method,
+        batch_size=8,
+        base_width=4,
+        lr_milestones=(1,),
+        float64_reference=True,
     )
     for step in comparison.steps:
         for name, (keras_value, torch_value) in step.terms.items():
             assert torch_value == pytest.approx(keras_value, rel=TOLERANCE), name
+        # The weights are held to PyTorch's semantics computed in float64, not to PyTorch's float32 rounding:
+        # on some CPUs torch's own float32 step is 1.4e-4 from its float64 one after the drop (Keras's: 2e-6).
+        assert step.keras_vs_fp64 < TOLERANCE
     assert comparison.max_term_rel_diff < TOLERANCE
-    assert comparison.max_update_rel_diff < TOLERANCE
     # The KD weight ramps up from the step counter: exp(-5) at epoch 0, exp(-1.25) at epoch 1 of 2.
     assert [s.terms["kd_weight"][1] for s in comparison.steps] == pytest.approx([np.exp(-5), np.exp(-1.25)])
 
