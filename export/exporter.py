@@ -221,13 +221,8 @@ def _check_out_dir(out_dir: Path, source: str | os.PathLike, overwrite: bool) ->
     """Refuse an ``out_dir`` whose replacement could destroy anything but a previous export."""
     wanted = "a new or empty directory, or a previous export to replace with --force"
     allowed = f"--out must be {wanted}"
-    if out_dir.is_symlink():
-        # The export is renamed into place as a whole, which a link cannot take; replacing the link instead
-        # would surprise whoever made it.
-        raise ExportError(
-            f"--out {out_dir} is a symbolic link (to {os.readlink(out_dir)}); give the directory it points at, or "
-            f"another path: {allowed}."
-        )
+    # check_output_dir refuses a link first: the export is renamed into place as a whole, which a link cannot
+    # take, and replacing the link instead would surprise whoever made it.
     check_output_dir(out_dir, allowed=wanted, error=ExportError)
     target = out_dir.resolve()
     if target == Path(target.anchor):
