@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import shutil
 import subprocess
@@ -68,6 +69,11 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     # A cluster description left in the environment would make every child wait for its workers.
     env.pop("TF_CONFIG", None)
     return env
+
+
+def epoch_rows(run_dir: str | os.PathLike) -> list[dict]:
+    """The per-epoch rows of a run directory's ``metrics.json``, first epoch first."""
+    return json.loads((Path(run_dir) / "metrics.json").read_text())["epochs"]
 
 
 def python_312() -> Path | None:

@@ -391,6 +391,8 @@ def test_mirrored_strategy_matches_one_device():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+# Two replicas in one process (15 s): out of the default suite (kept under 10 minutes), run by .ci/run's slow step.
+@pytest.mark.slow
 def test_mirrored_l2_weight_decay_is_counted_once_not_per_replica():
     # Keras sums the replicas' gradients, so an L2 term added to each replica's gradient
     # would decay 2x on two replicas: lr * wd = 0.025 of each weight per step, not 1e-5.

@@ -26,7 +26,10 @@ def _mfef_under_umask(umask: int, *args: str, env: dict[str, str]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("umask", [0o022, pytest.param(0o077, marks=pytest.mark.slow)])
+# A run and an export in child processes per umask (18 s each): out of the default suite (kept under 10 minutes),
+# run by .ci/run's slow step.
+@pytest.mark.slow
+@pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_run_and_export_follow_the_umask(umask, tmp_path):
     env = subprocess_env(MFEF_ZOO_OFFLINE="1", MFEF_ZOO_CACHE=str(tmp_path / "cache"))
     run, export = tmp_path / "run", tmp_path / "export"

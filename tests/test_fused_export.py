@@ -34,6 +34,9 @@ def test_the_fused_classifier_computes_the_distillers_fused_logits(method):
         OnlineDistiller(build_students("resnet8", 5, base_width=4), method="dml").fused_classifier()
 
 
+# Two cohorts trained and one exported in child processes (36 s): out of the default suite (kept under 10 minutes),
+# run by .ci/run's slow step; the fused graph itself is checked above.
+@pytest.mark.slow
 def test_export_model_fused_writes_the_cohort_as_one_validated_graph(tmp_path):
     run = tmp_path / "run"
     done = run_mfef("train", "--backbone", "resnet20,resnet8", "--method", "mfef", *TINY, "--run-dir", run)

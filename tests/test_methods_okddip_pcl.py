@@ -231,6 +231,9 @@ print("ok")
 """
 
 
+# A JAX child process (18 s): out of the default suite (kept under 10 minutes), run by .ci/run's slow step, beside
+# every method's JAX step.
+@pytest.mark.slow
 @pytest.mark.needs_jax
 def test_pcl_jax_step_returns_the_new_temporal_means_in_the_non_trainable_state():
     assert run_on_jax(_JAX_EMA).split() == ["ok"]

@@ -73,6 +73,9 @@ def test_a_teacher_of_other_classes_or_image_size_is_refused_naming_both():
 TINY = ["--base-width", "4", "--train-limit", "128", "--batch-size", "64", "--no-progress", "--epochs", "1"]
 
 
+# Two runs and an export in child processes (26 s): out of the default suite (kept under 10 minutes), run by
+# .ci/run's slow step; the frozen-teacher test below stays.
+@pytest.mark.slow
 def test_a_run_teaches_the_students_of_another_run_through_the_cli(tmp_path):
     teacher_run = tmp_path / "teacher"
     done = run_mfef(

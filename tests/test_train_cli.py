@@ -1,4 +1,6 @@
-"""End-to-end training runs through the `mfef` CLI: run directories, resume, NaN, devices, bad input."""
+"""End-to-end training runs through the `mfef` CLI: run directories, interruption, NaN, devices, bad input.
+
+Resuming, the lock and damaged run files are in tests/test_resume_cli.py."""
 
 import csv
 import errno
@@ -6,11 +8,9 @@ import json
 import math
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from mfef_keras.cli import main
-from mfef_keras.training.run_directory import LOCK_FILE
+from tests.helpers import epoch_rows, subprocess_env
 
 TINY = ["--base-width", "4", "--train-limit", "128", "--batch-size", "64", "--no-progress"]
 
 
 def _run(args, **kwargs):
-    result = CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
-    return result
-
-
-def _metrics(run_dir):
-    return json.loads((Path(run_dir) / "metrics.json").read_text())["epochs"]
-
-
-def _subprocess_env():
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CONFIG", None)
-    return env
+    return CliRunner().invoke(main, args, catch_exceptions=False, **kwargs)
 
 
 def test_train_writes_a_complete_run_directory_and_eval_reproduces_it(tmp_path):
@@ -45,7 +34,7 @@ def test_train_writes_a_complete_run_directory_and_eval_reproduces_it(tmp_path):
     assert "best student:" in result.output and "epoch 2/2" in result.output
     for name in ("config.json", "environment.json", "metrics.csv", "metrics.json", "summary.json", "curves.png"):
         assert (run / name).is_file(), name
-    rows = _metrics(run)
+    rows = epoch_rows(run)
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("loss", "ce_s0", "ce_fused", "kd_s1", "kd_fused", "acc_ensemble", "val_acc_s0", "val_acc_fused", "lr"):
         assert all(math.isfinite(r[key]) for r in rows), key
@@ -89,41 +78,6 @@ def test_train_writes_a_complete_run_directory_and_eval_reproduces_it(tmp_path):
     assert again.exit_code == 0 and "epoch 1/2" not in again.output and "best student:" in again.output
 
 
-def _kd_weight(epoch, rampup):
-    return math.exp(-5 * (1 - min(epoch, rampup) / rampup) ** 2)
-
-
-def test_killed_run_resumes_with_schedule_and_rampup_intact(tmp_path):
-    run = tmp_path / "run"
-    # A larger split than TINY's, so that epoch 3 is still running when the kill lands.
-    args = ["train", "--epochs", "4", "--rampup-epochs", "3", "--run-dir", str(run), *TINY, "--train-limit", "1024"]
-    command = [sys.executable, "-m", "mfef_keras.cli", *args]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_subprocess_env()
-    )
-    deadline = time.time() + 240
-    for line in process.stdout:
-        if line.startswith("epoch 2/4") or time.time() > deadline:
-            break
-    time.sleep(0.5)  # into epoch 3
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-    done_before = [r["epoch"] for r in _metrics(run)]
-    assert done_before == [1, 2] and not (run / "summary.json").exists()
-
-    resumed = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"Resuming {run} after epoch 2 of 4" in resumed.stdout
-    rows = _metrics(run)
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
-    assert [r["lr"] for r in rows] == pytest.approx([0.1, 0.1, 0.01, 0.001])
-    # w(t) counts t from 0: epoch 1 trains at t = 0.
-    assert [r["kd_weight"] for r in rows] == pytest.approx([_kd_weight(e - 1, 3) for e in range(1, 5)], rel=1e-5)
-    with np.load(run / "checkpoint.npz") as checkpoint:
-        assert json.loads(bytes(checkpoint["state"]).decode())["epoch"] == 4
-
-
 def test_interrupted_run_continues_like_an_uninterrupted_one(tmp_path):
     from mfef_keras.training.config import TrainConfig
     from mfef_keras.training.runner import train
@@ -137,7 +91,7 @@ def test_interrupted_run_continues_like_an_uninterrupted_one(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(TrainConfig(run_dir=str(tmp_path / "b"), **base), echo=stop_after_first_epoch)
-    assert len(_metrics(tmp_path / "b")) == 1
+    assert len(epoch_rows(tmp_path / "b")) == 1
     # As if killed after the checkpoint and before the validation events of epoch 1 were written.
     shutil.rmtree(tmp_path / "b" / "tensorboard" / "validation")
     resumed = train(TrainConfig(run_dir=str(tmp_path / "b"), **base), echo=lambda _: None)
@@ -170,7 +124,7 @@ def test_selection_on_test_is_the_papers_protocol_picked_by_test_accuracy_and_la
     result = _run(["train", "--epochs", "2", "--run-dir", str(run), "--selection", "test", *TINY])
     assert result.exit_code == 0, result.output
     assert "selected on the test split (papers' protocol)" in result.output
-    rows = _metrics(run)
+    rows = epoch_rows(run)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["selection"] == "test"
     assert summary["selection_label"] == "selected on the test split (papers' protocol)"
@@ -194,7 +148,7 @@ def test_selection_on_test_is_the_papers_protocol_picked_by_test_accuracy_and_la
 def test_piped_output_is_one_plain_line_per_epoch_and_numbered_like_the_files(tmp_path, backend):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "mfef_keras.cli", "train", "--epochs", "2", "--run-dir", str(run), *TINY]
-    env = _subprocess_env()
+    env = subprocess_env()
     env["KERAS_BACKEND"] = backend
     # The TensorFlow defaults a user has: no log level chosen.
     env.pop("TF_CPP_MIN_LOG_LEVEL")
@@ -209,7 +163,7 @@ def test_piped_output_is_one_plain_line_per_epoch_and_numbered_like_the_files(tm
     epoch_lines = [line for line in output.splitlines() if line.startswith(("epoch", "Epoch"))]
     assert [line.split()[1] for line in epoch_lines] == ["1/2", "2/2"], output
 
-    rows = _metrics(run)
+    rows = epoch_rows(run)
     assert [row["epoch"] for row in rows] == [1, 2]
     assert (run / "metrics.csv").read_text().splitlines()[1].startswith("1,")
     # The rates that were set (0.1, then x0.1 at the scaled milestone), not their float32 values.
@@ -267,7 +221,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     with np.load(run / "checkpoint.npz") as checkpoint:
         state = json.loads(bytes(checkpoint["state"]).decode())
         assert state["epoch"] == 1 and all(np.isfinite(checkpoint[k]).all() for k in checkpoint.files if k != "state")
-    assert len(_metrics(run)) == 1
+    assert len(epoch_rows(run)) == 1
 
 
 def test_nan_loss_in_the_first_epoch_claims_no_checkpoint(tmp_path, monkeypatch):
@@ -329,34 +283,6 @@ def test_dataset_without_test_images_is_a_data_error_not_divergence(tmp_path, mo
     assert not run.exists()
 
 
-def test_damaged_run_files_are_named_and_leftovers_swept_on_resume(tmp_path):
-    run = tmp_path / "run"
-    args = ["train", "--epochs", "1", "--run-dir", str(run), *TINY]
-    assert _run(args).exit_code == 0
-    checkpoint = (run / "checkpoint.npz").read_bytes()
-    config = (run / "config.json").read_text()
-
-    (run / "checkpoint.npz").write_bytes(checkpoint[: len(checkpoint) // 2])
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert f"Checkpoint {run / 'checkpoint.npz'} is damaged" in result.output and "Delete " in result.output
-    (run / "checkpoint.npz").write_bytes(checkpoint)
-
-    (run / "config.json").write_text(config[:20])
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1 and f"{run / 'config.json'} is not valid JSON" in result.output
-    (run / "config.json").write_text(config)
-
-    # What kills during writes leave behind: temporary checkpoints and staging folders.
-    for name in (".checkpoint.npz.k1ll3d00.tmp", ".metrics.json.k1ll3d01.tmp"):
-        (run / name).write_bytes(bytes(1000))
-    (run / ".best_student.k1ll3d02").mkdir()
-    (run / "students" / ".s0.k1ll3d03").mkdir()
-    result = _run(args)
-    assert result.exit_code == 0 and "Removed 4 temporary files left by an interrupted run" in result.output
-    assert list(run.rglob(".*")) == []
-
-
 # The distiller's mirrored tests (tests/test_distiller.py) stay in the default run; this one adds the CLI path.
 @pytest.mark.slow
 def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
@@ -366,7 +292,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
         + TINY
     )
     assert one.exit_code == 0 and two.exit_code == 0, two.output
-    a, b = _metrics(tmp_path / "one")[0], _metrics(tmp_path / "two")[0]
+    a, b = epoch_rows(tmp_path / "one")[0], epoch_rows(tmp_path / "two")[0]
     for key in ("loss", "ce_s0", "kd_fused", "val_loss", "val_ce_s1"):
         assert b[key] == pytest.approx(a[key], rel=1e-3), key
 
@@ -386,7 +312,7 @@ def test_multiworker_with_two_processes_on_localhost(tmp_path):
     command += ["--run-dir", str(run), *TINY]
     processes = []
     for index in range(2):
-        env = _subprocess_env()
+        env = subprocess_env()
         env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
         processes.append(
             subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -395,7 +321,7 @@ def test_multiworker_with_two_processes_on_localhost(tmp_path):
     assert [p.returncode for p in processes] == [0, 0], outputs
     single = _run(["train", "--epochs", "1", "--run-dir", str(tmp_path / "single"), *TINY])
     assert single.exit_code == 0
-    a, b = _metrics(tmp_path / "single")[0], _metrics(run)[0]
+    a, b = epoch_rows(tmp_path / "single")[0], epoch_rows(run)[0]
     for key in ("loss", "val_loss"):
         assert b[key] == pytest.approx(a[key], rel=1e-2), key
 
@@ -433,44 +359,6 @@ def test_unknown_config_key_names_key_and_file(tmp_path):
     assert "learning_rat" in result.output and "bad.yaml" in result.output and "learning_rate" in result.output
 
 
-def test_run_directory_of_another_config_is_refused(tmp_path):
-    run = tmp_path / "run"
-    assert _run(["train", "--epochs", "1", "--run-dir", str(run), *TINY]).exit_code == 0
-    before = sorted(p.name for p in run.rglob("*"))
-    result = CliRunner().invoke(main, ["train", "--epochs", "1", "--method", "dml", "--run-dir", str(run), *TINY])
-    assert result.exit_code != 0 and "belongs to a different configuration" in result.output
-    assert "method" in result.output
-    assert sorted(p.name for p in run.rglob("*")) == before
-
-
-def test_second_trainer_is_refused_and_a_killed_holder_is_taken_over(tmp_path):
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "mfef_keras.cli", "train", "--epochs", "2", "--run-dir", str(run), *TINY]
-    command += ["--train-limit", "1024"]
-    holder = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_subprocess_env()
-    )
-    deadline = time.time() + 120
-    while not ((run / LOCK_FILE).exists() and (run / LOCK_FILE).read_text()) and time.time() < deadline:
-        time.sleep(0.1)
-    second = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
-    assert holder.poll() is None, "the first trainer ended before the second one tried"
-    assert second.returncode == 1 and "Traceback" not in second.stderr
-    assert f"Run directory {run} is in use by another trainer (PID {holder.pid} on " in second.stderr, second.stderr
-
-    for line in holder.stdout:
-        if line.startswith("epoch 1/2") or time.time() > deadline + 240:
-            break
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
-    assert (run / LOCK_FILE).exists()
-    resumed = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"Taking over the lock of {run} from PID {holder.pid} on " in resumed.stdout
-    assert f"Resuming {run} after epoch 1 of 2." in resumed.stdout
-    assert [r["epoch"] for r in _metrics(run)] == [1, 2] and not (run / LOCK_FILE).exists()
-
-
 def _images(folder, count, start=0):
     from PIL import Image
 
@@ -488,7 +376,7 @@ def test_resume_after_the_training_folder_changed_is_refused_and_nothing_is_writ
     run = tmp_path / "run"
     command = [sys.executable, "-m", "mfef_keras.cli", "train", "--dataset", f"folder:{root}", "--epochs", "1"]
     command += ["--run-dir", str(run), *TINY, "--batch-size", "8"]
-    first = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
+    first = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
     # The folder's own valid/ validates: nothing is held out of train.
     assert json.loads((run / "data.json").read_text())["splits"] == {"train": 8, "val": 2, "test": 4}
@@ -496,26 +384,11 @@ def test_resume_after_the_training_folder_changed_is_refused_and_nothing_is_writ
 
     for label in ("a", "b"):
         _images(root / "train" / label, 4, start=4)
-    again = subprocess.run(command, capture_output=True, text=True, env=_subprocess_env(), timeout=300)
+    again = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert again.returncode != 0
     assert "Traceback" not in again.stdout + again.stderr
     assert "train split: 8 -> 16 images" in again.stderr and "training examples used: 8 -> 16" in again.stderr
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
-
-
-def test_checkpoint_of_another_model_is_refused_naming_the_variable(tmp_path):
-    run = tmp_path / "run"
-    args = ["train", "--epochs", "1", "--run-dir", str(run), *TINY]
-    assert _run(args).exit_code == 0
-    with np.load(run / "checkpoint.npz") as checkpoint:
-        arrays = dict(checkpoint)
-    renamed = next(k for k in arrays if k.startswith("weights/") and k.endswith("/kernel"))
-    arrays[renamed.replace("/kernel", "/kernel_v2")] = arrays.pop(renamed)
-    np.savez(run / "checkpoint.npz", **arrays)
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    assert f"missing from the checkpoint: {renamed}" in result.output, result.output
-    assert "Delete " in result.output and "--run-dir" in result.output
 
 
 def test_corrupt_image_in_a_folder_dataset_is_named_and_nothing_is_left(tmp_path):
