@@ -1,8 +1,9 @@
 """The one registration mechanism, and every registered entry held to its contract (as keras-hub's backbone tests).
 
 The contract tests are parametrised over the registries themselves, so a new entry is tested by being registered:
-backbones and datasets here, methods in tests/test_distiller.py (each trains) and export formats in
-tests/test_export.py (``"all"`` writes each with parity).
+backbones (a step, a plain-Keras reload, an ONNX export with parity) and datasets here, methods in
+tests/test_distiller.py (each trains) and export formats in tests/test_export.py (``"all"`` writes each with
+parity).
 """
 
 import keras
@@ -96,6 +97,30 @@ def test_every_backbone_builds_trains_a_step_and_reloads_as_plain_keras(tmp_path
     plain.save(tmp_path / "plain.keras")
     reloaded = keras.saving.load_model(tmp_path / "plain.keras")
     np.testing.assert_allclose(reloaded(images, training=False), model(images, training=False), atol=1e-5)
+
+
+# tf2onnx converts each graph in a few seconds, twenty backbones in about two minutes: .ci/run's slow step runs it.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BACKBONES.names())
+def test_every_backbone_exports_to_onnx_with_parity(tmp_path, name):
+    from mfef_keras.export import export_student
+
+    model = to_plain_keras(get_backbone(name, num_classes=3, base_width=2, input_shape=(16, 16, 3)))
+    # Untrained deep ResNets' activations grow with depth (resnet110's logits reach 6e7 on normal images), and float32
+    # rounds in proportion; the classifier is scaled to a trained student's logits, about 1, so that the export's
+    # absolute tolerance (1e-4) measures the conversion, not the scale.
+    classifier = model.layers[-1]
+    assert isinstance(classifier, keras.layers.Dense)
+    images = np.random.default_rng(0).normal(size=(10, 16, 16, 3)).astype("float32")
+    scale = float(np.abs(model(images, training=False)).max())
+    classifier.kernel.assign(classifier.kernel / scale)
+    classifier.bias.assign(classifier.bias / scale)
+    model.save(tmp_path / "student.keras")
+    report = export_student(tmp_path / "student.keras", tmp_path / "export", "onnx", preprocess=False)
+    assert (tmp_path / "export" / "model.onnx").is_file()
+    # The export compared the ONNX model with the Keras student (it refuses to write on a mismatch): say so here.
+    checked = [result for result in report.parity if result.artifact == "onnx"]
+    assert checked and all(result.max_abs_diff <= 1e-4 and result.top1_agreement == 1.0 for result in checked)
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
