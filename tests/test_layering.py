@@ -3,7 +3,8 @@
 The layers, lowest first:
 - the core's base: ``mfef_keras/`` outside ``training/`` and ``distill/`` (layers, models, data, student
   directories, file helpers);
-- ``mfef_keras/training/`` and ``mfef_keras/distill/`` (which import each other);
+- ``mfef_keras/distill/`` (the distiller, its losses and methods), then ``mfef_keras/training/`` (runs), which
+  imports it: the distiller never imports the runs;
 - ``zoo/`` and ``export/`` (installed as ``mfef_keras.zoo`` and ``mfef_keras.export``), side by side: neither
   imports the other;
 - the composition roots, ``cli.py`` (the commands) and ``mfef_keras/__init__.py`` (the Python API), which may
@@ -80,6 +81,8 @@ def _forbidden(module: str, imported: str) -> str | None:
         for upper in ("mfef_keras.zoo", "mfef_keras.export"):
             if _within(imported, upper):
                 return "the core never imports the zoo or export; cli.py and mfef_keras/__init__.py compose them"
+        if module.startswith("mfef_keras/distill/") and _within(imported, "mfef_keras.training"):
+            return "the distiller never imports training/: runs are built on the distiller, not the other way"
         if not module.startswith(("mfef_keras/training/", "mfef_keras/distill/")):
             if any(_within(imported, upper) for upper in UPPER_CORE):
                 return "the core's base never imports training/ or distill/"
@@ -110,6 +113,8 @@ def test_the_rule_sees_a_function_level_import_of_the_zoo(tmp_path):
     assert _forbidden("mfef_keras/planted.py", imports[0][1])
     assert _forbidden("mfef_keras/training/planted.py", "mfef_keras.export.metadata")
     assert _forbidden("mfef_keras/data/planted.py", "mfef_keras.training.plots")
+    assert _forbidden("mfef_keras/distill/methods/planted.py", "mfef_keras.training.config")
+    assert not _forbidden("mfef_keras/training/planted.py", "mfef_keras.distill.losses")
     assert _forbidden("zoo/planted.py", "mfef_keras.export")
     assert _forbidden("export/planted.py", "mfef_keras.zoo.resolve")
     assert _forbidden("export/planted.py", "mfef_keras.from_preset")

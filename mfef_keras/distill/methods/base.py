@@ -20,6 +20,7 @@ from keras import ops
 from mfef_keras._names import unknown_name_error
 from mfef_keras.distill.losses import KDLoss
 from mfef_keras.registry import Registry
+from mfef_keras.typed_values import convert_value
 
 # Name -> the method's class; every module of this package registers its own (see `register_method`).
 METHODS: Registry[type[OnlineMethod]] = Registry("method")
@@ -130,8 +131,6 @@ class OnlineMethod:
             ValueError: one line naming an unknown option and the declared ones, or a bad value and what the
                 option accepts.
         """
-        from mfef_keras.training.config import convert_value
-
         if not isinstance(values, Mapping):
             raise ValueError(f"method_options must map {cls.name} option names to values, got {values!r}.")
         checked = {}
