@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from mfef_keras import recipe
+
 
 @keras.saving.register_keras_serializable(package="mfef_keras")
 class KDLoss(keras.losses.Loss):
@@ -30,7 +32,7 @@ class KDLoss(keras.losses.Loss):
 
     def __init__(
         self,
-        temperature: float = 3.0,
+        temperature: float = recipe.TEMPERATURE,
         epsilon: float = 1e-7,
         reduction: str | None = "sum_over_batch_size",
         name: str = "kd",
@@ -60,15 +62,6 @@ class KDLoss(keras.losses.Loss):
         config = super().get_config()
         config.update(temperature=self.temperature, epsilon=self.epsilon)
         return config
-
-
-def recipe_rampup_epochs(epochs: float) -> float:
-    """The ramp-up length of FFL's recipe, 80 of its 300 epochs, scaled to a run of ``epochs``.
-
-    Args:
-        epochs: the run's length in epochs.
-    """
-    return float(epochs) * 80 / 300
 
 
 def rampup_weight(epoch, rampup_epochs: float):

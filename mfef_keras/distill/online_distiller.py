@@ -16,7 +16,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from mfef_keras.distill.losses import KDLoss, rampup_weight, recipe_rampup_epochs
+from mfef_keras import recipe
+from mfef_keras.distill.losses import KDLoss, rampup_weight
 from mfef_keras.distill.methods import fused_methods, method_class
 from mfef_keras.distill.pytorch_sgd import PyTorchSGD
 from mfef_keras.distill.schedules import (
@@ -165,7 +166,7 @@ class OnlineDistiller(keras.Model):
         self,
         students: Sequence[keras.Model],
         method: str = "mfef",
-        temperature: float = 3.0,
+        temperature: float = recipe.TEMPERATURE,
         rampup_epochs: float | None = None,
         ablate: Sequence[str] = (),
         method_options: Mapping[str, object] | None = None,
@@ -460,11 +461,11 @@ class OnlineDistiller(keras.Model):
         self,
         student_optimizer: keras.optimizers.Optimizer | None = None,
         fusion_optimizer: keras.optimizers.Optimizer | None = None,
-        learning_rate: float = 0.1,
-        lr_milestones: Sequence[float] = (150, 225),
-        lr_decay: float = 0.1,
-        student_weight_decay: float = 1e-4,
-        fusion_weight_decay: float = 1e-5,
+        learning_rate: float = recipe.LEARNING_RATE,
+        lr_milestones: Sequence[float] = recipe.LR_MILESTONES,
+        lr_decay: float = recipe.LR_DECAY,
+        student_weight_decay: float = recipe.STUDENT_WEIGHT_DECAY,
+        fusion_weight_decay: float = recipe.FUSION_WEIGHT_DECAY,
         steps_per_epoch: int | None = None,
         jit_compile: bool | str = "auto",
         steps_per_execution: int = 1,
@@ -605,7 +606,7 @@ class OnlineDistiller(keras.Model):
         The first call also fixes an unset ``rampup_epochs`` from its ``epochs`` (see the constructor).
         """
         if self.rampup_epochs is None:
-            self.rampup_epochs = recipe_rampup_epochs(epochs)
+            self.rampup_epochs = recipe.scaled_rampup_epochs(epochs)
         if self._optimizer_settings is not None and self.steps_per_epoch is None:
             self.prepare(self._steps_in(x, batch_size, steps_per_epoch))
         else:

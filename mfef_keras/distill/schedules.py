@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from mfef_keras import recipe
+
 
 def checked_number(name: str, value, minimum: float = 0.0, inclusive: bool = True) -> float:
     """``value`` as a float, or a ValueError naming it and what is allowed (finite, >= or > ``minimum``)."""
@@ -68,7 +70,7 @@ class MultiStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         self,
         initial_learning_rate: float,
         steps_per_epoch: int,
-        milestones: Sequence[float] = (150, 225),
+        milestones: Sequence[float] = recipe.LR_MILESTONES,
         gamma: float = 0.1,
     ):
         self.initial_learning_rate = checked_number("initial_learning_rate", initial_learning_rate, inclusive=False)

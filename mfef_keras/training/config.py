@@ -9,6 +9,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mfef_keras import recipe
 from mfef_keras._names import unknown_name_error
 from mfef_keras._regular_files import read_regular
 from mfef_keras.choices import ABLATIONS, BACKBONES, TOPOLOGIES, cohort_names
@@ -88,13 +89,13 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     eval_batch_size: int = 100
-    learning_rate: float = 0.1
+    learning_rate: float = recipe.LEARNING_RATE
     lr_milestones: list[int] | None = None
-    lr_decay: float = 0.1
+    lr_decay: float = recipe.LR_DECAY
     lr_schedule: str = "step"
-    student_weight_decay: float = 1e-4
-    fusion_weight_decay: float = 1e-5
-    temperature: float = 3.0
+    student_weight_decay: float = recipe.STUDENT_WEIGHT_DECAY
+    fusion_weight_decay: float = recipe.FUSION_WEIGHT_DECAY
+    temperature: float = recipe.TEMPERATURE
     rampup_epochs: float | None = None
     teacher: str | None = None
     teacher_weight: float = 1.0
@@ -217,22 +218,14 @@ class TrainConfig:
 
     @property
     def effective_rampup_epochs(self) -> float:
-        from mfef_keras.distill.losses import recipe_rampup_epochs
-
-        return self.rampup_epochs if self.rampup_epochs is not None else recipe_rampup_epochs(self.schedule_span)
+        return self.rampup_epochs if self.rampup_epochs is not None else recipe.scaled_rampup_epochs(self.schedule_span)
 
     @property
     def effective_lr_milestones(self) -> list[int]:
-        """The milestones in epochs: the given ones, or the recipe's 150 and 225 of 300 scaled to `schedule_span`.
-
-        Scaled milestones that fall on the same epoch, on the first or past the last are dropped: a run of
-        3 epochs decays once (at 2), a run of 1 never.
-        """
+        """The milestones in epochs: the given ones, or the recipe's scaled to `schedule_span`."""
         if self.lr_milestones is not None:
             return list(self.lr_milestones)
-        span = self.schedule_span
-        scaled = (round(span * 150 / 300), round(span * 225 / 300))
-        return [m for m in dict.fromkeys(scaled) if 0 < m < span]
+        return recipe.scaled_lr_milestones(self.schedule_span)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

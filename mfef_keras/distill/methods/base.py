@@ -17,6 +17,7 @@ from typing import ClassVar
 import keras
 from keras import ops
 
+from mfef_keras import recipe
 from mfef_keras._names import unknown_name_error
 from mfef_keras.distill.losses import KDLoss
 from mfef_keras.registry import Registry
@@ -98,7 +99,7 @@ class OnlineMethod:
     # The method's own hyper-parameters, by name.
     options: ClassVar[dict[str, MethodOption]] = {}
 
-    def __init__(self, temperature: float = 3.0, ablate: Sequence[str] = (), **options):
+    def __init__(self, temperature: float = recipe.TEMPERATURE, ablate: Sequence[str] = (), **options):
         for component in ablate:
             if not self.ablations:
                 raise ValueError(f"ablate={list(ablate)} does not apply to method {self.name!r}.")
