@@ -1,0 +1,83 @@
+"""The `StudentCard`: round trip, every shipped preset's card, older layouts, bad fields, what training writes."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers import run_mfef
+
+from mfef_keras import student_card
+from mfef_keras.data import dataset_info
+from mfef_keras.student_card import FORMAT, StudentCard
+
+ZOO = Path(__file__).resolve().parents[1] / "zoo"
+MANIFEST = json.loads((ZOO / "manifest.json").read_text())["presets"]
+
+
+def _preset_metadata(name: str) -> dict:
+    with tarfile.open(ZOO / MANIFEST[name]["path"]) as archive:
+        return json.loads(archive.extractfile(f"{name}/metadata.json").read())
+
+
+def test_a_card_survives_a_write_and_a_read(tmp_path):
+    card = StudentCard(
+        dataset_info("digits"), backbone="resnet8", method="mfef", epoch=3, test_accuracy=0.5, extra={"later": [1]}
+    )
+    written = student_card.write(tmp_path / "metadata.json", card)
+    assert student_card.read(written) == card
+    assert json.loads(written.read_text())["format"] == FORMAT
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_every_shipped_preset_card_loads_and_matches_its_manifest_entry(name):
+    raw = _preset_metadata(name)
+    card = StudentCard.from_dict(raw, name)
+    listed = MANIFEST[name]
+    assert (card.name, card.backbone, card.method, card.params) == (
+        name,
+        listed["backbone"],
+        listed["method"],
+        listed["params"],
+    )
+    assert (card.dataset.name, card.dataset.num_classes) == (listed["dataset"], listed["num_classes"])
+    assert list(card.dataset.image_shape) == listed["image_shape"]
+    assert card.to_dict() == raw
+
+
+def test_a_card_without_a_format_key_loads_as_the_current_version():
+    card = StudentCard.from_dict({"dataset": dataset_info("digits").to_dict(), "backbone": "resnet8"})
+    assert card.version == 1 and card.backbone == "resnet8" and card.to_dict()["format"] == FORMAT
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"epoch": "three"}, "'epoch'"),
+        ({"test_accuracy": True}, "'test_accuracy'"),
+        ({"format": "mfef-student/9"}, "'format'"),
+        ({"dataset": {"name": "x"}}, "'dataset'"),
+    ],
+)
+def test_a_bad_field_is_refused_in_one_line_naming_the_file_and_the_field(tmp_path, change, field):
+    path = tmp_path / "metadata.json"
+    path.write_text(json.dumps({"dataset": dataset_info("digits").to_dict(), **change}))
+    with pytest.raises(ValueError) as refused:
+        student_card.read(path)
+    message = str(refused.value)
+    assert "\n" not in message and str(path) in message and field in message
+
+
+@pytest.mark.slow
+def test_the_card_a_tiny_training_run_writes_reads_back_with_the_run_settings(tmp_path):
+    run = tmp_path / "run"
+    tiny = ["--base-width", "4", "--train-limit", "128", "--batch-size", "64", "--no-progress"]
+    result = run_mfef(
+        "train", "--epochs", "1", "--backbone", "resnet8", "--method", "dml", "--run-dir", str(run), *tiny
+    )
+    assert result.returncode == 0, result.stderr
+    card = student_card.read(run / "best_student" / "metadata.json")
+    assert (card.backbone, card.method, card.epoch, card.base_width) == ("resnet8", "dml", 1, 4)
+    assert card.dataset.class_names == dataset_info("digits").class_names
