@@ -403,7 +403,8 @@ def _write(
         opset=opset,
     )
     # A run's fused classifier says it serves the whole cohort (the accuracy option); the export says so too.
-    card.update({key: value for key, value in (resolved.source.metadata or {}).items() if key in ("model", "note")})
+    student = resolved.source.card
+    card.update({key: getattr(student, key) for key in ("model", "note") if student and getattr(student, key)})
     checker = _Checker(resolved, validation)
     graph = serving_model(
         resolved.source.model, resolved.image_shape, resolved.mean if resolved.preprocess else None, resolved.std

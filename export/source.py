@@ -10,6 +10,7 @@ import keras
 
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.export.errors import ExportError
+from mfef_keras.student_card import StudentCard
 from mfef_keras.training.model_source import resolve_model_source
 
 
@@ -20,21 +21,19 @@ class LoadedSource:
     Args:
         model: the Keras student (normalised float32 NHWC images -> logits).
         model_file: its ``.keras`` file (hashed into the export's metadata).
-        metadata: the student's metadata, or None for a bare ``.keras`` file with none beside it.
+        card: the student's `StudentCard`, or None for a bare ``.keras`` file with no metadata.json beside it.
         description: the SOURCE as the user gave it, with what it resolved to.
     """
 
     model: keras.Model
     model_file: Path
-    metadata: dict | None
+    card: StudentCard | None
     description: str
 
     @property
     def dataset_info(self) -> DatasetInfo | None:
-        """The training dataset's description, when the metadata has one."""
-        if self.metadata is None or "dataset" not in self.metadata:
-            return None
-        return DatasetInfo.from_dict(self.metadata["dataset"])
+        """The training dataset's description, when there is a card."""
+        return None if self.card is None else self.card.dataset
 
 
 def load_source(source: str | os.PathLike, student: int | None = None) -> LoadedSource:
@@ -49,4 +48,4 @@ def load_source(source: str | os.PathLike, student: int | None = None) -> Loaded
         model = resolved.load()
     except (ValueError, FileNotFoundError) as error:
         raise ExportError(str(error)) from error
-    return LoadedSource(model, resolved.model_file, resolved.metadata, resolved.description)
+    return LoadedSource(model, resolved.model_file, resolved.card, resolved.description)

@@ -20,6 +20,7 @@ from mfef_keras.data import dataset_info
 from mfef_keras.export import ExportError, PredictError, Predictor, export_student
 from mfef_keras.export.npy_files import check_npy_sizes
 from mfef_keras.models import get_backbone
+from mfef_keras.student_card import StudentCard
 from mfef_keras.student_dir import save_student_dir
 from tests.helpers import subprocess_env
 
@@ -46,7 +47,7 @@ def _refused(result, *fragments: str) -> str:
 def student_dir(tmp_path_factory) -> Path:
     """An untrained tiny digits student: refusals happen before its accuracy matters."""
     model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
-    metadata = {"dataset": dataset_info("digits").to_dict()}
+    metadata = StudentCard(dataset_info("digits"))
     return save_student_dir(tmp_path_factory.mktemp("student") / "s", model, metadata)
 
 

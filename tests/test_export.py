@@ -35,6 +35,7 @@ from mfef_keras.export.images import load_images
 from mfef_keras.export.metadata import sha256_file, sha256_path
 from mfef_keras.models import get_backbone
 from mfef_keras.normalization import normalize
+from mfef_keras.student_card import StudentCard
 from mfef_keras.student_dir import save_student_dir
 from tests.bad_images import png_bomb
 
@@ -74,7 +75,7 @@ def student_dir(tmp_path_factory, data):
     images, labels = data["train"]
     model.fit(normalize(images, info.mean, info.std), labels, batch_size=32, epochs=4, verbose=0)
     return save_student_dir(
-        tmp_path_factory.mktemp("student") / "student", model, {"dataset": info.to_dict(), "backbone": "resnet8"}
+        tmp_path_factory.mktemp("student") / "student", model, StudentCard(info, backbone="resnet8")
     )
 
 
@@ -391,7 +392,7 @@ def test_validate_on_and_int8_calibration_use_the_dataset_registry(student, tmp_
 
     monkeypatch.setattr(mfef_keras.data, "load_arrays", load_arrays, raising=False)
     monkeypatch.setattr(mfef_keras.data, "dataset_info", lambda name, data_dir=None: toy_info(name), raising=False)
-    save_student_dir(tmp_path / "student", student, {"dataset": toy_info().to_dict()})
+    save_student_dir(tmp_path / "student", student, StudentCard(toy_info()))
     report = export_student(tmp_path / "student", tmp_path / "q", "onnx", quantize="int8", calibration_samples=64)
     # The int8 accuracy change is measured on the student's own test split even without --validate-on.
     assert calls == [("toy-waves", "test"), ("toy-waves", "train")]
@@ -405,11 +406,11 @@ def test_validate_on_and_int8_calibration_use_the_dataset_registry(student, tmp_
 
 def test_validate_on_a_registered_dataset(student, tmp_path):
     # The real registry: digits has the toy student's input shape and class count, but not its class names.
-    save_student_dir(tmp_path / "waves", student, {"dataset": toy_info("digits").to_dict()})
+    save_student_dir(tmp_path / "waves", student, StudentCard(toy_info("digits")))
     with pytest.raises(ExportError, match=r"'digits' has other classes .* label 0: '0' vs 'wave0'"):
         export_student(tmp_path / "waves", tmp_path / "out", "onnx", validate_on="digits")
     digits = DatasetInfo(**{**toy_info("digits").to_dict(), "class_names": tuple(str(i) for i in range(10))})
-    save_student_dir(tmp_path / "student", student, {"dataset": digits.to_dict()})
+    save_student_dir(tmp_path / "student", student, StudentCard(digits))
     report = export_student(tmp_path / "student", tmp_path / "out", "onnx", validate_on="digits")
     assert report.validation_data == "digits test split (360 images)"
     assert report.accuracy["onnx"] == report.accuracy["keras"]
@@ -553,7 +554,7 @@ def test_eval_command_measures_an_onnx_model_on_the_test_split(student, tmp_path
     from mfef_keras.cli import main
 
     digits = DatasetInfo(**{**toy_info("digits").to_dict(), "class_names": tuple(str(i) for i in range(10))})
-    save_student_dir(tmp_path / "student", student, {"dataset": digits.to_dict()})
+    save_student_dir(tmp_path / "student", student, StudentCard(digits))
     report = export_student(tmp_path / "student", tmp_path / "export", "onnx", validate_on="digits")
     result, output = _invoke(main, ["eval", tmp_path / "export/model.onnx", "--out", tmp_path / "eval"])
     assert result.exit_code == 0, output

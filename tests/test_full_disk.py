@@ -14,6 +14,7 @@ import pytest
 from mfef_keras._outputs import writing_to
 from mfef_keras.data import dataset_info
 from mfef_keras.models import get_backbone
+from mfef_keras.student_card import StudentCard
 from mfef_keras.student_dir import save_student_dir
 from tests.helpers import subprocess_env
 
@@ -53,7 +54,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_export_onto_a_full_disk_says_so_and_leaves_nothing(tmp_path, small_disk):
     model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
-    source = save_student_dir(tmp_path / "student", model, {"dataset": dataset_info("digits").to_dict()})
+    source = save_student_dir(tmp_path / "student", model, StudentCard(dataset_info("digits")))
     before = _tree(source)
     command = [sys.executable, "-m", "mfef_keras.cli", "export", source, "--format", "all", "--out", small_disk / "ex"]
     result = subprocess.run(list(map(str, command)), capture_output=True, text=True, env=subprocess_env(), timeout=300)

@@ -17,6 +17,7 @@ from PIL import Image
 from mfef_keras.data import dataset_info
 from mfef_keras.export import export_student
 from mfef_keras.models import get_backbone
+from mfef_keras.student_card import StudentCard
 from mfef_keras.student_dir import save_student_dir
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.run_directory import write_config
@@ -29,7 +30,7 @@ TRAIN = ["--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--base-w
 def _student(path: Path, epoch: int = 1, epochs: int = 3) -> Path:
     """An untrained tiny digits student: what is refused or chosen does not depend on its accuracy."""
     model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
-    metadata = {"dataset": dataset_info("digits").to_dict(), "epoch": epoch, "config": {"epochs": epochs}}
+    metadata = StudentCard(dataset_info("digits"), epoch=epoch, config={"epochs": epochs})
     return save_student_dir(path, model, metadata)
 
 

@@ -13,6 +13,7 @@ from mfef_keras._regular_files import NotARegularFile
 from mfef_keras.atomic_files import write_bytes_atomic, write_json_atomic
 from mfef_keras.data import dataset_info
 from mfef_keras.models import get_backbone
+from mfef_keras.student_card import StudentCard
 from mfef_keras.student_dir import save_student_dir
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.plots import plot_training_curves
@@ -181,7 +182,7 @@ def test_a_link_above_the_folder_the_user_named_is_the_users_own_choice(tmp_path
 def student_dir(tmp_path) -> Path:
     """An untrained tiny digits student: the refusals come before its accuracy matters."""
     model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
-    metadata = {"dataset": dataset_info("digits").to_dict()}
+    metadata = StudentCard(dataset_info("digits"))
     return save_student_dir(tmp_path / "student", model, metadata)
 
 

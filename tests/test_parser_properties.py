@@ -28,7 +28,7 @@ from mfef_keras.export.errors import PredictError
 from mfef_keras.export.images import load_images
 from mfef_keras.export.metadata import card_from_props
 from mfef_keras.export.npy_files import check_npy_sizes
-from mfef_keras.student_dir import read_metadata
+from mfef_keras.student_dir import read_card
 from mfef_keras.zoo.errors import ZooError
 from mfef_keras.zoo.manifest import read_manifest
 
@@ -202,9 +202,9 @@ dataset_dicts = st.fixed_dictionaries(
 def test_student_metadata_reads_or_is_refused_in_one_line(data):
     with _scratch() as folder:
         (Path(folder) / "metadata.json").write_text(json.dumps(data))
-        metadata = _one_line_error(lambda: read_metadata(folder), ValueError)
-        if metadata is not None and "dataset" in metadata:
-            DatasetInfo.from_dict(metadata["dataset"])
+        card = _one_line_error(lambda: read_card(folder), ValueError)
+        if card is not None:
+            assert DatasetInfo.from_dict(card.dataset.to_dict()) == card.dataset
 
 
 @FAST

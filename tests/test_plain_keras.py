@@ -12,6 +12,7 @@ from mfef_keras.data import dataset_info
 from mfef_keras.distill import OnlineDistiller
 from mfef_keras.layers import BatchNorm, ImageNormalization
 from mfef_keras.models import build_students, get_backbone, to_plain_keras
+from mfef_keras.student_card import StudentCard
 from mfef_keras.student_dir import save_student_dir
 from mfef_keras.zoo.manifest import read_manifest, shipped_manifest_path
 from tests.helpers import subprocess_env
@@ -117,7 +118,7 @@ def written_student(tmp_path_factory):
     images = _images(5)
     np.save(root / "images.npy", images)
     np.save(root / "logits.npy", distiller.predict(images, verbose=0)["s1"])
-    save_student_dir(root / "student", distiller.get_student(1), {"dataset": dataset_info("digits").to_dict()})
+    save_student_dir(root / "student", distiller.get_student(1), StudentCard(dataset_info("digits")))
     return root
 
 
@@ -162,7 +163,7 @@ print(sorted({type(layer).__name__ for layer in model.layers + bare.layers}))
 def test_students_saved_with_the_package_layers_still_load_in_a_fresh_process(tmp_path):
     # Students were saved with the package's BatchNorm before they became plain Keras networks.
     old = get_backbone("resnet8", CLASSES, input_shape=SHAPE, base_width=4)
-    save_student_dir(tmp_path / "old", old, {"dataset": dataset_info("digits").to_dict()})
+    save_student_dir(tmp_path / "old", old, StudentCard(dataset_info("digits")))
     output = _run_script(_LOAD_OLD_STUDENT, str(tmp_path / "old"), cwd=tmp_path, KERAS_BACKEND="tensorflow")
     assert "'BatchNorm'" in output
 

@@ -12,6 +12,7 @@ import pytest
 import mfef_keras.student_dir as student_dir
 from mfef_keras.atomic_files import write_bytes_atomic
 from mfef_keras.data.info import DatasetInfo
+from mfef_keras.student_card import StudentCard
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.devices import configure_cpu_devices
 from mfef_keras.training.run_directory import (
@@ -49,7 +50,7 @@ def test_a_student_save_that_fails_leaves_no_staging_folder(tmp_path, monkeypatc
     info = DatasetInfo("toy", 2, ("a", "b"), (1, 1, 2), (0.5, 0.5), (0.2, 0.2), {"train": 2, "test": 2})
     _full_disk(monkeypatch)
     with pytest.raises(OSError):
-        student_dir.save_student_dir(tmp_path / "best_student", model, {"dataset": info.to_dict()})
+        student_dir.save_student_dir(tmp_path / "best_student", model, StudentCard(info))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -60,7 +60,7 @@ def test_resolver_kinds_and_refusals(tmp_path, monkeypatch):
     monkeypatch.setenv("MFEF_ZOO_OFFLINE", "1")
     monkeypatch.setenv("MFEF_ZOO_CACHE", str(tmp_path / "cache"))
     preset = resolve_model_source(PRESET)
-    assert preset.kind == "zoo" and preset.metadata["dataset"]["name"] == "digits"
+    assert preset.kind == "zoo" and preset.card.dataset.name == "digits"
 
     run = tmp_path / "run"
     for name in ("students/s0", "students/s1", "best_student"):
@@ -72,7 +72,7 @@ def test_resolver_kinds_and_refusals(tmp_path, monkeypatch):
 
     bare = tmp_path / "bare.keras"
     shutil.copy(preset.model_file, bare)
-    assert resolve_model_source(bare).metadata is None
+    assert resolve_model_source(bare).card is None
     with pytest.raises(ValueError, match="has no student 5; it has s0, s1"):
         resolve_model_source(run, student=5)
     with pytest.raises(ValueError, match="--student applies to run directories"):

@@ -13,7 +13,7 @@ from mfef_keras.export.images import load_images
 from mfef_keras.export.npy_files import check_npy_sizes
 from mfef_keras.export.runtime import make_session
 from mfef_keras.file_hashing import sha256_file
-from mfef_keras.student_dir import load_keras_file, read_metadata
+from mfef_keras.student_dir import load_keras_file, read_card
 from mfef_keras.training.checkpoint import _read as read_checkpoint
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.run_directory import check_run_dir
@@ -31,7 +31,7 @@ READERS = {
     "file hash": ("model.onnx", lambda folder, path: sha256_file(path)),
     "ONNX model": ("model.onnx", lambda folder, path: make_session(path)),
     "Keras model": ("model.keras", lambda folder, path: load_keras_file(path)),
-    "student metadata": ("metadata.json", lambda folder, path: read_metadata(folder)),
+    "student metadata": ("metadata.json", lambda folder, path: read_card(folder)),
     "preset index": ("preset.json", lambda folder, path: read_preset_index(folder)),
     "run config": ("config.json", lambda folder, path: check_run_dir(folder, TrainConfig())),
     "checkpoint": ("checkpoint.npz", lambda folder, path: read_checkpoint(path)),

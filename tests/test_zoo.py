@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from mfef_keras.data.info import DatasetInfo
 from mfef_keras.file_hashing import sha256_file
 from mfef_keras.models import get_backbone
+from mfef_keras.student_card import StudentCard
 from mfef_keras.student_dir import load_student_dir, save_student_dir
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.run_directory import (
@@ -94,23 +95,25 @@ def _fake_run(run: Path) -> Path:
     write_metrics(run, history)
     (run / "summary.json").write_text(json.dumps(summarize(history, 2, True)))
 
-    def metadata(index: int, accuracy: float) -> dict:
-        return {
-            "dataset": DIGITS.to_dict(),
-            "backbone": "resnet8",
-            "base_width": 4,
-            "method": "mfef",
-            "topology": "independent",
-            "num_students": 2,
-            "student_index": index,
-            "epoch": 2,
-            "test_accuracy": accuracy,
-            "validation_accuracy": accuracy,
-            "selection": "validation",
-            "seed": 0,
-            "experiment_hash": config.experiment_hash(),
-            "config": config.to_dict(),
-        }
+    def metadata(index: int, accuracy: float) -> StudentCard:
+        return StudentCard.from_dict(
+            {
+                "dataset": DIGITS.to_dict(),
+                "backbone": "resnet8",
+                "base_width": 4,
+                "method": "mfef",
+                "topology": "independent",
+                "num_students": 2,
+                "student_index": index,
+                "epoch": 2,
+                "test_accuracy": accuracy,
+                "validation_accuracy": accuracy,
+                "selection": "validation",
+                "seed": 0,
+                "experiment_hash": config.experiment_hash(),
+                "config": config.to_dict(),
+            }
+        )
 
     for index in range(2):
         model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)

@@ -10,23 +10,23 @@ from mfef_keras.zoo.resolve import resolve_preset
 if TYPE_CHECKING:
     import keras
 
+    from mfef_keras.data.info import DatasetInfo
+
 # Keras (and mfef_keras.data, which needs numpy) are imported inside the functions: importing
 # `mfef_keras.zoo` needs only the standard library and stays quick for `mfef zoo list/pull`.
 
 
-def with_preprocessing(model: keras.Model, metadata: dict) -> keras.Model:
+def with_preprocessing(model: keras.Model, info: DatasetInfo) -> keras.Model:
     """Wrap ``model`` so it takes raw uint8 images and normalises them as it was trained to expect.
 
     Args:
         model: a student taking normalised float images.
-        metadata: its metadata, whose ``dataset`` entry gives the image shape, mean and std.
+        info: its training data's description (the card's ``dataset``): the image shape, mean and std.
     """
     import keras
 
-    from mfef_keras.data.info import DatasetInfo
     from mfef_keras.layers.image_normalization import ImageNormalization
 
-    info = DatasetInfo.from_dict(metadata["dataset"])
     images = keras.Input(shape=info.image_shape, dtype="uint8", name="raw_images")
     normalised = ImageNormalization(info.mean, info.std, name="normalization")(images)
     return keras.Model(images, model(normalised), name=f"{model.name}_raw_input")
@@ -51,7 +51,8 @@ def load_student(
 
     Returns:
         The model (images -> logits), with the preset's metadata (dataset, class names,
-        normalisation, training config, metrics, license) as ``model.mfef_metadata``.
+        normalisation, training config, metrics, license) as ``model.mfef_card`` (a `StudentCard`) and as
+        ``model.mfef_metadata`` (its dict).
 
     Example:
         >>> model = load_student("resnet8_mfef.digits_s0", include_preprocessing=True)  # doctest: +SKIP
@@ -62,10 +63,11 @@ def load_student(
 
     path = resolve_preset(source, offline=offline, allow_unverified=allow_unverified)
     # Presets saved before students were given one input tensor hold a list of one.
-    model, metadata = load_student_dir(path)
+    model, card = load_student_dir(path)
     model = single_input(model)
     if include_preprocessing:
-        model = with_preprocessing(model, metadata)
-    # Set past Keras's attribute tracking: the metadata is a plain record, not model state.
-    object.__setattr__(model, "mfef_metadata", metadata)
+        model = with_preprocessing(model, card.dataset)
+    # Set past Keras's attribute tracking: the card is a plain record, not model state.
+    object.__setattr__(model, "mfef_card", card)
+    object.__setattr__(model, "mfef_metadata", card.to_dict())
     return model

@@ -166,7 +166,7 @@ def publish(
     if not (run / "students").is_dir():
         raise ValueError(f"{run} is not a run directory (it has no students/ folder).")
     resolved = resolve_model_source(run, student)
-    source, metadata = resolved.model_file.parent, resolved.metadata
+    source, metadata = resolved.model_file.parent, resolved.card.to_dict()
     _check_name(name, metadata)
 
     manifest = shipped_manifest_path() if update_shipped_manifest else out_dir / MANIFEST_FILE

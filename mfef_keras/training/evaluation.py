@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mfef_keras._outputs import check_output_dir
+from mfef_keras.student_card import StudentCard
 from mfef_keras.training.eval_results import scores, write_results
 from mfef_keras.training.model_source import ModelSource, resolve_model_source
 
@@ -61,8 +62,8 @@ def evaluate_student(
         note(resolved.note)
     if note and not out_dir and resolved.kind == "zoo":
         note(f"note: writing the results to {out.resolve()} (the zoo cache holds presets only); --out chooses.")
-    model, metadata = resolved.load(), resolved.metadata or {}
-    dataset = dataset or metadata.get("dataset", {}).get("name")
+    model, card = resolved.load(), resolved.card
+    dataset = dataset or (card.dataset.name if card else None)
     if not dataset:
         raise ValueError(f"{source} carries no dataset metadata; pass --dataset.")
     info = dataset_info(dataset, data_dir)
@@ -80,17 +81,19 @@ def evaluate_student(
     labels, logits = np.concatenate(labels), np.concatenate(logits)
     figures, matrix = scores(labels.reshape(-1), logits, list(info.class_names))
     results = {"source": str(source), "dataset": dataset, **figures}
-    title = f"{_model_label(source, metadata)} on {dataset} test"
+    title = f"{_model_label(source, card)} on {dataset} test"
     write_results(out, results, matrix, list(info.class_names), title, normalize)
     results["out_dir"] = str(out)
     return results
 
 
-def _model_label(source: str, metadata: dict) -> str:
+def _model_label(source: str, card: StudentCard | None) -> str:
     """The evaluated model as a figure title names it: SOURCE, with its student, backbone and method when known."""
     parts = Path(source).parts
     # A long absolute path would run off the figure; its last two parts still say which run it is.
     shown = str(source) if len(str(source)) <= 50 else str(Path("…", *parts[-2:]))
-    student = f"s{metadata['student_index']}" if "student_index" in metadata else None
-    known = [part for part in (student, metadata.get("backbone"), metadata.get("method")) if part]
+    if card is None:
+        return shown
+    student = None if card.student_index is None else f"s{card.student_index}"
+    known = [part for part in (student, card.backbone, card.method) if part]
     return f"{shown} ({', '.join(known)})" if known else shown

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from mfef_keras.model_files import METADATA_FILE, MODEL_FILE
 from mfef_keras.preset_resolver import resolve_preset
-from mfef_keras.student_dir import is_student_dir, load_keras_file, read_metadata
+from mfef_keras.student_card import StudentCard
+from mfef_keras.student_dir import is_student_dir, load_keras_file, read_card
 
 if TYPE_CHECKING:
     import keras
@@ -36,14 +37,14 @@ class ModelSource:
         kind: ``"run"``, ``"unfinished_run"`` (its best student so far), ``"student"`` (a student or preset
             directory), ``"zoo"`` or ``"keras"`` (a bare file).
         model_file: the ``.keras`` file.
-        metadata: the student's metadata, or None for a ``.keras`` file with none beside it.
+        card: the student's card, or None for a ``.keras`` file with no metadata.json beside it.
         description: the SOURCE as the user gave it, with what it resolved to.
         note: what the user should know about the choice (a run still training gives its best student so far).
     """
 
     kind: str
     model_file: Path
-    metadata: dict | None
+    card: StudentCard | None
     description: str
     note: str | None = None
 
@@ -73,7 +74,7 @@ def resolve_model_source(source: str | os.PathLike, student: int | None = None) 
         return ModelSource(
             "run",
             directory / MODEL_FILE,
-            read_metadata(directory),
+            read_card(directory),
             f"{source} ({directory.relative_to(path).as_posix()})",
         )
     if (path / RUN_CONFIG_FILE).is_file():
@@ -81,15 +82,15 @@ def resolve_model_source(source: str | os.PathLike, student: int | None = None) 
     if student is not None:
         raise ValueError(f"--student applies to run directories; {str(source)!r} is not one.")
     if is_student_dir(path):
-        return ModelSource("student", path / MODEL_FILE, read_metadata(path), str(source))
+        return ModelSource("student", path / MODEL_FILE, read_card(path), str(source))
     if path.is_file() and path.suffix == ".keras":
         # A model.keras taken out of a student directory still has its metadata beside it.
-        metadata = read_metadata(path.parent) if (path.parent / METADATA_FILE).is_file() else None
-        return ModelSource("keras", path, metadata, str(source))
+        card = read_card(path.parent) if (path.parent / METADATA_FILE).is_file() else None
+        return ModelSource("keras", path, card, str(source))
     if path.is_dir():
         raise ValueError(f"{source!s} holds no student: SOURCE must be {ACCEPTED}.")
     preset = _zoo_preset(str(source), "a file but not a .keras model" if path.is_file() else "not an existing path")
-    return ModelSource("zoo", preset / MODEL_FILE, read_metadata(preset), f"{source} (zoo preset at {preset})")
+    return ModelSource("zoo", preset / MODEL_FILE, read_card(preset), f"{source} (zoo preset at {preset})")
 
 
 def _run_student(run: Path, student: int | None) -> Path:
@@ -127,13 +128,13 @@ def _unfinished_run(run: Path, student: int | None) -> ModelSource:
             f"Run {run} is {state} and has completed no epoch yet, so it holds no student to evaluate; wait for its "
             "first epoch to finish."
         )
-    metadata = read_metadata(best)
-    epochs = metadata.get("config", {}).get("epochs", "?")
+    card = read_card(best)
+    epochs = (card.config or {}).get("epochs", "?")
     note = (
         f"note: run {run} is {state}; evaluating its best student so far, saved after epoch "
-        f"{metadata.get('epoch', '?')} of {epochs} in {best}."
+        f"{card.epoch or '?'} of {epochs} in {best}."
     )
-    return ModelSource("unfinished_run", best / MODEL_FILE, metadata, f"{run} (best_student, unfinished)", note)
+    return ModelSource("unfinished_run", best / MODEL_FILE, card, f"{run} (best_student, unfinished)", note)
 
 
 def _zoo_preset(source: str, found: str) -> Path:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mfef_keras.student_dir import read_metadata, save_student_dir
+from mfef_keras.student_card import StudentCard
+from mfef_keras.student_dir import read_card, save_student_dir
 from mfef_keras.training.config import TrainConfig
 from mfef_keras.training.run_directory import summarize
 
@@ -16,10 +17,10 @@ from mfef_keras.training.run_directory import summarize
 FUSED_DIR = "fused"
 
 
-def student_metadata(
+def student_card(
     config: TrainConfig, info, index: int, row: dict, selection: str, cohort: list[dict], deployed: dict | None = None
-) -> dict:
-    """The metadata.json of student ``index`` saved after the epoch of metrics row ``row``.
+) -> StudentCard:
+    """The card (metadata.json) of student ``index`` saved after the epoch of metrics row ``row``.
 
     Args:
         config: the run's config.
@@ -31,28 +32,28 @@ def student_metadata(
         cohort: each student's name, backbone and parameter count (`cohort_of`).
         deployed: for ``best_student/``, which students it was chosen from and why (`deployed_choice`).
     """
-    return {
-        "dataset": info.to_dict(),
-        "backbone": config.cohort[index],
-        "base_width": config.base_width,
-        "method": config.method,
-        "topology": config.topology,
-        "num_students": config.num_students,
-        "cohort": cohort,
-        **({"deployed": deployed} if deployed else {}),
-        "student_index": index,
-        "epoch": row["epoch"],
-        "test_accuracy": row[f"test_acc_s{index}"],
-        "validation_accuracy": row[f"val_acc_s{index}"],
-        "selection": selection,
-        "seed": config.seed,
-        "experiment_hash": config.experiment_hash(),
-        "config": config.to_dict(),
-    }
+    return StudentCard(
+        dataset=info,
+        backbone=config.cohort[index],
+        base_width=config.base_width,
+        method=config.method,
+        topology=config.topology,
+        num_students=config.num_students,
+        cohort=cohort,
+        deployed=deployed or None,
+        student_index=index,
+        epoch=row["epoch"],
+        test_accuracy=row[f"test_acc_s{index}"],
+        validation_accuracy=row[f"val_acc_s{index}"],
+        selection=selection,
+        seed=config.seed,
+        experiment_hash=config.experiment_hash(),
+        config=config.to_dict(),
+    )
 
 
-def fused_metadata(config: TrainConfig, info, row: dict, cohort: list[dict]) -> dict:
-    """The metadata.json of the run's fused classifier (``fused/``), saved after the epoch of metrics row ``row``.
+def fused_card(config: TrainConfig, info, row: dict, cohort: list[dict]) -> StudentCard:
+    """The card of the run's fused classifier (``fused/``), saved after the epoch of metrics row ``row``.
 
     Args:
         config: the run's config.
@@ -61,8 +62,7 @@ def fused_metadata(config: TrainConfig, info, row: dict, cohort: list[dict]) -> 
         cohort: each student's name, backbone and parameter count (`cohort_of`).
     """
     parameters = sum(entry["parameters"] for entry in cohort)
-    metadata = student_metadata(config, info, 0, row, config.selection, cohort)
-    metadata.update(
+    return student_card(config, info, 0, row, config.selection, cohort).updated(
         model="fused",
         backbone="+".join(config.cohort),
         student_index=None,
@@ -74,7 +74,6 @@ def fused_metadata(config: TrainConfig, info, row: dict, cohort: list[dict]) -> 
             "best_student/."
         ),
     )
-    return metadata
 
 
 def cohort_of(config: TrainConfig, distiller) -> list[dict]:
@@ -134,14 +133,14 @@ def keep_selected(run_dir: Path, distiller, config: TrainConfig, info, history: 
     summary = run_summary(config, history, distiller, cohort)
     best = summary["best_student"]
     if distiller.online_method.has_fused_classifier() and summary["fused"]["best_epoch"] == row["epoch"]:
-        save_student_dir(run_dir / FUSED_DIR, distiller.fused_classifier(), fused_metadata(config, info, row, cohort))
+        save_student_dir(run_dir / FUSED_DIR, distiller.fused_classifier(), fused_card(config, info, row, cohort))
     if best["best_epoch"] == row["epoch"]:
         index = int(best["name"][1:])
         deployed = {key: best[key] for key in ("chosen_from", "reason")}
         save_student_dir(
             run_dir / "best_student",
             distiller.get_student(index),
-            student_metadata(config, info, index, row, config.selection, cohort, deployed),
+            student_card(config, info, index, row, config.selection, cohort, deployed),
         )
 
 
@@ -161,6 +160,6 @@ def keep_last_students(
     for index in range(config.num_students):
         target = run_dir / "students" / f"s{index}"
         # A run extended after it finished replaces the students of its earlier last epoch.
-        if not target.exists() or read_metadata(target).get("epoch") != history[-1]["epoch"]:
-            metadata = student_metadata(config, info, index, history[-1], "last_epoch", cohort)
-            save_student_dir(target, distiller.get_student(index), metadata)
+        if not target.exists() or read_card(target).epoch != history[-1]["epoch"]:
+            card = student_card(config, info, index, history[-1], "last_epoch", cohort)
+            save_student_dir(target, distiller.get_student(index), card)

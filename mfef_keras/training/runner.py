@@ -108,17 +108,15 @@ def _teacher(source: str, info):
         ValueError: it cannot be loaded, or it was trained on other data (another dataset, classes, image shape or
             normalisation: the students' inputs would not be its inputs).
     """
-    from mfef_keras.data.info import DatasetInfo
     from mfef_keras.training.model_source import resolve_model_source
 
     resolved = resolve_model_source(source)
-    dataset = (resolved.metadata or {}).get("dataset")
-    if dataset is None:
+    if resolved.card is None:
         raise ValueError(
             f"The teacher {resolved.description} has no metadata.json naming its dataset; give a run, a student "
             "directory or a zoo name, whose card says what data and normalisation the teacher expects."
         )
-    theirs = DatasetInfo.from_dict(dataset)
+    theirs = resolved.card.dataset
     keys = ("name", "num_classes", "image_shape", "mean", "std")
     differing = [key for key in keys if getattr(theirs, key) != getattr(info, key)]
     if differing:
