@@ -436,12 +436,13 @@ def list_backbones_command(pattern):
 
 
 def _register_plugins() -> None:
-    from mfef_keras.export.commands import export_command, predict_command
+    from mfef_keras.export.commands import export_command, predict_command, serve_command
     from mfef_keras.zoo.commands import zoo_group
 
     main.add_command(zoo_group)
     main.add_command(export_command)
     main.add_command(predict_command)
+    main.add_command(serve_command)
 
 
 _register_plugins()

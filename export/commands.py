@@ -1,7 +1,8 @@
-"""The ``mfef export`` and ``mfef predict`` commands.
+"""The ``mfef export``, ``mfef predict`` and ``mfef serve`` commands.
 
 ``predict`` imports only onnxruntime, numpy, pillow and click, so it also runs in the slim inference
-image; ``export`` imports TensorFlow when it runs, not when the CLI starts.
+image, as ``serve`` of an export folder does with the serve extra added; ``export`` (and ``serve`` of a run or
+zoo name) imports TensorFlow when it runs, not when the CLI starts.
 """
 
 from __future__ import annotations
@@ -164,3 +165,76 @@ def predict_command(
         click.echo(name)
         for rank, (label, probability) in enumerate(classes, start=1):
             click.echo(f"  {rank}. {label:<{width}}  {probability:.4f}")
+
+
+@click.command("serve")
+@click.argument("source")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="HTTP port.")
+@click.option("--int8", is_flag=True, help="Serve an export folder's int8 model. [default: its float32 model.onnx]")
+@click.option(
+    "--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Images per model run and request."
+)
+@click.option(
+    "--max-latency-ms",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="How long a batch waits for more requests before it runs.",
+)
+@click.option(
+    "--max-queued",
+    type=click.IntRange(min=1),
+    help="Images that may wait; requests beyond get 503. [default: 8 x --max-batch]",
+)
+@click.option("--name", help="The model's name in the URLs (/v2/models/NAME). [default: the export folder's name]")
+def serve_command(
+    source: str,
+    host: str,
+    port: int,
+    int8: bool,
+    max_batch: int,
+    max_latency_ms: float,
+    max_queued: int | None,
+    name: str | None,
+) -> None:
+    """Serve SOURCE over HTTP with the Open Inference Protocol (KServe V2), until SIGTERM.
+
+    SOURCE is a directory written by `mfef export` (served as it is, without TensorFlow), or a run directory,
+    student directory or zoo preset name, exported first to a temporary folder. Requests send the model's own
+    input (raw uint8 NHWC images, or normalised float32 for a --no-preprocess export) or PNG/JPEG files as a
+    BYTES input named "images"; responses hold the logits and the top-1 class names ("labels"). Needs the
+    `serve` extra (pip install 'mfef-keras[serve]').
+    """
+    from mfef_keras.model_files import ONNX_FILE
+
+    options = dict(
+        host=host, port=port, int8=int8, max_batch=max_batch, max_latency_ms=max_latency_ms, max_queued=max_queued
+    )
+    with user_errors(PredictError, ExportError):
+        path = Path(source)
+        if (path / ONNX_FILE).is_file() or path.suffix == ".onnx":
+            _serve(path, name=name, **options)
+            return
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="mfef-serve-") as scratch:
+            os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            from mfef_keras.export.exporter import export_student
+
+            out = Path(scratch) / (path.name or "model")
+            export_student(source, out, "onnx", quantize="int8" if int8 else None, calibrate_synthetic=int8)
+            # Named after SOURCE, not the scratch folder.
+            _serve(out, name=name or out.name, **options)
+
+
+def _serve(path: Path, **options) -> None:
+    """Run `inference_server.serve`; a missing serve extra is one line saying what to install."""
+    try:
+        from mfef_keras.export.inference_server import serve
+    except ModuleNotFoundError as error:
+        raise PredictError(
+            f"mfef serve needs {error.name}, which the serve extra brings: pip install 'mfef-keras[serve]'."
+        ) from None
+    serve(path, **options)

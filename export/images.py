@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from mfef_keras._regular_files import open_regular
-from mfef_keras.data.image_files import ImageFileError, load_image
+from mfef_keras.data.image_files import ImageFileError, decode_image, load_image
 from mfef_keras.export.errors import PredictError
 from mfef_keras.export.npy_files import check_npy_sizes
 
@@ -85,11 +86,46 @@ def _load_npy(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def _load_image(path: Path, shape: tuple[int, int, int], resize: bool) -> tuple[np.ndarray, str | None]:
-    height, width, channels = shape
     try:
         image = load_image(path)
     except ImageFileError as error:
         raise PredictError(str(error)) from None
+    return _fit_image(image, path, shape, resize)
+
+
+def decode_images(
+    encoded: Sequence[bytes], names: Sequence[str], image_shape: Sequence[int], resize: bool = True
+) -> tuple[np.ndarray, list[str]]:
+    """Decode PNG/JPEG bytes into one uint8 NHWC batch, converted and resized as `load_images` does files.
+
+    Args:
+        encoded: one encoded image per element.
+        names: what error messages and notes call each image.
+        image_shape: ``(height, width, channels)`` the model takes.
+        resize: convert and resize images that do not fit the model; otherwise refuse them.
+
+    Returns:
+        ``(images, notes)``: the batch and one note per image converted or resized.
+    """
+    shape = tuple(int(v) for v in image_shape)
+    images, notes = [], []
+    for data, name in zip(encoded, names, strict=True):
+        try:
+            image = decode_image(io.BytesIO(data), name)
+        except ImageFileError as error:
+            raise PredictError(str(error)) from None
+        array, note = _fit_image(image, name, shape, resize)
+        images.append(array)
+        notes += [note] if note else []
+    if not images:
+        raise PredictError("No images given.")
+    return np.stack(images), notes
+
+
+def _fit_image(
+    image: Image.Image, path: Path | str, shape: tuple[int, int, int], resize: bool
+) -> tuple[np.ndarray, str | None]:
+    height, width, channels = shape
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif image.mode == "1":

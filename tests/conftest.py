@@ -38,6 +38,11 @@ OPTIONAL = {
         "torch is not installed: no extra brings it (PyPI's build pulls CUDA); install PyTorch's CPU build "
         "as the README's Training speed section shows",
     ),
+    "needs_serve": (
+        lambda: all(importlib.util.find_spec(name) is not None for name in ("kserve", "tritonclient")),
+        "kserve or tritonclient is not installed: the serve extra brings them (pip install -e '.[cpu,dev,serve]' "
+        "in a virtualenv of its own: kserve pins protobuf 6 and ml_dtypes 0.5)",
+    ),
     "needs_python312": (
         lambda: python_312() is not None,
         "no Python 3.12 interpreter: install one (e.g. pyenv install 3.12) and put python3.12 on the PATH",

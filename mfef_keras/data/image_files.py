@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -29,7 +30,7 @@ class ImageFileError(ValueError):
     """An image file that cannot be used: not a regular file, too many pixels, or not decodable."""
 
 
-def _too_large(path: Path, pixels: str) -> ImageFileError:
+def _too_large(path: str | os.PathLike, pixels: str) -> ImageFileError:
     side = int(MAX_IMAGE_PIXELS**0.5)
     return ImageFileError(
         f"{path} declares {pixels} pixels, over the limit of {MAX_IMAGE_PIXELS:,} ({side}x{side}); refused as a "
@@ -37,7 +38,7 @@ def _too_large(path: Path, pixels: str) -> ImageFileError:
     )
 
 
-def _undecodable(path: Path, why: object) -> ImageFileError:
+def _undecodable(path: str | os.PathLike, why: object) -> ImageFileError:
     return ImageFileError(f"Cannot decode image {path}: {why}")
 
 
@@ -62,25 +63,39 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except OSError as err:
         raise ImageFileError(f"Cannot read image {path}: {err.strerror}.") from None
     with file:
+        return decode_image(file, path)
+
+
+def decode_image(file: BinaryIO, name: str | os.PathLike) -> Image.Image:
+    """Fully decode one image from an open binary file, with 8-bit channels, as `load_image` does.
+
+    Args:
+        file: the encoded image (a file or an in-memory buffer such as ``io.BytesIO``).
+        name: what error messages call it (a path, or a request's input).
+
+    Raises:
+        ImageFileError: naming ``name``, when it declares more than `MAX_IMAGE_PIXELS` pixels or cannot be
+            decoded (unknown format, truncated or corrupt data).
+    """
+    try:
+        image = Image.open(file)
+    except Image.DecompressionBombError:
+        # PIL refuses sizes over twice its own limit inside Image.open, before the size can be read here.
+        raise _too_large(name, f"more than {2 * Image.MAX_IMAGE_PIXELS:,}") from None
+    except UnidentifiedImageError:
+        raise _undecodable(name, "not an image format PIL knows") from None
+    except _DECODE_ERRORS as err:
+        raise _undecodable(name, err) from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise _too_large(name, f"{width}x{height}")
         try:
-            image = Image.open(file)
-        except Image.DecompressionBombError:
-            # PIL refuses sizes over twice its own limit inside Image.open, before the size can be read here.
-            raise _too_large(path, f"more than {2 * Image.MAX_IMAGE_PIXELS:,}") from None
-        except UnidentifiedImageError:
-            raise _undecodable(path, "not an image format PIL knows") from None
+            image.load()
         except _DECODE_ERRORS as err:
-            raise _undecodable(path, err) from None
-        with image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise _too_large(path, f"{width}x{height}")
-            try:
-                image.load()
-            except _DECODE_ERRORS as err:
-                raise _undecodable(path, err) from None
-            # A copy, because closing the file releases the decoded pixels of `image`.
-            return _to_eight_bit(image) if image.mode in _SIXTEEN_BIT_MODES else image.copy()
+            raise _undecodable(name, err) from None
+        # A copy, because closing the file releases the decoded pixels of `image`.
+        return _to_eight_bit(image) if image.mode in _SIXTEEN_BIT_MODES else image.copy()
 
 
 # round(v * 255 / 65535) for every 16-bit value: a lookup costs one byte per pixel, where float arithmetic on a
