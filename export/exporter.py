@@ -402,9 +402,12 @@ def _write(
         source_sha256=sha256_file(resolved.source.model_file),
         opset=opset,
     )
-    # A run's fused classifier says it serves the whole cohort (the accuracy option); the export says so too.
     student = resolved.source.card
-    card.update({key: getattr(student, key) for key in ("model", "note") if student and getattr(student, key)})
+    if student is not None:
+        # A run's fused classifier says it serves the whole cohort (the accuracy option); the export says so too.
+        card.update({key: getattr(student, key) for key in ("model", "note") if getattr(student, key)})
+        # The whole StudentCard rides along, into metadata.json and each ONNX file's metadata_props.
+        card["student"] = student.to_dict()
     checker = _Checker(resolved, validation)
     graph = serving_model(
         resolved.source.model, resolved.image_shape, resolved.mean if resolved.preprocess else None, resolved.std

@@ -81,3 +81,19 @@ def test_the_card_a_tiny_training_run_writes_reads_back_with_the_run_settings(tm
     card = student_card.read(run / "best_student" / "metadata.json")
     assert (card.backbone, card.method, card.epoch, card.base_width) == ("resnet8", "dml", 1, 4)
     assert card.dataset.class_names == dataset_info("digits").class_names
+
+
+def test_an_onnx_export_carries_the_card_in_its_metadata_props(tmp_path):
+    import onnx
+
+    from mfef_keras.export import export_student
+    from mfef_keras.export.metadata import card_from_props
+    from mfef_keras.models import get_backbone
+    from mfef_keras.student_dir import save_student_dir
+
+    card = StudentCard(dataset_info("digits"), backbone="resnet8", base_width=4, method="dml", epoch=2)
+    model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
+    export_student(save_student_dir(tmp_path / "student", model, card), tmp_path / "export", "onnx")
+    proto = onnx.load(tmp_path / "export" / "model.onnx")
+    props = card_from_props({entry.key: entry.value for entry in proto.metadata_props})
+    assert StudentCard.from_dict(props["student"]) == card
