@@ -11,6 +11,7 @@ from pathlib import Path
 from mfef_keras._regular_files import read_regular
 from mfef_keras.atomic_files import staged_directory
 from mfef_keras.model_files import METADATA_FILE, MODEL_FILE
+from mfef_keras.student_card import StudentCard
 from mfef_keras.zoo.archive import pack_preset
 from mfef_keras.zoo.hashing import file_record
 from mfef_keras.zoo.manifest import (
@@ -59,11 +60,11 @@ def _read_json(path: Path, what: str) -> dict:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
 
 
-def _check_name(name: str, metadata: dict) -> None:
-    """Refuse a name whose architecture, method or dataset contradicts the student's metadata."""
+def _check_name(name: str, card: StudentCard) -> None:
+    """Refuse a name whose architecture, method or dataset contradicts the student's card."""
     parts = parse_name(name)
-    dataset = str(metadata["dataset"]["name"])
-    actual = {"arch": str(metadata.get("backbone")), "method": str(metadata.get("method"))}
+    dataset = card.dataset.name
+    actual = {"arch": str(card.backbone), "method": str(card.method)}
     # Folder datasets ("folder:/data/flowers") have no registry name; the name's dataset part is free then.
     if ":" not in dataset:
         actual["dataset"] = dataset
@@ -89,40 +90,39 @@ def _last_epoch_accuracy(summary: dict, student: str) -> float | None:
     return row.get("test_last", row.get("last"))
 
 
-def _preset_metadata(name: str, metadata: dict, run: Path, source: Path, params: int, license: str) -> dict:
+def _preset_card(name: str, card: StudentCard, run: Path, source: Path, params: int, license: str) -> StudentCard:
     config = _read_json(run / "config.json", "the config")
     summary = _read_json(run / "summary.json", "the summary")
     environment = _read_json(run / "environment.json", "the environment record")
-    if metadata.get("experiment_hash") != config.get("experiment_hash"):
+    if card.experiment_hash != config.get("experiment_hash"):
         raise ValueError(
-            f"Student {source} was trained by experiment {metadata.get('experiment_hash')}, "
+            f"Student {source} was trained by experiment {card.experiment_hash}, "
             f"but run {run} is experiment {config.get('experiment_hash')}."
         )
-    dataset = metadata["dataset"]
-    return {
-        **metadata,
-        "name": name,
-        "input": {
-            "shape": dataset["image_shape"],
+    dataset = card.dataset
+    return card.updated(
+        name=name,
+        input={
+            "shape": list(dataset.image_shape),
             "dtype": "float32",
             "normalization": "(x / 255 - mean) / std",
-            "mean": dataset["mean"],
-            "std": dataset["std"],
+            "mean": list(dataset.mean),
+            "std": list(dataset.std),
         },
-        "config": config["config"],
-        "experiment_hash": config["experiment_hash"],
-        "metrics": summary,
-        "test_accuracy_last": _last_epoch_accuracy(summary, f"s{metadata.get('student_index', 0)}"),
-        "data": _data_record(run),
-        "reproduce": reproduce_command(config["config"]),
-        "training_log": _read_json(run / "metrics.json", "the metrics")["epochs"],
-        "training_log_file": LOG_FILE,
-        "environment": {k: environment.get(k) for k in ("packages", "python", "platform", "command")},
-        "params": params,
-        "license": license,
-        "created": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "published_from": str(source.relative_to(run)),
-    }
+        config=config["config"],
+        experiment_hash=config["experiment_hash"],
+        metrics=summary,
+        test_accuracy_last=_last_epoch_accuracy(summary, f"s{card.student_index or 0}"),
+        data=_data_record(run),
+        reproduce=reproduce_command(config["config"]),
+        training_log=_read_json(run / "metrics.json", "the metrics")["epochs"],
+        training_log_file=LOG_FILE,
+        environment={k: environment.get(k) for k in ("packages", "python", "platform", "command")},
+        params=params,
+        license=license,
+        created=datetime.now(UTC).strftime("%Y-%m-%d"),
+        published_from=str(source.relative_to(run)),
+    )
 
 
 def publish(
@@ -166,8 +166,8 @@ def publish(
     if not (run / "students").is_dir():
         raise ValueError(f"{run} is not a run directory (it has no students/ folder).")
     resolved = resolve_model_source(run, student)
-    source, metadata = resolved.model_file.parent, resolved.card.to_dict()
-    _check_name(name, metadata)
+    source, card = resolved.model_file.parent, resolved.card
+    _check_name(name, card)
 
     manifest = shipped_manifest_path() if update_shipped_manifest else out_dir / MANIFEST_FILE
     target, archive = out_dir / name, out_dir / f"{name}.tar.gz"
@@ -188,7 +188,7 @@ def publish(
     if not (run / LOG_FILE).is_file():
         raise FileNotFoundError(f"{run} is not a finished run directory: the training log {LOG_FILE} is missing.")
     model = resolved.load()
-    preset_metadata = _preset_metadata(name, metadata, run, source, int(model.count_params()), license)
+    preset_metadata = _preset_card(name, card, run, source, int(model.count_params()), license).to_dict()
     # 0755 whatever the umask: the preset is meant to be shared.
     with staged_directory(target, mode=0o755) as staging:
         # Runs written before students were saved as plain Keras networks still hold the package's layers.
@@ -203,9 +203,9 @@ def publish(
     entry = {"url": f"{base_url.rstrip('/')}/{archive.name}"} if base_url else {"path": Path(relative).as_posix()}
     entry.update(file_record(archive))
     entry.update(
-        dataset=metadata["dataset"]["name"],
-        num_classes=metadata["dataset"]["num_classes"],
-        image_shape=metadata["dataset"]["image_shape"],
+        dataset=card.dataset.name,
+        num_classes=card.dataset.num_classes,
+        image_shape=list(card.dataset.image_shape),
         **{key: preset_metadata.get(key) for key in _LISTED},
     )
     write_manifest_entry(manifest, name, entry)
