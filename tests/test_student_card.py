@@ -97,3 +97,13 @@ def test_an_onnx_export_carries_the_card_in_its_metadata_props(tmp_path):
     proto = onnx.load(tmp_path / "export" / "model.onnx")
     props = card_from_props({entry.key: entry.value for entry in proto.metadata_props})
     assert StudentCard.from_dict(props["student"]) == card
+
+
+def test_zoo_info_prints_the_card_of_a_pulled_preset(tmp_path, monkeypatch):
+    monkeypatch.setenv("MFEF_ZOO_CACHE", str(tmp_path))
+    name = "resnet8_mfef.digits_s0"
+    assert run_mfef("zoo", "pull", name).returncode == 0
+    shown = run_mfef("zoo", "info", name)
+    assert shown.returncode == 0, shown.stderr
+    line = next(line for line in shown.stdout.splitlines() if line.startswith("card "))
+    assert "resnet8 by mfef, epoch 20, digits (10 classes, 32x32x1 images), license Apache-2.0" in line

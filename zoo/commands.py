@@ -105,6 +105,16 @@ def info_command(name: str) -> None:
         info = model_info(name)
     for key in sorted(info):
         click.echo(f"{key:<16}{info[key]}")
+    if info["cached_path"]:
+        from mfef_keras.student_dir import read_card
+
+        with _plain_errors():
+            card = read_card(info["cached_path"])
+        shape = "x".join(str(side) for side in card.dataset.image_shape)
+        click.echo(
+            f"{'card':<16}{card.backbone} by {card.method}, epoch {card.epoch}, {card.dataset.name} "
+            f"({card.dataset.num_classes} classes, {shape} images), license {card.license}"
+        )
     click.echo(f'{"load it":<16}from mfef_keras.zoo import load_student; load_student("{info["name"]}")')
 
 
