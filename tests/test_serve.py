@@ -203,7 +203,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits(server):
 @needs_serve
 def test_the_serve_path_imports_no_tensorflow():
     script = (
-        "import sys, mfef_keras.export.inference_server; "
+        "import sys, mfef_keras.cli, mfef_keras.export.inference_server; "
         "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env())
