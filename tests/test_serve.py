@@ -223,3 +223,40 @@ def test_serve_names_what_is_missing_in_one_line(tmp_path):
 def test_a_queue_smaller_than_a_batch_is_refused(export_dir):
     result = run_mfef("serve", export_dir, "--max-batch", "8", "--max-queued", "4")
     one_error_line(result, "--max-queued 4 is below --max-batch 8")
+
+
+# Slow (a second export and server: about 20 s on the loaded 2-core machine); .ci/run's serve step runs it.
+@needs_serve
+@pytest.mark.slow
+def test_a_no_preprocess_export_takes_normalised_float32_and_encoded_images(tmp_path):
+    from mfef_keras.export.predictor import Predictor
+
+    export = tmp_path / MODEL
+    result = run_mfef("export", "resnet8_mfef.digits_s0", "--no-preprocess", "--out", export)
+    assert result.returncode == 0, result.stderr
+    predictor = Predictor(export)
+    images = _images(2)
+    normalised = predictor._model_input(images)
+    assert normalised.dtype == np.float32
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "mfef_keras.cli", "serve", str(export), "--port", str(port)]
+    with open(tmp_path / "server.log", "w") as log:
+        process = subprocess.Popen(command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        import tritonclient.http as http
+
+        client = http.InferenceServerClient(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 120
+        while not _ready(client):
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.5)
+        logits, _ = _infer(client, _tensor(normalised))
+        np.testing.assert_allclose(logits, predictor.logits(images), rtol=0, atol=1e-5)
+        encoded, _ = _infer(client, _encoded([_png(images[0]), _png(images[1])]))
+        np.testing.assert_allclose(encoded, logits, rtol=0, atol=1e-5)
+        assert "datatype UINT8" in _refused(client, _tensor(images))
+    finally:
+        process.terminate()
+        assert process.wait(timeout=60) == 0
