@@ -7,11 +7,11 @@ import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mfef_keras._regular_files import read_regular
 from mfef_keras.atomic_files import staged_directory
 from mfef_keras.model_files import METADATA_FILE, MODEL_FILE
-from mfef_keras.student_card import StudentCard
 from mfef_keras.zoo.archive import pack_preset
 from mfef_keras.zoo.hashing import file_record
 from mfef_keras.zoo.manifest import (
@@ -28,6 +28,11 @@ from mfef_keras.zoo.preset import (
     verify_preset,
     write_preset_index,
 )
+
+if TYPE_CHECKING:
+    # Only named in annotations: importing mfef_keras.zoo stays free of numpy (the card's DatasetInfo needs it).
+    from mfef_keras.student_card import StudentCard
+
 
 # Descriptive fields copied into the manifest, so `mfef zoo list` needs no download. Entries written before
 # the validation split lack the selection and the figures beside it; readers take them as optional.
