@@ -220,7 +220,7 @@ class StudentModel(kserve.Model):
             raise InvalidInput(f"input {tensor.name!r} cannot be read as {tensor.datatype}: {error}") from None
         if images.size == 0:
             raise InvalidInput(f"input {tensor.name!r} holds no images.")
-        return self.predictor._model_input(images)
+        return self.predictor.model_input(images)
 
 
 def serve(

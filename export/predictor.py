@@ -85,7 +85,7 @@ class Predictor:
             images: ``(N, H, W, C)`` raw uint8 images (or normalised float32 for a model exported without
                 preprocessing).
         """
-        return run_batched(self.session, self._model_input(images), self.batch_size).astype(np.float32, copy=False)
+        return run_batched(self.session, self.model_input(images), self.batch_size).astype(np.float32, copy=False)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities, ``(N, classes)`` float32 rows summing to 1.
@@ -111,7 +111,12 @@ class Predictor:
         order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
         return [[(self.class_names[i], float(row[i])) for i in indices] for row, indices in zip(probabilities, order)]
 
-    def _model_input(self, images: np.ndarray) -> np.ndarray:
+    def model_input(self, images: np.ndarray) -> np.ndarray:
+        """``images`` checked and converted to what the ONNX model takes (the server batches these).
+
+        Args:
+            images: a batch ``(N, H, W, C)`` of the model's image shape, uint8 pixels or float images.
+        """
         images = np.asarray(images)
         if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
             raise PredictError(

@@ -236,7 +236,7 @@ def test_a_no_preprocess_export_takes_normalised_float32_and_encoded_images(tmp_
     assert result.returncode == 0, result.stderr
     predictor = Predictor(export)
     images = _images(2)
-    normalised = predictor._model_input(images)
+    normalised = predictor.model_input(images)
     assert normalised.dtype == np.float32
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
