@@ -187,6 +187,13 @@ def predict_command(
     type=click.IntRange(min=1),
     help="Images that may wait; requests beyond get 503. [default: 8 x --max-batch]",
 )
+@click.option(
+    "--max-request-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest request body, in MiB; a larger one gets 413 before it is read (a chunked one once it passes the "
+    "limit), so a client cannot make the server hold more. [default: the larger of 16 and 32 bytes per pixel value "
+    "of --max-batch images]",
+)
 @click.option("--name", help="The model's name in the URLs (/v2/models/NAME). [default: the export folder's name]")
 def serve_command(
     source: str,
@@ -196,6 +203,7 @@ def serve_command(
     max_batch: int,
     max_latency_ms: float,
     max_queued: int | None,
+    max_request_mb: float | None,
     name: str | None,
 ) -> None:
     """Serve SOURCE over HTTP with the Open Inference Protocol (KServe V2), until SIGTERM.
@@ -209,7 +217,13 @@ def serve_command(
     from mfef_keras.model_files import ONNX_FILE
 
     options = dict(
-        host=host, port=port, int8=int8, max_batch=max_batch, max_latency_ms=max_latency_ms, max_queued=max_queued
+        host=host,
+        port=port,
+        int8=int8,
+        max_batch=max_batch,
+        max_latency_ms=max_latency_ms,
+        max_queued=max_queued,
+        max_request_mb=max_request_mb,
     )
     with user_errors(PredictError, ExportError):
         path = Path(source)

@@ -19,6 +19,7 @@ from mfef_keras.export.dynamic_batcher import DynamicBatcher, Overloaded
 from mfef_keras.export.errors import PredictError
 from mfef_keras.export.images import decode_images
 from mfef_keras.export.predictor import Predictor
+from mfef_keras.export.request_limit import MIB, RequestBodyLimit, default_max_request_bytes
 
 
 def _import_kserve():
@@ -223,6 +224,30 @@ class StudentModel(kserve.Model):
         return self.predictor.model_input(images)
 
 
+class LimitedRESTServer(RESTServer):
+    """KServe's REST server with `RequestBodyLimit` in front of its FastAPI app.
+
+    KServe builds the app (``kserve.model_server:app``) and its middlewares in ``create_application``; this adds
+    one more there, the last added and so the outermost of them, so a body over the limit is refused before
+    KServe reads it into memory.
+
+    Args:
+        *args: `RESTServer`'s.
+        max_request_bytes: the largest request body accepted.
+        setting: how that limit was set, named in the 413 message.
+        **kwargs: `RESTServer`'s.
+    """
+
+    def __init__(self, *args, max_request_bytes: int, setting: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_request_bytes = max_request_bytes
+        self.setting = setting
+
+    def _add_middlewares(self, app) -> None:
+        super()._add_middlewares(app)
+        app.add_middleware(RequestBodyLimit, max_bytes=self.max_request_bytes, setting=self.setting)
+
+
 def serve(
     model_dir: Path,
     host: str = "127.0.0.1",
@@ -232,6 +257,7 @@ def serve(
     max_latency_ms: float = 5.0,
     max_queued: int | None = None,
     name: str | None = None,
+    max_request_mb: float | None = None,
 ) -> None:
     """Serve the export in ``model_dir`` until SIGTERM or SIGINT, which finish the requests in flight first.
 
@@ -244,22 +270,36 @@ def serve(
         max_latency_ms: how long a batch waits for more requests.
         max_queued: images that may wait (default eight batches); beyond, requests get 503.
         name: the model's name in the URLs (default the directory's name).
+        max_request_mb: the largest request body in MiB, larger ones get 413 unread (default: the larger of
+            16 MiB and 32 bytes per pixel value of ``max_batch`` images).
     """
     if max_queued is not None and max_queued < max_batch:
         raise PredictError(
             f"--max-queued {max_queued} is below --max-batch {max_batch}: a full request could never be queued."
         )
     predictor = Predictor(model_dir, batch_size=max_batch, int8=int8)
-    model = StudentModel(name or _model_name(model_dir), predictor, max_batch, max_latency_ms, max_queued)
+    if max_request_mb is None:
+        max_request_bytes = default_max_request_bytes(max_batch, predictor.image_shape)
+        setting = f"--max-request-mb, default {max_request_bytes / MIB:g} for --max-batch {max_batch}"
+    else:
+        max_request_bytes = int(max_request_mb * MIB)
+        setting = f"--max-request-mb {max_request_mb:g}"
+    # Encoded images are bounded by the same figure: the body holds them, and a second, smaller bound on them
+    # alone would refuse a request that the body limit lets through.
+    model = StudentModel(
+        name or _model_name(model_dir), predictor, max_batch, max_latency_ms, max_queued, max_request_bytes
+    )
     server = kserve.ModelServer(http_port=port, enable_grpc=False, workers=1, grace_period=30)
     server.register_model(model)
     model.start()
-    rest = RESTServer(
+    rest = LimitedRESTServer(
         FASTAPI_APP_IMPORT_STRING,
         StudentDataPlane(model_registry=server.registered_models),
         server.model_repository_extension,
         port,
         grace_period=30,
+        max_request_bytes=max_request_bytes,
+        setting=setting,
     )
     # KServe binds every interface; loopback by default keeps a development server private.
     rest.config.host = host

@@ -6,8 +6,10 @@ with SIGTERM while a request is in flight. The tests that need the serve extra c
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import io
+import json
 import re
 import signal
 import socket
@@ -28,6 +30,8 @@ needs_serve = pytest.mark.needs_serve
 # sixth, which would take the queue past 16 images, is refused however fast the model runs.
 MAX_BATCH, MAX_QUEUED, LATENCY_MS = 16, 16, 300
 MODEL = "digits"
+# Request bodies over 1 MiB get 413: far above a request of MAX_BATCH digits, even as JSON text (about 80 KB).
+MAX_REQUEST_MB, LIMIT = 1, 1 << 20
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +43,18 @@ def export_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(export_dir):
+def port() -> int:
+    """A free port for the module's server."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(export_dir, port):
     command = [sys.executable, "-m", "mfef_keras.cli", "serve", str(export_dir), "--port", str(port)]
     command += ["--max-batch", str(MAX_BATCH), "--max-queued", str(MAX_QUEUED), "--max-latency-ms", str(LATENCY_MS)]
+    command += ["--max-request-mb", str(MAX_REQUEST_MB)]
     # A file, not a pipe: the server logs every request, and a full pipe would stop it.
     log = export_dir.parent / "server.log"
     with open(log, "w") as output:
@@ -187,6 +197,58 @@ def test_a_burst_beyond_the_queue_is_refused_with_503_and_the_server_still_answe
     assert statuses.count("200") >= MAX_QUEUED // 3 and "503" in statuses, statuses
     assert set(statuses) == {"200", "503"}
     assert len(_infer(client, _tensor(_images(2)))[1]) == 2
+
+
+def _raw_post(port: int, headers: dict[str, str], chunks: list[bytes] = ()) -> tuple[int, dict, str]:
+    """POST an infer request by hand, the body (if any) in ``chunks``; the status, headers and error message.
+
+    The body is never finished: a server that waited for all of it before answering would time out here.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("POST", f"/v2/models/{MODEL}/infer")
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        for chunk in chunks:
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read())["error"]
+    finally:
+        connection.close()
+
+
+@needs_serve
+def test_a_body_over_the_limit_gets_413_before_it_is_read_and_the_server_goes_on(server, port):
+    from tritonclient.utils import InferenceServerException
+
+    _, client = server
+    setting = f"at most {LIMIT:,} bytes (--max-request-mb {MAX_REQUEST_MB})"
+
+    # A Content-Length over the limit: answered before a byte of the body is sent.
+    status, headers, message = _raw_post(port, {"Content-Length": str(50 * LIMIT)})
+    assert status == 413 and headers.get("connection") == "close", (status, headers)
+    assert f"a body of {50 * LIMIT:,} bytes (Content-Length), {setting}" in message
+
+    # A chunked body: cut off once it passes the limit, its end never sent.
+    chunk = b"x" * (64 << 10)
+    status, headers, message = _raw_post(port, {"Transfer-Encoding": "chunked"}, [chunk] * (LIMIT // len(chunk) + 1))
+    assert status == 413 and headers.get("connection") == "close", (status, headers)
+    assert re.search(rf"a body of at least [0-9,]+ bytes \(read no further\), {re.escape(setting)}", message), message
+
+    # A V2 client's oversized tensor (its shape would be refused too, but the size is seen first).
+    with pytest.raises(InferenceServerException) as refusal:
+        client.infer(MODEL, [_tensor(np.zeros((4, 512, 512, 1), np.uint8))])
+    assert refusal.value.status() == "413" and setting in refusal.value.message(), refusal.value
+    assert len(_infer(client, _tensor(_images(MAX_BATCH), binary=False), binary=False)[1]) == MAX_BATCH
+
+
+def test_the_default_body_limit_grows_with_the_batch_above_16_mib():
+    from mfef_keras.export.request_limit import MIB, default_max_request_bytes
+
+    assert default_max_request_bytes(256, (32, 32, 1)) == 16 * MIB
+    # 32 bytes per pixel value: room for a batch of float32 images written as JSON text.
+    assert default_max_request_bytes(32, (224, 224, 3)) == 32 * 32 * 224 * 224 * 3
 
 
 @needs_serve
