@@ -6,6 +6,7 @@ with SIGTERM while a request is in flight. The tests that need the serve extra c
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib.util
 import io
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +32,8 @@ needs_serve = pytest.mark.needs_serve
 # sixth, which would take the queue past 16 images, is refused however fast the model runs.
 MAX_BATCH, MAX_QUEUED, LATENCY_MS = 16, 16, 300
 MODEL = "digits"
+# The shipped zoo student every test here serves.
+PRESET = "resnet8_mfef.digits_s0"
 # Request bodies over 1 MiB get 413: far above a request of MAX_BATCH digits, even as JSON text (about 80 KB).
 MAX_REQUEST_MB, LIMIT = 1, 1 << 20
 
@@ -37,7 +41,7 @@ MAX_REQUEST_MB, LIMIT = 1, 1 << 20
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("serve") / MODEL
-    result = run_mfef("export", "resnet8_mfef.digits_s0", "--out", out)
+    result = run_mfef("export", PRESET, "--out", out)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -96,11 +100,11 @@ def _encoded(blobs: list[bytes]):
     return tensor
 
 
-def _infer(client, tensor, binary: bool = True):
+def _infer(client, tensor, binary: bool = True, model: str = MODEL):
     import tritonclient.http as http
 
     outputs = [http.InferRequestedOutput(name, binary_data=binary) for name in ("logits", "labels")]
-    result = client.infer(MODEL, [tensor], outputs=outputs)
+    result = client.infer(model, [tensor], outputs=outputs)
     # JSON carries BYTES as text, the binary extension as bytes.
     labels = [label if isinstance(label, str) else label.decode() for label in result.as_numpy("labels")]
     return result.as_numpy("logits"), labels
@@ -287,6 +291,33 @@ def test_a_queue_smaller_than_a_batch_is_refused(export_dir):
     one_error_line(result, "--max-queued 4 is below --max-batch 8")
 
 
+@contextlib.contextmanager
+def _separate_server(source, log: Path, env: dict[str, str] | None = None):
+    """``mfef serve SOURCE`` in its own process until the block ends, then SIGTERM; yields a tritonclient client.
+
+    Raises AssertionError when the server does not become ready in 180 s or does not exit with status 0.
+    """
+    import tritonclient.http as http
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "mfef_keras.cli", "serve", str(source), "--port", str(port)]
+    with open(log, "w") as output:
+        process = subprocess.Popen(command, env=env or subprocess_env(), stdout=output, stderr=subprocess.STDOUT)
+    try:
+        client = http.InferenceServerClient(f"127.0.0.1:{port}")
+        # A zoo name or run is exported before the server starts: a few seconds to half a minute here.
+        deadline = time.monotonic() + 180
+        while not _ready(client):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        yield client
+    finally:
+        process.terminate()
+        assert process.wait(timeout=60) == 0, log.read_text()
+
+
 # Slow (a second export and server: about 20 s on the loaded 2-core machine); .ci/run's serve step runs it.
 @needs_serve
 @pytest.mark.slow
@@ -294,31 +325,63 @@ def test_a_no_preprocess_export_takes_normalised_float32_and_encoded_images(tmp_
     from mfef_keras.export.predictor import Predictor
 
     export = tmp_path / MODEL
-    result = run_mfef("export", "resnet8_mfef.digits_s0", "--no-preprocess", "--out", export)
+    result = run_mfef("export", PRESET, "--no-preprocess", "--out", export)
     assert result.returncode == 0, result.stderr
     predictor = Predictor(export)
     images = _images(2)
     normalised = predictor.model_input(images)
     assert normalised.dtype == np.float32
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "mfef_keras.cli", "serve", str(export), "--port", str(port)]
-    with open(tmp_path / "server.log", "w") as log:
-        process = subprocess.Popen(command, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        import tritonclient.http as http
-
-        client = http.InferenceServerClient(f"127.0.0.1:{port}")
-        deadline = time.monotonic() + 120
-        while not _ready(client):
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.5)
+    with _separate_server(export, tmp_path / "server.log") as client:
         logits, _ = _infer(client, _tensor(normalised))
         np.testing.assert_allclose(logits, predictor.logits(images), rtol=0, atol=1e-5)
         encoded, _ = _infer(client, _encoded([_png(images[0]), _png(images[1])]))
         np.testing.assert_allclose(encoded, logits, rtol=0, atol=1e-5)
         assert "datatype UINT8" in _refused(client, _tensor(images))
-    finally:
-        process.terminate()
-        assert process.wait(timeout=60) == 0
+
+
+def _ranked(export_dir, *files) -> list[list[tuple[str, float]]]:
+    """`mfef predict`'s classes for each image of ``files``, every class, most probable first, with its probability."""
+    result = run_mfef("predict", export_dir, *files, "--top-k", "10")
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\s+(\d+)\. (\S+)\s+([0-9.]+)$", result.stdout, re.M)
+    ranked: list[list[tuple[str, float]]] = []
+    for rank, label, probability in rows:
+        if rank == "1":
+            ranked.append([])
+        ranked[-1].append((label, float(probability)))
+    return ranked
+
+
+# Slow (mfef serve exports the preset before it serves: about 12 s on the loaded 2-core machine, after the module's
+# own export); .ci/run's serve step runs it.
+@needs_serve
+@pytest.mark.slow
+def test_a_zoo_name_is_exported_then_served_as_mfef_predict_runs_it(export_dir, tmp_path):
+    """``mfef serve PRESET``: the shipped preset, taken into an empty cache offline, served under its own name."""
+    from mfef_keras.export.predictor import Predictor
+
+    cache, scratch = tmp_path / "cache", tmp_path / "scratch"
+    scratch.mkdir()
+    # TMPDIR: where serve's temporary export goes, to see that it is removed on exit.
+    env = subprocess_env(MFEF_ZOO_OFFLINE="1", MFEF_ZOO_CACHE=str(cache), TMPDIR=str(scratch))
+    images = _images(5, seed=7)
+    np.save(tmp_path / "batch.npy", images)
+    with _separate_server(PRESET, tmp_path / "server.log", env) as client:
+        assert client.get_model_metadata(PRESET)["name"] == PRESET
+        logits, labels = _infer(client, _tensor(images), model=PRESET)
+        json_logits, _ = _infer(client, _tensor(images, binary=False), binary=False, model=PRESET)
+    assert any(cache.rglob("model.keras")), "the preset did not go through the cache"
+    assert not any(scratch.iterdir()), "mfef serve left its temporary export behind"
+
+    # mfef predict on an export of the same preset: the same logits, so the same probability for every class.
+    predictor = Predictor(export_dir)
+    np.testing.assert_allclose(logits, predictor.logits(images), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(json_logits, logits)
+    predicted = _ranked(export_dir, tmp_path / "batch.npy")
+    assert len(predicted) == len(images)
+    for row, label, ranked in zip(logits, labels, predicted):
+        probabilities = np.exp(row - row.max())
+        probabilities /= probabilities.sum()
+        assert label == ranked[0][0]
+        # predict prints four decimals.
+        assert dict(ranked) == pytest.approx(dict(zip(predictor.class_names, probabilities.tolist())), abs=1e-4)
