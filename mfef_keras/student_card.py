@@ -43,7 +43,8 @@ class StudentCard:
         seed, experiment_hash, config: the run that trained it.
         model, note: ``"fused"`` and a sentence for a fused classifier.
         name, license, created, params, reproduce, input, metrics, environment, data, published_from,
-            training_log, training_log_file: what `mfef zoo publish` adds.
+            training_log, training_log_file, study: what `mfef zoo publish` adds (study: the figures over seeds
+            of the comparison study that trained it, see `mfef_keras.zoo.study_figures`).
         extra: keys of the file the card does not know.
         version: the card layout's version.
 
@@ -85,6 +86,7 @@ class StudentCard:
     published_from: str | None = None
     training_log: list | None = None
     training_log_file: str | None = None
+    study: dict | None = None
     extra: dict = field(default_factory=dict)
     version: int = VERSION
 

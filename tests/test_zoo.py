@@ -815,8 +815,12 @@ def test_cli_list_info_pull_verify_publish(published, tmp_path, monkeypatch):
     result = runner.invoke(zoo_group, ["list", "*_test0"])
     assert result.exit_code == 0, result.output
     header, row = result.output.splitlines()
-    assert header.split() == ["name", "dataset", "backbone", "method", "test", "top-1", "size", "cached"]
-    assert row.split()[:6] == [NAME, "digits", "resnet8", "mfef", "80.00%", "(val-selected)"]
+    assert header.split() == (
+        ["name", "dataset", "backbone", "params", "method", "test", "top-1", "over", "seeds", "vs", "alone", "size"]
+        + ["cached"]
+    )
+    params = f"{published['entry']['params']:,}"
+    assert row.split()[:9] == [NAME, "digits", "resnet8", params, "mfef", "80.00%", "(val-selected)", "–", "–"]
     assert row.split()[-1] == "no"
 
     result = runner.invoke(zoo_group, ["info", NAME])
@@ -860,7 +864,7 @@ def test_manifest_entries_without_the_selection_still_list_load_and_show(publish
     result = CliRunner().invoke(zoo_group, ["list", "*_old0"])
     assert result.exit_code == 0, result.output
     # Its epoch was chosen on the test split, the only split there was.
-    assert result.output.splitlines()[1].split()[4:6] == ["80.00%", "(test-selected)"]
+    assert result.output.splitlines()[1].split()[5:7] == ["80.00%", "(test-selected)"]
     result = CliRunner().invoke(zoo_group, ["info", "resnet8_mfef.digits_old0"])
     assert result.exit_code == 0 and "test_accuracy" in result.output and "selection" not in result.output
     assert load_student("resnet8_mfef.digits_old0").mfef_metadata["name"] == NAME

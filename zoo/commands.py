@@ -62,14 +62,72 @@ def _accuracy(entry: dict) -> str:
     return f"{100 * accuracy:.2f}% ({_SELECTED.get(selection, selection)})"
 
 
+def _over_seeds(entry: dict) -> tuple[str, str]:
+    """The study's test top-1 over seeds and its paired difference to the network alone, as two table cells."""
+    study = entry.get("study")
+    if not study:
+        return "–", "–"
+    interval = study.get("test_top1_ci95")
+    mean = f"{study['test_top1_mean']:.2f}%" + (f" ±{interval:.2f}" if interval is not None else "")
+    difference = study.get("diff_vs_baseline_mean")
+    if difference is None:
+        versus = "baseline" if study["variant"] == study.get("baseline") else "–"
+    else:
+        star = "*" if study.get("diff_significant") else ""
+        versus = f"{difference:+.2f} ±{study['diff_vs_baseline_ci95']:.2f}{star}"
+    return f"{mean} ({study['seeds']})", versus
+
+
+def _score(entry: dict) -> tuple[float, str] | None:
+    """The figure students are compared by: the study's mean over seeds where there is one, else this seed's."""
+    study = entry.get("study")
+    if study:
+        seeds = study["seeds"]
+        return study["test_top1_mean"], f"mean of {seeds} seed{'s' if seeds != 1 else ''}"
+    accuracy = entry.get("test_accuracy")
+    return None if accuracy is None else (100 * accuracy, "one seed")
+
+
+def _best(rows: list[dict]) -> list[dict]:
+    """The rows of the highest score (several when they tie)."""
+    top = max(_score(row)[0] for row in rows)
+    return [row for row in rows if _score(row)[0] == top]
+
+
+def _said(tied: list[dict]) -> str:
+    value, basis = _score(tied[0])
+    others = f", tied with {', '.join(row['name'] for row in tied[1:])}" if len(tied) > 1 else ""
+    return f"{tied[0]['name']} ({tied[0]['params']:,} parameters, {value:.2f}% test top-1, {basis}{others})"
+
+
+def _picks(rows: list[dict]) -> list[str]:
+    """Per dataset with a choice, which student to take for size and which for accuracy."""
+    lines = []
+    for dataset in sorted({str(row.get("dataset")) for row in rows}):
+        ranked = [r for r in rows if str(r.get("dataset")) == dataset and _score(r) and r.get("params")]
+        if len(ranked) < 2:
+            continue
+        fewest = min(row["params"] for row in ranked)
+        smallest = _best([row for row in ranked if row["params"] == fewest])
+        accurate = _best(ranked)
+        if smallest == accurate:
+            lines.append(f"{dataset}: {_said(smallest)} is both the smallest and the most accurate.")
+        else:
+            lines.append(f"{dataset}: for size take {_said(smallest)}; for accuracy {_said(accurate)}.")
+    return lines
+
+
 @zoo_group.command(name="list")
 @click.argument("pattern", default="*")
 def list_command(pattern: str) -> None:
-    """List published students, or those matching PATTERN.
+    """List published students, or those matching PATTERN, and which to pick for size or accuracy.
 
     PATTERN takes shell wildcards, e.g. 'resnet8_*' or '*.digits_*'. The test top-1 is that of the published
     weights, with the split their epoch was selected on (val-selected: the validation split held out from
-    training; test-selected: the test split itself, which flatters the number)."""
+    training; test-selected: the test split itself, which flatters the number). Students published from a
+    comparison study also show the study's test top-1 over seeds (mean ±95 % CI, seeds in brackets) and the
+    paired difference to the same network trained alone (±95 % CI, * where significant): one seed is one
+    draw, so students are picked by the figure over seeds where there is one."""
     from mfef_keras.zoo.registry import list_models, model_info
 
     with _plain_errors():
@@ -77,14 +135,27 @@ def list_command(pattern: str) -> None:
     if not rows:
         click.echo(f"No published student matches {pattern!r}.")
         return
-    header = ("name", "dataset", "backbone", "method", "test top-1", "size", "cached")
+    header = (
+        "name",
+        "dataset",
+        "backbone",
+        "params",
+        "method",
+        "test top-1",
+        "over seeds",
+        "vs alone",
+        "size",
+        "cached",
+    )
     table = [header] + [
         (
             row["name"],
             str(row.get("dataset", "?")),
             str(row.get("backbone", "?")),
+            f"{row['params']:,}" if row.get("params") else "?",
             str(row.get("method", "?")),
             _accuracy(row),
+            *_over_seeds(row),
             _size(row["size"]),
             "yes" if row["cached"] else "no",
         )
@@ -93,6 +164,9 @@ def list_command(pattern: str) -> None:
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for line in table:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    picks = _picks(rows)
+    if picks:
+        click.echo("\nWhich to pick:\n" + "\n".join(f"  {line}" for line in picks))
 
 
 @zoo_group.command(name="info")
@@ -103,8 +177,12 @@ def info_command(name: str) -> None:
 
     with _plain_errors():
         info = model_info(name)
+    from mfef_keras.zoo.study_figures import describe
+
     for key in sorted(info):
-        click.echo(f"{key:<16}{info[key]}")
+        click.echo(f"{key:<16}{describe(info[key], ' %') if key == 'study' and info[key] else info[key]}")
+    if (info.get("study") or {}).get("command"):
+        click.echo(f"{'study command':<16}{info['study']['command']}")
     if info["cached_path"]:
         from mfef_keras.student_dir import read_card
 
@@ -183,11 +261,23 @@ def verify_command(ctx: click.Context, name: str | None) -> None:
 @click.option("--update-manifest", is_flag=True, help="Record the entry in the manifest shipped with the package.")
 @click.option("--base-url", help="Record the archive as BASE_URL/NAME.tar.gz (where you will upload it).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing preset of that name.")
-def publish_command(run_dir, name, out_dir, student, license_, update_manifest, base_url, overwrite) -> None:
+@click.option(
+    "--study",
+    "study_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="The `mfef study --out` folder RUN_DIR belongs to: the card and the listing carry the study's figures "
+    "for this student (mean over seeds, 95 % CI, paired difference to the network trained alone).",
+)
+def publish_command(run_dir, name, out_dir, student, license_, update_manifest, base_url, overwrite, study_dir) -> None:
     """Publish a run's best student as a zoo preset.
 
     Writes the preset folder (model, metadata, model card, hashes), its .tar.gz and
     the manifest entry; --update-manifest lists it in the package's own zoo.
+
+    \b
+    A run of a study, with its figures over seeds:
+      mfef zoo publish STUDY/runs/mfef@resnet20+resnet8-seed2 --study STUDY \\
+        --name resnet8_mfef.fashion_mnist_studys2
     """
     from mfef_keras.zoo.manifest import shipped_manifest_path
     from mfef_keras.zoo.publish import publish
@@ -204,6 +294,7 @@ def publish_command(run_dir, name, out_dir, student, license_, update_manifest, 
             overwrite=overwrite,
             update_shipped_manifest=update_manifest,
             base_url=base_url,
+            study_dir=study_dir,
         )
     archive = target.parent / f"{target.name}.tar.gz"
     manifest = shipped_manifest_path() if update_manifest else target.parent / "manifest.json"

@@ -6,6 +6,7 @@ import dataclasses
 import shlex
 
 from mfef_keras.training.config import EXECUTION_KEYS, TrainConfig
+from mfef_keras.zoo.study_figures import describe
 
 # `mfef train` flags are the config keys with dashes, except these.
 _FLAGS = {
@@ -195,6 +196,24 @@ def _training_log(metadata: dict, student: str, most: int = LOG_ROWS) -> list[st
     return lines
 
 
+def _study_section(metadata: dict) -> list[str]:
+    """What the study that trained this student found over seeds, beside this one seed's figure."""
+    study = metadata.get("study")
+    if not study:
+        return []
+    lines = [
+        "## Study",
+        "",
+        f"These weights are seed {metadata.get('seed')} of a comparison study; one seed is one draw, the study's "
+        f"figures over seeds are what to compare students by. This preset is the {describe(study, ' %')}. This "
+        f"seed's own test top-1: {_percent(metadata.get('test_accuracy'))}.",
+    ]
+    if study.get("command"):
+        lines += ["", "The study (every method and seed, resumable), as it was run:", "", "```bash"]
+        lines += [study["command"], "```"]
+    return [*lines, ""]
+
+
 def render_model_card(name: str, metadata: dict) -> str:
     """The Markdown model card of preset ``name``.
 
@@ -244,6 +263,7 @@ def render_model_card(name: str, metadata: dict) -> str:
         "",
         *_training_log(metadata, student),
         "",
+        *_study_section(metadata),
         "## Reproduce",
         "",
         "```bash",

@@ -28,6 +28,7 @@ from mfef_keras.zoo.preset import (
     verify_preset,
     write_preset_index,
 )
+from mfef_keras.zoo.study_figures import study_record
 
 if TYPE_CHECKING:
     # Only named in annotations: importing mfef_keras.zoo stays free of numpy (the card's DatasetInfo needs it).
@@ -51,6 +52,7 @@ _LISTED = (
     "license",
     "created",
     "experiment_hash",
+    "study",
 )
 
 
@@ -95,9 +97,12 @@ def _last_epoch_accuracy(summary: dict, student: str) -> float | None:
     return row.get("test_last", row.get("last"))
 
 
-def _preset_card(name: str, card: StudentCard, run: Path, source: Path, params: int, license: str) -> StudentCard:
+def _preset_card(
+    name: str, card: StudentCard, run: Path, source: Path, params: int, license: str, study_dir: Path | None
+) -> StudentCard:
     config = _read_json(run / "config.json", "the config")
     summary = _read_json(run / "summary.json", "the summary")
+    student = f"s{card.student_index or 0}"
     environment = _read_json(run / "environment.json", "the environment record")
     if card.experiment_hash != config.get("experiment_hash"):
         raise ValueError(
@@ -117,7 +122,7 @@ def _preset_card(name: str, card: StudentCard, run: Path, source: Path, params: 
         config=config["config"],
         experiment_hash=config["experiment_hash"],
         metrics=summary,
-        test_accuracy_last=_last_epoch_accuracy(summary, f"s{card.student_index or 0}"),
+        test_accuracy_last=_last_epoch_accuracy(summary, student),
         data=_data_record(run),
         reproduce=reproduce_command(config["config"]),
         training_log=_read_json(run / "metrics.json", "the metrics")["epochs"],
@@ -127,7 +132,13 @@ def _preset_card(name: str, card: StudentCard, run: Path, source: Path, params: 
         license=license,
         created=datetime.now(UTC).strftime("%Y-%m-%d"),
         published_from=str(source.relative_to(run)),
+        study=None if study_dir is None else study_record(study_dir, run, deployed=_is_deployed(summary, student)),
     )
+
+
+def _is_deployed(summary: dict, student: str) -> bool:
+    """Whether ``student`` is the run's deployed one (the best of its smallest students; a lone student is)."""
+    return (summary.get("best_student") or {}).get("name", "s0") == student
 
 
 def publish(
@@ -139,6 +150,7 @@ def publish(
     overwrite: bool = False,
     update_shipped_manifest: bool = False,
     base_url: str | None = None,
+    study_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Pack a run's best student (or student ``student``) as preset ``name``, with its archive and manifest entry.
 
@@ -159,6 +171,8 @@ def publish(
         update_shipped_manifest: record the entry in the manifest that ships with the package.
         base_url: record the archive as ``<base_url>/<name>.tar.gz`` (where you will upload
             it) instead of by its path relative to the manifest.
+        study_dir: the `mfef study` directory ``run_dir`` is a run of: the card and the manifest entry then
+            carry the study's figures for this student over seeds (see `study_record`).
 
     Returns:
         The preset folder.
@@ -193,7 +207,8 @@ def publish(
     if not (run / LOG_FILE).is_file():
         raise FileNotFoundError(f"{run} is not a finished run directory: the training log {LOG_FILE} is missing.")
     model = resolved.load()
-    preset_metadata = _preset_card(name, card, run, source, int(model.count_params()), license).to_dict()
+    study = None if study_dir is None else Path(study_dir)
+    preset_metadata = _preset_card(name, card, run, source, int(model.count_params()), license, study).to_dict()
     # 0755 whatever the umask: the preset is meant to be shared.
     with staged_directory(target, mode=0o755) as staging:
         # Runs written before students were saved as plain Keras networks still hold the package's layers.
