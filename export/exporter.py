@@ -406,7 +406,7 @@ def _write(
     if student is not None:
         # A run's fused classifier says it serves the whole cohort (the accuracy option); the export says so too.
         card.update({key: getattr(student, key) for key in ("model", "note") if getattr(student, key)})
-        # The whole StudentCard rides along, into metadata.json and each ONNX file's metadata_props.
+        # The whole StudentCard rides along, into metadata.json, each ONNX file's metadata_props and the SavedModel.
         card["student"] = student.to_dict()
     checker = _Checker(resolved, validation)
     graph = serving_model(
@@ -428,7 +428,7 @@ def _write(
             _add_accuracy(quantization, checker.accuracy, name)
     if "saved_model" in formats:
         artifacts["saved_model"] = staging / SAVED_MODEL_DIR
-        write_saved_model(graph, artifacts["saved_model"], spec)
+        write_saved_model(graph, artifacts["saved_model"], spec, resolved.source.card)
         checker.check("saved_model", load_saved_model(artifacts["saved_model"], _BATCH))
 
     metadata = {

@@ -4,24 +4,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from mfef_keras import student_card
 from mfef_keras.export.errors import ExportError
 from mfef_keras.export.metadata import INPUT_NAME, OUTPUT_NAME
+from mfef_keras.student_card import StudentCard
 
 SIGNATURE = "serving_default"
+CARD_ASSET = "assets.extra/student_card.json"
 
 
-def write_saved_model(model: keras.Model, path: str | os.PathLike, spec: tf.TensorSpec) -> None:
+def write_saved_model(
+    model: keras.Model, path: str | os.PathLike, spec: tf.TensorSpec, card: StudentCard | None = None
+) -> None:
     """Save ``model`` as a SavedModel whose ``serving_default`` maps ``images`` to ``{"logits": ...}``.
 
     Args:
         model: a Keras model with one input and one output.
         path: directory to create.
         spec: the input's signature (see `serving_model.input_spec`).
+        card: the student's card, written to ``assets.extra/student_card.json`` (the SavedModel folder for
+            files that travel with the model but that the graph does not load).
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -31,6 +39,9 @@ def write_saved_model(model: keras.Model, path: str | os.PathLike, spec: tf.Tens
         input_signature=[spec],
     )
     archive.write_out(str(path), verbose=False)
+    if card is not None:
+        (Path(path) / CARD_ASSET).parent.mkdir()
+        student_card.write(Path(path) / CARD_ASSET, card)
 
 
 def load_saved_model(path: str | os.PathLike, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:

@@ -83,7 +83,7 @@ def test_the_card_a_tiny_training_run_writes_reads_back_with_the_run_settings(tm
     assert card.dataset.class_names == dataset_info("digits").class_names
 
 
-def test_an_onnx_export_carries_the_card_in_its_metadata_props(tmp_path):
+def test_an_export_carries_the_card_in_onnx_metadata_props_and_the_saved_model_assets(tmp_path):
     import onnx
 
     from mfef_keras.export import export_student
@@ -93,10 +93,12 @@ def test_an_onnx_export_carries_the_card_in_its_metadata_props(tmp_path):
 
     card = StudentCard(dataset_info("digits"), backbone="resnet8", base_width=4, method="dml", epoch=2)
     model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
-    export_student(save_student_dir(tmp_path / "student", model, card), tmp_path / "export", "onnx")
+    export_student(save_student_dir(tmp_path / "student", model, card), tmp_path / "export", "all")
     proto = onnx.load(tmp_path / "export" / "model.onnx")
     props = card_from_props({entry.key: entry.value for entry in proto.metadata_props})
     assert StudentCard.from_dict(props["student"]) == card
+    # TensorFlow Serving and `tf.saved_model.load` users get it beside the graph, where SavedModel keeps extras.
+    assert student_card.read(tmp_path / "export" / "saved_model" / "assets.extra" / "student_card.json") == card
 
 
 def test_zoo_info_prints_the_card_of_a_pulled_preset(tmp_path, monkeypatch):
