@@ -276,7 +276,7 @@ def test_model_cards_of_presets_trained_before_the_validation_split_still_render
     # neither how nor on what, and their training log has no test_ columns (its val_ ones were the test split).
     metadata = json.loads((resolve_preset(name, offline=True) / "metadata.json").read_text())
     assert "selection" not in metadata and "best" in metadata["metrics"]["s0"]
-    card = render_model_card(name, metadata)
+    card = render_model_card(name, StudentCard.from_dict(metadata))
     assert "selected on the 360-image test split (trained before the package held out a validation split" in card
     row = metadata["metrics"]["s0"]
     assert f"| {100 * row['best']:.2f}% | {row['best_epoch']} | {100 * row['last']:.2f}% |" in card
@@ -287,7 +287,7 @@ def test_a_long_training_log_is_summarised_around_the_selected_epoch(published):
     metadata = json.loads((published["preset"] / "metadata.json").read_text())
     metadata["training_log"] = [{"epoch": e, "lr": 0.1, "val_acc_s0": 0.5, "test_acc_s0": 0.4} for e in range(1, 201)]
     metadata["epoch"] = 137
-    card = render_model_card(NAME, metadata)
+    card = render_model_card(NAME, StudentCard.from_dict(metadata))
     epochs = [int(match.group(1)) for match in re.finditer(r"^\| \**(\d+)", card, re.MULTILINE)]
     assert epochs[0] == 1 and epochs[-1] == 200 and 137 in epochs and len(epochs) <= 32
     assert epochs == sorted(epochs) and f"{len(epochs)} of the 200 epochs" in card

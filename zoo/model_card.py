@@ -1,12 +1,17 @@
-"""The model card (a preset's README.md), written from the preset's metadata, and the command that reproduces it."""
+"""The model card (a preset's README.md), written from the preset's `StudentCard`, and the command that reproduces it."""
 
 from __future__ import annotations
 
 import dataclasses
 import shlex
+from typing import TYPE_CHECKING
 
 from mfef_keras.training.config import EXECUTION_KEYS, TrainConfig
 from mfef_keras.zoo.study_figures import describe
+
+if TYPE_CHECKING:
+    # Only named in annotations: importing mfef_keras.zoo stays free of numpy (the card's DatasetInfo needs it).
+    from mfef_keras.student_card import StudentCard
 
 # `mfef train` flags are the config keys with dashes, except these.
 _FLAGS = {
@@ -68,10 +73,10 @@ def _count(value: int | None, noun: str) -> str:
     return noun if value is None else f"{value:,}-image {noun}"
 
 
-def _splits(metadata: dict) -> dict:
+def _splits(card: StudentCard) -> dict:
     # data.json's record of the run (publish copies it as ``data``) is what the run saw; the dataset entry of
-    # older metadata is the next best thing.
-    return (metadata.get("data") or {}).get("splits") or metadata["dataset"].get("splits", {})
+    # older cards is the next best thing.
+    return (card.data or {}).get("splits") or dict(card.dataset.splits or {})
 
 
 def _validation_origin(dataset: str, splits: dict) -> str:
@@ -87,18 +92,18 @@ def _validation_origin(dataset: str, splits: dict) -> str:
     return "that the dataset ships"
 
 
-def selection_rule(metadata: dict) -> str:
+def selection_rule(card: StudentCard) -> str:
     """How the preset's weights were chosen, in words, with the split sizes when the run recorded them.
 
     Args:
-        metadata: the preset's metadata; ``selection`` is ``validation``, ``test``, ``last_epoch`` or missing
-            (metadata from before the validation split, whose epoch was chosen on the test split).
+        card: the preset's card; its ``selection`` is ``validation``, ``test``, ``last_epoch`` or None (cards from
+            before the validation split, whose epoch was chosen on the test split).
     """
-    selection, splits = metadata.get("selection"), _splits(metadata)
-    chosen = "Epoch and student" if metadata.get("num_students", 1) > 1 else "Epoch"
+    selection, splits = card.selection, _splits(card)
+    chosen = "Epoch and student" if (card.num_students or 1) > 1 else "Epoch"
     test_split = _count(splits.get("test"), "test split")
     if selection == "validation":
-        origin = _validation_origin(metadata["dataset"]["name"], splits)
+        origin = _validation_origin(card.dataset.name, splits)
         return (
             f"{chosen} selected on the {_count(splits.get('val'), 'validation split')} {origin}; the {test_split} "
             "was used only for reporting."
@@ -115,20 +120,20 @@ def selection_rule(metadata: dict) -> str:
     return f"{chosen} selected by {selection!r}."
 
 
-def _headline(metadata: dict) -> str:
+def _headline(card: StudentCard) -> str:
     """The test top-1 of these weights, with the epoch it was taken at and the last epoch's, for comparison."""
-    epochs = metadata.get("config", {}).get("epochs", "?")
-    last = metadata.get("test_accuracy_last")
+    epochs = (card.config or {}).get("epochs", "?")
+    last = card.test_accuracy_last
     after = f"; {_percent(last)} after the last epoch" if last is not None else ""
     return (
-        f"**Test top-1 accuracy: {_percent(metadata.get('test_accuracy'))}** on the "
-        f"{_count(_splits(metadata).get('test'), 'test split')} (weights of epoch {metadata.get('epoch', 0)} of "
-        f"{epochs}{after}). {selection_rule(metadata)}"
+        f"**Test top-1 accuracy: {_percent(card.test_accuracy)}** on the "
+        f"{_count(_splits(card).get('test'), 'test split')} (weights of epoch {card.epoch or 0} of "
+        f"{epochs}{after}). {selection_rule(card)}"
     )
 
 
-def _trained_on(metadata: dict) -> str:
-    data = metadata.get("data") or {}
+def _trained_on(card: StudentCard) -> str:
+    data = card.data or {}
     used, train = data.get("train_examples"), (data.get("splits") or {}).get("train")
     if used is None:
         return ""
@@ -171,14 +176,14 @@ def _logged_epochs(log: list[dict], selected: int, most: int) -> list[dict]:
     return [row for index, row in enumerate(log) if index in keep or row.get("epoch") == selected]
 
 
-def _training_log(metadata: dict, student: str, most: int = LOG_ROWS) -> list[str]:
+def _training_log(card: StudentCard, student: str, most: int = LOG_ROWS) -> list[str]:
     """Per epoch, this student's learning rate and top-1 on its training batches, the validation and the test split."""
-    log = metadata.get("training_log") or []
+    log = card.training_log or []
     if not log:
         return ["No training log was recorded."]
     # Logs from before the validation split have no test_ keys: their val_ accuracy was measured on the test split.
     splits = [("validation", "val"), ("test", "test")] if f"test_acc_{student}" in log[0] else [("test", "val")]
-    selected = metadata.get("epoch")
+    selected = card.epoch
     lines = [
         "| epoch | learning rate | train top-1 | " + " | ".join(f"{split} top-1" for split, _ in splits) + " |",
         "|---" * (3 + len(splits)) + "|",
@@ -190,23 +195,22 @@ def _training_log(metadata: dict, student: str, most: int = LOG_ROWS) -> list[st
         lines.append(f"| {' | '.join(cells)} |")
     shown = "every epoch" if len(log) <= most else f"{len(lines) - 2} of the {len(log)} epochs"
     lines = [f"Student {student}, {shown}; the train top-1 is measured on augmented training batches.", "", *lines]
-    if metadata.get("training_log_file"):
-        log_file = metadata["training_log_file"]
-        lines += ["", f"`{log_file}`, in this preset, holds every loss and accuracy of every epoch."]
+    if card.training_log_file:
+        lines += ["", f"`{card.training_log_file}`, in this preset, holds every loss and accuracy of every epoch."]
     return lines
 
 
-def _study_section(metadata: dict) -> list[str]:
+def _study_section(card: StudentCard) -> list[str]:
     """What the study that trained this student found over seeds, beside this one seed's figure."""
-    study = metadata.get("study")
+    study = card.study
     if not study:
         return []
     lines = [
         "## Study",
         "",
-        f"These weights are seed {metadata.get('seed')} of a comparison study; one seed is one draw, the study's "
+        f"These weights are seed {card.seed} of a comparison study; one seed is one draw, the study's "
         f"figures over seeds are what to compare students by. This preset is the {describe(study, ' %')}. This "
-        f"seed's own test top-1: {_percent(metadata.get('test_accuracy'))}.",
+        f"seed's own test top-1: {_percent(card.test_accuracy)}.",
     ]
     if study.get("command"):
         lines += ["", "The study (every method and seed, resumable), as it was run:", "", "```bash"]
@@ -214,34 +218,34 @@ def _study_section(metadata: dict) -> list[str]:
     return [*lines, ""]
 
 
-def render_model_card(name: str, metadata: dict) -> str:
+def render_model_card(name: str, card: StudentCard) -> str:
     """The Markdown model card of preset ``name``.
 
     Args:
         name: the zoo name.
-        metadata: the preset's metadata (see `mfef_keras.zoo.publish`).
+        card: the preset's card (see `mfef_keras.zoo.publish`).
     """
-    dataset = metadata["dataset"]
-    shape = "×".join(str(v) for v in dataset["image_shape"])
-    classes = dataset["class_names"]
+    dataset = card.dataset
+    shape = "×".join(str(v) for v in dataset.image_shape)
+    classes = list(dataset.class_names)
     shown = ", ".join(classes[:10]) + (", …" if len(classes) > 10 else "")
-    config = metadata.get("config", {})
-    width = f", base width {metadata['base_width']}" if metadata.get("base_width") else ""
-    student = f"s{metadata.get('student_index', 0)}"
-    packages = metadata.get("environment", {}).get("packages", {})
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(packages.items()))
-    python = metadata.get("environment", {}).get("python")
-    training = _TRAINING.get(metadata["method"], f"with method **{metadata['method']}**")
+    config = card.config or {}
+    width = f", base width {card.base_width}" if card.base_width else ""
+    student = f"s{card.student_index or 0}"
+    environment = card.environment or {}
+    versions = ", ".join(f"{k} {v}" for k, v in sorted((environment.get("packages") or {}).items()))
+    python = environment.get("python")
+    training = _TRAINING.get(card.method, f"with method **{card.method}**")
     lines = [
         f"# {name}",
         "",
-        f"An image classifier for **{dataset['name']}** ({dataset['num_classes']} classes, {shape} images): a "
-        f"`{metadata['backbone']}`{width} student ({student} of {metadata.get('num_students', '?')}, "
-        f"{metadata.get('topology', 'independent')} topology) trained {training} "
-        f"for {config.get('epochs', '?')} epochs{_trained_on(metadata)}, seed {metadata.get('seed')}. "
-        f"{metadata['params']:,} parameters.",
+        f"An image classifier for **{dataset.name}** ({dataset.num_classes} classes, {shape} images): a "
+        f"`{card.backbone}`{width} student ({student} of {card.num_students or '?'}, "
+        f"{card.topology or 'independent'} topology) trained {training} "
+        f"for {config.get('epochs', '?')} epochs{_trained_on(card)}, seed {card.seed}. "
+        f"{card.params:,} parameters.",
         "",
-        _headline(metadata),
+        _headline(card),
         "",
         "## Load it",
         "",
@@ -250,32 +254,32 @@ def render_model_card(name: str, metadata: dict) -> str:
         "```",
         "",
         f"With `include_preprocessing=True` the model takes raw uint8 images (0–255) of shape {shape}; without it, "
-        f"images already normalised as `(x / 255 - mean) / std` with mean {list(dataset['mean'])} and std "
-        f"{list(dataset['std'])}. It returns logits for the classes {shown}. `model.mfef_metadata` holds this "
+        f"images already normalised as `(x / 255 - mean) / std` with mean {list(dataset.mean)} and std "
+        f"{list(dataset.std)}. It returns logits for the classes {shown}. `model.mfef_metadata` holds this "
         f"card's data. `mfef zoo pull` downloads and verifies it (sha256 of every file); `mfef eval {name}` "
         "measures it on the test split again.",
         "",
-        f"## Accuracy ({dataset['name']})",
+        f"## Accuracy ({dataset.name})",
         "",
-        *_accuracy_table(metadata.get("metrics", {}), student),
+        *_accuracy_table(card.metrics or {}, student),
         "",
         "## Training log",
         "",
-        *_training_log(metadata, student),
+        *_training_log(card, student),
         "",
-        *_study_section(metadata),
+        *_study_section(card),
         "## Reproduce",
         "",
         "```bash",
         reproduce_command(config),
         "```",
         "",
-        f"Experiment hash `{metadata.get('experiment_hash')}`. Trained with {versions or 'unrecorded packages'}"
-        f"{f', Python {python}' if python else ''}. Published {metadata.get('created')}.",
+        f"Experiment hash `{card.experiment_hash}`. Trained with {versions or 'unrecorded packages'}"
+        f"{f', Python {python}' if python else ''}. Published {card.created}.",
         "",
         "## License",
         "",
-        f"{metadata['license']}",
+        f"{card.license}",
         "",
     ]
     return "\n".join(lines)

@@ -208,13 +208,14 @@ def publish(
         raise FileNotFoundError(f"{run} is not a finished run directory: the training log {LOG_FILE} is missing.")
     model = resolved.load()
     study = None if study_dir is None else Path(study_dir)
-    preset_metadata = _preset_card(name, card, run, source, int(model.count_params()), license, study).to_dict()
+    preset_card = _preset_card(name, card, run, source, int(model.count_params()), license, study)
+    preset_metadata = preset_card.to_dict()
     # 0755 whatever the umask: the preset is meant to be shared.
     with staged_directory(target, mode=0o755) as staging:
         # Runs written before students were saved as plain Keras networks still hold the package's layers.
         to_plain_keras(model).save(staging / MODEL_FILE)
         (staging / METADATA_FILE).write_text(json.dumps(preset_metadata, indent=2, sort_keys=True, default=str) + "\n")
-        (staging / CARD_FILE).write_text(render_model_card(name, preset_metadata))
+        (staging / CARD_FILE).write_text(render_model_card(name, preset_card))
         shutil.copyfile(run / LOG_FILE, staging / LOG_FILE)
         write_preset_index(staging, name)
         verify_preset(staging)
