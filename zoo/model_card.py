@@ -1,4 +1,4 @@
-"""The model card (a preset's README.md), written from the preset's `StudentCard`, and the command that reproduces it."""
+"""The model card (a preset's README.md), written from its `StudentCard`, and the command that reproduces it."""
 
 from __future__ import annotations
 
