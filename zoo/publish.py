@@ -98,7 +98,7 @@ def _last_epoch_accuracy(summary: dict, student: str) -> float | None:
 
 
 def _preset_card(
-    name: str, card: StudentCard, run: Path, source: Path, params: int, license: str, study_dir: Path | None
+    name: str, card: StudentCard, run: Path, source: Path, params: int, license: str, study: dict | None
 ) -> StudentCard:
     config = _read_json(run / "config.json", "the config")
     summary = _read_json(run / "summary.json", "the summary")
@@ -132,7 +132,7 @@ def _preset_card(
         license=license,
         created=datetime.now(UTC).strftime("%Y-%m-%d"),
         published_from=str(source.relative_to(run)),
-        study=None if study_dir is None else study_record(study_dir, run, deployed=_is_deployed(summary, student)),
+        study=study,
     )
 
 
@@ -206,8 +206,11 @@ def publish(
 
     if not (run / LOG_FILE).is_file():
         raise FileNotFoundError(f"{run} is not a finished run directory: the training log {LOG_FILE} is missing.")
+    # Checked before the model loads: a run outside the study is refused at once.
+    summary = _read_json(run / "summary.json", "the summary")
+    deployed = _is_deployed(summary, f"s{card.student_index or 0}")
+    study = None if study_dir is None else study_record(study_dir, run, deployed)
     model = resolved.load()
-    study = None if study_dir is None else Path(study_dir)
     preset_card = _preset_card(name, card, run, source, int(model.count_params()), license, study)
     preset_metadata = preset_card.to_dict()
     # 0755 whatever the umask: the preset is meant to be shared.
