@@ -54,12 +54,13 @@ _DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
 
 
 class StudentDataPlane(DataPlane):
-    """KServe's data plane, with two requests of the protocol that KServe 0.21 does not read, taken as meant.
+    """KServe's data plane, with the binary-tensor extension read here and JSON sent as bytes taken as meant.
 
     A JSON request sent without ``Content-Type: application/json`` (tritonclient's HTTP client sends them so):
-    FastAPI hands its body over as bytes, which KServe reads only as the binary-tensor extension. And a BYTES
-    input sent as binary data (encoded images): KServe turns it into JSON text, which fails on any byte that is
-    not UTF-8; here its elements stay bytes.
+    FastAPI hands its body over as bytes, which KServe 0.21 reads only as the binary-tensor extension. And binary
+    inputs: KServe turns each into a Python list, element by element (about 0.5 ms per 32 x 32 image here, a
+    fifth of a one-image request's time in the server), and a BYTES input (encoded images) into JSON text, which
+    fails on any byte that is not UTF-8; here a binary input stays the array its bytes are.
     """
 
     def decode_inference_request(self, body, headers, model_name):
@@ -69,19 +70,17 @@ class StudentDataPlane(DataPlane):
         try:
             header = orjson.loads(body[:json_length])
             specs = list(header["inputs"])
-            binary_bytes = any(
-                spec["datatype"] == "BYTES" and "binary_data_size" in (spec.get("parameters") or {}) for spec in specs
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+            binary = any("binary_data_size" in (spec.get("parameters") or {}) for spec in specs)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
             raise InvalidInput(f"Unrecognized request format: {error!r}") from None
-        if not binary_bytes:
+        if not binary:
             headers = {**headers, INFERENCE_CONTENT_LENGTH_HEADER: str(json_length)}
             return super().decode_inference_request(body, headers, model_name)
-        return _request_with_bytes(header, body, json_length, model_name)
+        return _binary_request(header, body, json_length, model_name)
 
 
-def _request_with_bytes(header: dict, body: bytes, start: int, model_name: str):
-    """The InferRequest of a binary-extension request (``header`` its JSON part), BYTES inputs kept as bytes."""
+def _binary_request(header: dict, body: bytes, start: int, model_name: str):
+    """The InferRequest of a binary-extension request (``header`` its JSON part), binary inputs kept as arrays."""
     inputs = []
     for spec in header["inputs"]:
         parameters = dict(spec.get("parameters") or {})

@@ -185,6 +185,25 @@ def test_bad_inputs_get_400_naming_the_problem_and_the_server_goes_on(server, tm
 
 
 @needs_serve
+def test_a_binary_tensor_that_does_not_fill_its_shape_gets_400_and_the_server_goes_on(server, port):
+    """The binary-tensor extension is read by mfef's data plane, not KServe's (which answered 500 here)."""
+    _, client = server
+    spec = {"name": "input", "shape": [1, 32, 32, 1], "datatype": "UINT8", "parameters": {"binary_data_size": 100}}
+    header = json.dumps({"inputs": [spec]}).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+        connection.request("POST", f"/v2/models/{MODEL}/infer", body=header + bytes(100), headers=headers)
+        response = connection.getresponse()
+        status, message = response.status, json.loads(response.read())["error"]
+    finally:
+        connection.close()
+    assert status == 400, message
+    assert "input 'input' cannot be read as UINT8 [1, 32, 32, 1]" in message and "size 100" in message
+    assert len(_infer(client, _tensor(_images(1)))[1]) == 1
+
+
+@needs_serve
 def test_a_burst_beyond_the_queue_is_refused_with_503_and_the_server_still_answers(server):
     from tritonclient.utils import InferenceServerException
 
