@@ -53,6 +53,8 @@ def test_the_config_refuses_milestones_with_a_cosine_schedule():
         TrainConfig(lr_schedule="cosin")
 
 
+# A child training of about 18 s: slow, run by .ci/run step 3; the schedule's rates stay tested in-process above.
+@pytest.mark.slow
 def test_mfef_train_with_a_cosine_schedule_records_each_epochs_rate(tmp_path):
     run = tmp_path / "run"
     done = subprocess.run(

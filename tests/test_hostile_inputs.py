@@ -110,6 +110,8 @@ def _run_in_progress(run: Path, with_best_student: bool) -> Path:
     return run
 
 
+# About 17 s of child processes: slow, run by .ci/run step 3.
+@pytest.mark.slow
 def test_eval_of_a_run_still_training_evaluates_its_best_student_so_far(tmp_path):
     run = _run_in_progress(tmp_path / "run", with_best_student=True)
     with run_directory_lock(run):

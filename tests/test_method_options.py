@@ -111,7 +111,9 @@ def test_train_refuses_an_unknown_method_option_in_one_line(tmp_path):
     assert not never.exists()
 
 
-# A digits epoch of 64 images in a child process: about 11 s.
+# A digits epoch of 64 images in a child process, 11-15 s: slow, run by .ci/run step 3; the options' parsing and
+# checks stay in the default suite.
+@pytest.mark.slow
 def test_train_records_a_valid_method_option_in_config_json(tmp_path):
     run = tmp_path / "pcl"
     tiny = ["--base-width", "4", "--train-limit", "64", "--batch-size", "64", "--epochs", "1", "--no-progress"]

@@ -43,6 +43,9 @@ def _top1(output: str) -> float:
     return top1
 
 
+# About 90 s of child processes on 2 cores, the longest test: slow, run by .ci/run step 3. The default suite keeps
+# the same commands in pieces (test_first_hour, test_sources, test_train_cli).
+@pytest.mark.slow
 def test_readme_flow_in_separate_processes(tmp_path):
     env = subprocess_env(MFEF_ZOO_CACHE=str(tmp_path / "cache"), MFEF_ZOO_MANIFEST=str(tmp_path / "zoo/manifest.json"))
     run = tmp_path / "run"

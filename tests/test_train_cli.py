@@ -367,6 +367,9 @@ def _images(folder, count, start=0):
         Image.fromarray(np.full((32, 32, 3), 20 * i, np.uint8)).save(folder / f"{i}.png")
 
 
+# Two child trainings, about 25 s: slow, run by .ci/run step 3; the default suite keeps the refusal of a changed
+# config on resume (test_resume_cli).
+@pytest.mark.slow
 def test_resume_after_the_training_folder_changed_is_refused_and_nothing_is_written(tmp_path):
     root = tmp_path / "data"
     for label in ("a", "b"):
