@@ -416,6 +416,8 @@ def test_mixed_precision_step(policy):
     assert any(not np.allclose(b, v.numpy()) for b, v in zip(before, d.fusion.trainable_variables))
 
 
+# About 11 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_jit_compile_step_matches_eager_graph():
     x, y = batch(8)
     plain = make("ffl")

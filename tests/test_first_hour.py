@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import subprocess_env
 
 PRESET = "resnet8_mfef.digits_s0"
@@ -49,6 +51,8 @@ def test_zoo_pull_and_eval_piped_write_plain_lines_and_say_where_results_go(tmp_
     assert (tmp_path / "chosen" / "confusion_matrix.png").is_file()
 
 
+# About 8 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_a_missing_cifar_archive_names_the_command_line_option(tmp_path):
     (tmp_path / "data").mkdir()
     done, output = _mfef(tmp_path, "train", "--dataset", "cifar10", "--data-dir", "data", "--run-dir", "run")
@@ -81,6 +85,8 @@ print("ok", type(keras.saving.load_model("student.keras").input).__name__)
 """
 
 
+# About 11 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_from_preset_and_create_student_give_plain_keras_models(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", _ENTRY_POINTS],
@@ -104,6 +110,8 @@ def _stderr_of(code: str, tmp_path: Path) -> str:
     return done.stderr
 
 
+# About 13 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_tensorflow_s_start_up_notices_are_written_once_after_importing_the_package(tmp_path):
     # TensorFlow 2.21 alone writes them once per native library: twice.
     plain = _stderr_of("import tensorflow", tmp_path)

@@ -52,6 +52,9 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+# About 10 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes; training onto a
+# full disk (test_train_cli) stays.
+@pytest.mark.slow
 def test_export_onto_a_full_disk_says_so_and_leaves_nothing(tmp_path, small_disk):
     model = get_backbone("resnet8", 10, input_shape=(32, 32, 1), base_width=4)
     source = save_student_dir(tmp_path / "student", model, StudentCard(dataset_info("digits")))

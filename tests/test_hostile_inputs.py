@@ -81,6 +81,8 @@ def test_predict_on_a_fifo_npy_returns_withone_error_line(exported, tmp_path):
     one_error_line(run_mfef("predict", exported, fifo), str(fifo), "is a FIFO, not a regular file")
 
 
+# About 15 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "data").write_text("not a folder")
     for command in (["train", *TRAIN, "--run-dir", tmp_path / "run"], ["eval", _student(tmp_path / "s")]):
@@ -89,6 +91,8 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+# About 14 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_a_named_data_dir_without_the_dataset_is_refused_not_replaced_by_another_copy(tmp_path):
     (tmp_path / "data").mkdir()
     result = run_mfef("train", *TRAIN, "--dataset", "fashion_mnist", "--data-dir", tmp_path / "data", "--run-dir", "r")

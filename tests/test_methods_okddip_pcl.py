@@ -202,6 +202,8 @@ def test_pcl_train_step_updates_the_temporal_means_after_the_optimisers():
     _check_two_step_average(snapshots, averages)
 
 
+# About 8 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_pcl_temporal_means_survive_a_checkpoint_resume(tmp_path):
     images, labels = _batch()
     trained = _distiller("pcl", n=2)

@@ -189,6 +189,8 @@ assert not [name for name in sys.modules if name.split(".")[0] == "mfef_keras"]
 """
 
 
+# About 12 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_shipped_presets_are_plain_keras_with_the_reference_padding(tmp_path, monkeypatch):
     from mfef_keras.zoo.resolve import resolve_preset
 

@@ -56,6 +56,8 @@ def test_killed_run_resumes_with_schedule_and_rampup_intact(tmp_path):
         assert json.loads(bytes(checkpoint["state"]).decode())["epoch"] == 4
 
 
+# About 10 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_damaged_run_files_are_named_and_leftovers_swept_on_resume(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--epochs", "1", "--run-dir", str(run), *TINY]

@@ -37,6 +37,9 @@ def _top1(output: str) -> float:
     return float(match.group(1)) / 100
 
 
+# About 16 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes; test_first_hour's
+# zoo pull and eval stays.
+@pytest.mark.slow
 def test_eval_of_a_zoo_preset_and_of_its_model_file(tmp_path):
     env = subprocess_env(MFEF_ZOO_OFFLINE="1", MFEF_ZOO_CACHE=str(tmp_path / "cache"))
     recorded = json.loads(shipped_manifest_path().read_text())["presets"][PRESET]["test_accuracy"]

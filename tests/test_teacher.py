@@ -45,6 +45,8 @@ def test_the_teacher_adds_a_weighted_kd_term_per_student_to_the_method_objective
     assert terms["loss"] == pytest.approx(float(without) + 0.5 * sum(_kd(teacher, zi) for zi in z), rel=1e-5)
 
 
+# About 9 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_training_leaves_the_teacher_frozen_and_a_saved_distiller_keeps_it(tmp_path):
     distiller = _distiller(method="mfef")
     teacher_before = [v.numpy().copy() for v in distiller.teacher.weights]

@@ -78,6 +78,9 @@ def test_train_writes_a_complete_run_directory_and_eval_reproduces_it(tmp_path):
     assert again.exit_code == 0 and "epoch 1/2" not in again.output and "best student:" in again.output
 
 
+# About 23 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes; the killed-run
+# resume (test_resume_cli) stays.
+@pytest.mark.slow
 def test_interrupted_run_continues_like_an_uninterrupted_one(tmp_path):
     from mfef_keras.training.config import TrainConfig
     from mfef_keras.training.runner import train
@@ -119,6 +122,8 @@ def _tensorboard_scalars(folder):
     return scalars
 
 
+# About 9 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 def test_selection_on_test_is_the_papers_protocol_picked_by_test_accuracy_and_labelled(tmp_path):
     run = tmp_path / "run"
     result = _run(["train", "--epochs", "2", "--run-dir", str(run), "--selection", "test", *TINY])
@@ -138,6 +143,8 @@ def test_selection_on_test_is_the_papers_protocol_picked_by_test_accuracy_and_la
 
 
 # On torch, nothing imports TensorFlow before the data pipeline does, after asking whether it is installed.
+# About 17 s on 2 cores: slow, run by .ci/run step 3, to keep the default suite under 10 minutes.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "backend",
     [
