@@ -118,7 +118,7 @@ def test_study_runs_publish_with_their_cells_figures_and_zoo_list_picks_by_them(
     info = _mfef("zoo", "info", "resnet8_mfef.fashion_mnist_studys0", cwd=tmp_path, env=env)
     assert info.returncode == 0, info.stderr
     assert f"deployed student of {MIXED} in study {STUDY.name}" in info.stdout
-    assert "study command   mfef study" in info.stdout
+    assert re.search(r"^study command +mfef study --dataset fashion_mnist ", info.stdout, re.MULTILINE)
 
 
 def test_students_without_figures_of_their_own_and_runs_outside_the_study_are_refused(study, tmp_path):

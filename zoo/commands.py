@@ -180,9 +180,9 @@ def info_command(name: str) -> None:
     from mfef_keras.zoo.study_figures import describe
 
     for key in sorted(info):
-        click.echo(f"{key:<16}{describe(info[key], ' %') if key == 'study' and info[key] else info[key]}")
+        click.echo(f"{key:<20}{describe(info[key], ' %') if key == 'study' and info[key] else info[key]}")
     if (info.get("study") or {}).get("command"):
-        click.echo(f"{'study command':<16}{info['study']['command']}")
+        click.echo(f"{'study command':<20}{info['study']['command']}")
     if info["cached_path"]:
         from mfef_keras.student_dir import read_card
 
@@ -190,10 +190,10 @@ def info_command(name: str) -> None:
             card = read_card(info["cached_path"])
         shape = "x".join(str(side) for side in card.dataset.image_shape)
         click.echo(
-            f"{'card':<16}{card.backbone} by {card.method}, epoch {card.epoch}, {card.dataset.name} "
+            f"{'card':<20}{card.backbone} by {card.method}, epoch {card.epoch}, {card.dataset.name} "
             f"({card.dataset.num_classes} classes, {shape} images), license {card.license}"
         )
-    click.echo(f'{"load it":<16}from mfef_keras.zoo import load_student; load_student("{info["name"]}")')
+    click.echo(f'{"load it":<20}from mfef_keras.zoo import load_student; load_student("{info["name"]}")')
 
 
 @zoo_group.command(name="pull")
