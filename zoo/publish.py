@@ -98,11 +98,9 @@ def _last_epoch_accuracy(summary: dict, student: str) -> float | None:
 
 
 def _preset_card(
-    name: str, card: StudentCard, run: Path, source: Path, params: int, license: str, study: dict | None
+    name: str, card: StudentCard, run: Path, source: Path, params: int, license: str, summary: dict, study: dict | None
 ) -> StudentCard:
     config = _read_json(run / "config.json", "the config")
-    summary = _read_json(run / "summary.json", "the summary")
-    student = f"s{card.student_index or 0}"
     environment = _read_json(run / "environment.json", "the environment record")
     if card.experiment_hash != config.get("experiment_hash"):
         raise ValueError(
@@ -122,7 +120,7 @@ def _preset_card(
         config=config["config"],
         experiment_hash=config["experiment_hash"],
         metrics=summary,
-        test_accuracy_last=_last_epoch_accuracy(summary, student),
+        test_accuracy_last=_last_epoch_accuracy(summary, f"s{card.student_index or 0}"),
         data=_data_record(run),
         reproduce=reproduce_command(config["config"]),
         training_log=_read_json(run / "metrics.json", "the metrics")["epochs"],
@@ -211,7 +209,7 @@ def publish(
     deployed = _is_deployed(summary, f"s{card.student_index or 0}")
     study = None if study_dir is None else study_record(study_dir, run, deployed)
     model = resolved.load()
-    preset_card = _preset_card(name, card, run, source, int(model.count_params()), license, study)
+    preset_card = _preset_card(name, card, run, source, int(model.count_params()), license, summary, study)
     preset_metadata = preset_card.to_dict()
     # 0755 whatever the umask: the preset is meant to be shared.
     with staged_directory(target, mode=0o755) as staging:
