@@ -307,7 +307,18 @@ def serve(
     # was there before it started: this one turns that into a clean exit (status 0) instead of death by signal.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
-    asyncio.run(rest.start())
+    _run(rest.start())
+
+
+def _run(main) -> None:
+    # uvicorn picks uvloop only for a loop it creates; KServe's server runs in ours, so choose it here. uvloop's
+    # loop raised served throughput at concurrency 32 from 68-70 % to 73-75 % of in-process (README, Serving).
+    try:
+        import uvloop
+    except ImportError:  # Windows: uvloop is not built there
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _exit_cleanly(signum: int, frame) -> None:
