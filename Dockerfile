@@ -38,7 +38,7 @@ RUN mfef export "${SOURCE}" --format onnx --out /model ${EXPORT_OPTIONS} \
 FROM ${PYTHON_IMAGE} AS serve
 ENV PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 ARG ONNXRUNTIME="onnxruntime>=1.20,<1.27"
-RUN pip install "${ONNXRUNTIME}" numpy pillow click "kserve>=0.21,<0.22"
+RUN pip install "${ONNXRUNTIME}" numpy pillow click "kserve>=0.21,<0.22" "uvloop>=0.18"
 COPY --from=export /wheels /wheels
 RUN pip install --no-deps /wheels/*.whl && rm -rf /wheels
 COPY --from=export /model /model

@@ -310,15 +310,14 @@ def serve(
     _run(rest.start())
 
 
-def _run(main) -> None:
+def _run(main):
     # uvicorn picks uvloop only for a loop it creates; KServe's server runs in ours, so choose it here. uvloop's
     # loop raised served throughput at concurrency 32 from 68-70 % to 73-75 % of in-process (README, Serving).
     try:
         import uvloop
     except ImportError:  # Windows: uvloop is not built there
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _exit_cleanly(signum: int, frame) -> None:

@@ -404,3 +404,17 @@ def test_a_zoo_name_is_exported_then_served_as_mfef_predict_runs_it(export_dir, 
         assert label == ranked[0][0]
         # predict prints four decimals.
         assert dict(ranked) == pytest.approx(dict(zip(predictor.class_names, probabilities.tolist())), abs=1e-4)
+
+
+@needs_serve
+def test_the_server_loop_is_uvloop_when_installed():
+    """KServe's server runs in the loop `mfef serve` makes, and the serve extra installs uvloop for it."""
+    import asyncio
+
+    from mfef_keras.export.inference_server import _run
+
+    async def loop_type() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert _run(loop_type()).split(".")[0] == expected
