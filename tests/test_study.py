@@ -94,6 +94,8 @@ def test_study_runs_every_variant_and_seed_and_aggregates(tmp_path):
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
     assert imread(tmp_path / "comparison.png").shape[1] == 1300
     assert json.loads((tmp_path / "study.json").read_text())["seeds"] == [0, 1]
+    # These runs recorded no test top-1 per epoch: no convergence table or figure to make of them.
+    assert "Convergence" not in table and not (tmp_path / "convergence.png").exists()
 
 
 def test_interrupted_study_skips_finished_runs(tmp_path):

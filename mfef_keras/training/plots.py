@@ -1,4 +1,4 @@
-"""PNG figures: a run's training curves, a student's confusion matrix and a study's method comparison.
+"""PNG figures: a run's training curves, a student's confusion matrix, a study's method comparison and convergence.
 
 Each ``*_figure`` function builds a Matplotlib figure from plain data, so tests can inspect what a
 person will see; the matching ``plot_*`` function saves it as a PNG and closes it.
@@ -31,6 +31,8 @@ MODEL_COLORS = {
 _STUDENT_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 # The models a study compares, in the order they are drawn; a variant shows only those it has.
 STUDY_MODELS = ("deployed", "peer", "students", "fused", "ensemble")
+# Line styles of a study's cohorts in its convergence figure, in the order the cohorts come.
+_COHORT_STYLES = ("-", "--", ":", "-.")
 # Below this many points per epoch (~pixels at 100 dpi) markers would merge into a thick line.
 _MARKERS_UP_TO_EPOCHS = 40
 # Tick labels smaller than this are unreadable; thinning them is better than shrinking them further.
@@ -315,3 +317,64 @@ def plot_study(rows: list[dict], path: Path, setting: str) -> Path:
         setting: data, backbone, epochs and seeds for the title.
     """
     return _save(study_figure(rows, setting), path)
+
+
+def convergence_figure(curves: dict[str, list[float]], setting: str, baseline: str | None = None) -> Figure:
+    """Each variant's deployed-student test top-1 per epoch: every epoch on the left, the final ones zoomed right.
+
+    Args:
+        curves: ``{variant: test top-1 (%) per epoch}``, mean over seeds
+            (`mfef_keras.training.study_convergence.mean_curves`).
+        setting: the study's data, backbone, epochs and seeds, shown in the title.
+        baseline: the variant drawn in black, thicker, for the others to be read against.
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (whole, final) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": (1, 1)})
+    epochs = max(len(curve) for curve in curves.values())
+    # The final third, at least five epochs: where a step schedule's last decays play out.
+    start = max(1, epochs - max(5, epochs // 3) + 1)
+    # A method keeps its colour across cohorts and a cohort its line style, so both read off the legend at once.
+    methods = list(dict.fromkeys(variant.split("@")[0] for variant in curves if variant != baseline))
+    cohorts = list(dict.fromkeys(variant.partition("@")[2] for variant in curves if variant != baseline))
+    for variant, curve in curves.items():
+        is_baseline = variant == baseline
+        method, _, cohort = variant.partition("@")
+        style = {
+            "color": "black" if is_baseline else plt.get_cmap("tab10")(methods.index(method) % 10),
+            "linestyle": "-" if is_baseline else _COHORT_STYLES[cohorts.index(cohort) % len(_COHORT_STYLES)],
+            "linewidth": 2.4 if is_baseline else 1.3,
+            "marker": "o" if epochs <= _MARKERS_UP_TO_EPOCHS else None,
+            "markersize": 3,
+            "label": f"{variant} (alone)" if is_baseline else variant,
+        }
+        xs = np.arange(1, len(curve) + 1)
+        whole.plot(xs, curve, **style)
+        final.plot(xs[start - 1 :], curve[start - 1 :], **style)
+    whole.set_title("every epoch")
+    final.set_title(f"epochs {start}-{epochs}, zoomed")
+    tail = [value for curve in curves.values() for value in curve[start - 1 :]]
+    margin = max(0.05, 0.08 * (max(tail) - min(tail)))
+    final.set_ylim(min(tail) - margin, max(tail) + margin)
+    for axis in (whole, final):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("deployed student's test top-1 (%)")
+        axis.grid(alpha=0.3)
+    final.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(setting)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / 5.2))
+    return fig
+
+
+def plot_convergence(curves: dict[str, list[float]], path: Path, setting: str, baseline: str | None = None) -> Path:
+    """Save `convergence_figure` as the PNG ``path``.
+
+    Args:
+        curves: ``{variant: test top-1 (%) per epoch}``.
+        path: the PNG to write.
+        setting: the study's setting for the title.
+        baseline: the variant drawn in black.
+    """
+    return _save(convergence_figure(curves, setting, baseline), path)

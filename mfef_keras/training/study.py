@@ -16,7 +16,7 @@ from mfef_keras._regular_files import refuse_linked_folder
 from mfef_keras.atomic_files import write_bytes_atomic, write_json_atomic
 from mfef_keras.choices import cohort_names
 from mfef_keras.training.config import TrainConfig
-from mfef_keras.training.plots import plot_study
+from mfef_keras.training.plots import plot_convergence, plot_study
 from mfef_keras.training.progress import format_duration
 from mfef_keras.training.run_directory import (
     DATA_FILE,
@@ -26,6 +26,7 @@ from mfef_keras.training.run_directory import (
     read_run_json,
     summary_models,
 )
+from mfef_keras.training.study_convergence import format_convergence, mean_curves
 
 
 @dataclass(frozen=True)
@@ -245,13 +246,18 @@ def run_study(
         variant: {seed: training_minutes(Path(run)) for seed, run in by_seed.items()}
         for variant, by_seed in runs.items()
     }
-    table = format_table(rows, _num_classes(runs), baseline) + "\n\n" + format_times(minutes)
+    curves = mean_curves(runs, summaries)
+    convergence = format_convergence(curves, {variant: len(runs[variant]) for variant in curves})
+    table = "\n\n".join(
+        part for part in (format_table(rows, _num_classes(runs), baseline), convergence, format_times(minutes)) if part
+    )
     elapsed = time.perf_counter() - started
     write_bytes_atomic(out / "table.md", (table + "\n").encode())
     study = {
         "rows": rows,
         "runs": runs,
         "training_minutes": minutes,
+        "deployed_test_top1_per_epoch": curves,
         "seeds": list(seeds),
         "config": base.to_dict(),
         "elapsed_s": elapsed,
@@ -259,7 +265,10 @@ def run_study(
     write_json_atomic(out / "study.json", study | ({"cohorts": list(cohorts)} if cohorts else {}))
     finished = sum(len(by_seed) for by_seed in summaries.values())
     progress = None if finished == len(plan) else (finished, len(plan))
-    plot_study(rows, out / "comparison.png", study_setting(base, seeds, cohorts, progress))
+    setting = study_setting(base, seeds, cohorts, progress)
+    plot_study(rows, out / "comparison.png", setting)
+    if curves:
+        plot_convergence(curves, out / "convergence.png", setting, baseline)
     echo(table)
     return {"rows": rows, "table": table, "runs": runs}
 
