@@ -170,14 +170,16 @@ def run_study(
     force: bool = False,
     train: bool = True,
 ) -> dict:
-    """Train every variant with every seed under ``out_dir/runs`` and write the table and chart.
+    """Train every variant with every seed under ``out_dir/runs`` and write the table and charts.
 
     Finished runs (with a ``summary.json``) are skipped and interrupted ones resume, so an interrupted study
     started again continues where it stopped, on this machine or on another that has the finished runs'
     results (their config.json and summary.json are enough). A run whose stored configuration differs from the
     study's is refused, naming the keys, unless ``force`` (then it is trained again). The runs go seed by seed,
     so a study stopped early has every variant for the seeds it finished. Every variant uses the same seeds,
-    hence the same data order (and, for one cohort, the same initial students).
+    hence the same data order (and, for one cohort, the same initial students). Where the runs recorded their
+    students' test top-1 at every epoch, the table also says how much the deployed students still moved over
+    the last epochs, and ``convergence.png`` draws their curves (`mfef_keras.training.study_convergence`).
 
     Args:
         base: the shared configuration (dataset, backbone, epochs...). With ``cohorts``, its backbone is the
