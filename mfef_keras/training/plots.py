@@ -331,7 +331,7 @@ def convergence_figure(curves: dict[str, list[float]], setting: str, baseline: s
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, (whole, final) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": (1, 1)})
+    fig, (whole, final) = plt.subplots(1, 2, figsize=(13, 5.2))
     epochs = max(len(curve) for curve in curves.values())
     # The final third, at least five epochs: where a step schedule's last decays play out.
     start = max(1, epochs - max(5, epochs // 3) + 1)
