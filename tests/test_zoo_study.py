@@ -87,6 +87,8 @@ def test_study_runs_publish_with_their_cells_figures_and_zoo_list_picks_by_them(
     assert figures["seeds"] == deployed["n"] >= 2
     assert figures["diff_vs_baseline_mean"] == pytest.approx(deployed["diff_vs_independent_mean"])
     assert figures["diff_significant"] == deployed["diff_vs_independent_significant"]
+    assert figures["diff_p_holm"] == pytest.approx(deployed["diff_vs_independent_p_holm"])
+    assert 0 < figures["diff_p_holm"] <= 1
     assert figures["command"].startswith("mfef study --dataset fashion_mnist ")
     assert manifest["resnet8_mfef.fashion_mnist_studys0"]["study"] == figures
     model_card = (out / "resnet8_mfef.fashion_mnist_studys0" / "README.md").read_text()
@@ -118,6 +120,7 @@ def test_study_runs_publish_with_their_cells_figures_and_zoo_list_picks_by_them(
     info = _mfef("zoo", "info", "resnet8_mfef.fashion_mnist_studys0", cwd=tmp_path, env=env)
     assert info.returncode == 0, info.stderr
     assert f"deployed student of {MIXED} in study {STUDY.name}" in info.stdout
+    assert f"Holm-adjusted p {figures['diff_p_holm']:.3f} across the study's cells" in info.stdout
     assert re.search(r"^study command +mfef study --dataset fashion_mnist ", info.stdout, re.MULTILINE)
 
 

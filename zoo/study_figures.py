@@ -68,8 +68,10 @@ def study_record(study_dir: str | Path, run_dir: str | Path, deployed: bool) -> 
         ``study`` (the directory's name), ``variant``, ``role`` (``deployed`` or ``peer``), ``seeds`` (how many
         the figures average), ``test_top1_mean``, ``test_top1_std``, ``test_top1_ci95`` (percent; the half-width
         of the 95 % t-interval, None below two seeds), ``baseline`` (the variant trained alone), the paired
-        ``diff_vs_baseline_mean``, ``diff_vs_baseline_ci95`` and ``diff_significant`` (None for the baseline and
-        for a peer, which is not the baseline's network) and ``command`` (the `mfef study` that trained it).
+        ``diff_vs_baseline_mean``, ``diff_vs_baseline_ci95``, ``diff_significant`` (the cell's own 95 % interval
+        excludes zero) and ``diff_p_holm`` (the paired p-value adjusted across the study's cells; None for a study
+        tabulated by an mfef that did not adjust), all None for the baseline and for a peer, which is not the
+        baseline's network, and ``command`` (the `mfef study` that trained it).
 
     Raises:
         ValueError: ``run_dir`` is not a finished run of the study, or the study has no figures for the student.
@@ -99,6 +101,7 @@ def study_record(study_dir: str | Path, run_dir: str | Path, deployed: bool) -> 
         "diff_vs_baseline_mean": row.get("diff_vs_independent_mean"),
         "diff_vs_baseline_ci95": row.get("diff_vs_independent_ci95"),
         "diff_significant": row.get("diff_vs_independent_significant"),
+        "diff_p_holm": row.get("diff_vs_independent_p_holm"),
         "command": _study_command(run_dir),
     }
 
@@ -127,7 +130,9 @@ def describe(record: dict, unit: str = "%") -> str:
     if difference is None:
         return text
     verdict = "significant" if record.get("diff_significant") else "not significant"
+    holm = record.get("diff_p_holm")
+    corrected = "" if holm is None else f"; Holm-adjusted p {holm:.3f} across the study's cells"
     return (
         f"{text}; {_points(difference)} against {record['baseline']} paired by seed "
-        f"(95 % CI ±{record['diff_vs_baseline_ci95']:.2f}, {verdict})"
+        f"(95 % CI ±{record['diff_vs_baseline_ci95']:.2f}, {verdict}{corrected})"
     )

@@ -27,6 +27,7 @@ from mfef_keras.training.run_directory import (
     summary_models,
 )
 from mfef_keras.training.study_convergence import format_convergence, mean_curves
+from mfef_keras.training.study_significance import add_holm_correction, format_corrected, paired_p_value
 
 
 @dataclass(frozen=True)
@@ -250,9 +251,13 @@ def run_study(
     }
     curves = mean_curves(runs, summaries)
     convergence = format_convergence(curves, {variant: len(runs[variant]) for variant in curves})
-    table = "\n\n".join(
-        part for part in (format_table(rows, _num_classes(runs), baseline), convergence, format_times(minutes)) if part
+    parts = (
+        format_table(rows, _num_classes(runs), baseline),
+        format_corrected(rows, baseline),
+        convergence,
+        format_times(minutes),
     )
+    table = "\n\n".join(part for part in parts if part)
     elapsed = time.perf_counter() - started
     write_bytes_atomic(out / "table.md", (table + "\n").encode())
     study = {
@@ -394,8 +399,10 @@ def aggregate(summaries: dict[str, dict[int, dict]], baseline: str = BASELINE) -
     ``ensemble`` and ``fused`` rows of a variant other than `BASELINE` are also compared with the baseline seed
     by seed (see `PAIRED_BASELINE_MODEL`): ``diff_vs_independent_mean`` is the mean over the seeds both ran of
     the difference in points, ``diff_vs_independent_ci95`` the half-width of its 95 % t-interval and
-    ``diff_vs_independent_significant`` whether that interval excludes zero. All three are None for the
-    baseline's rows, single students, a study without the baseline and fewer than two seeds in common.
+    ``diff_vs_independent_significant`` whether that interval excludes zero, ``diff_vs_independent_p`` the
+    paired t-test's two-sided p-value. All four are None for the baseline's rows, single students, a study
+    without the baseline and fewer than two seeds in common. The deployed rows' p-values are also adjusted for
+    their number (`mfef_keras.training.study_significance.add_holm_correction`).
 
     The ``deployed`` row is each run's deployed student (its best_student/: the best, on the selection split, of
     its smallest students), paired with the baseline's; a ``peer`` row averages the larger students of a mixed
@@ -447,6 +454,7 @@ def aggregate(summaries: dict[str, dict[int, dict]], baseline: str = BASELINE) -
             )
     for row in rows:
         row.update(_paired_difference(at_best_by_seed, row["variant"], row["model"], baseline))
+    add_holm_correction(rows)
     return rows
 
 
@@ -463,12 +471,14 @@ def _paired_difference(
             "diff_vs_independent_mean": None,
             "diff_vs_independent_ci95": None,
             "diff_vs_independent_significant": None,
+            "diff_vs_independent_p": None,
         }
     mean, half = statistics.fmean(diffs), t_interval(diffs)
     return {
         "diff_vs_independent_mean": mean,
         "diff_vs_independent_ci95": half,
         "diff_vs_independent_significant": abs(mean) > half,
+        "diff_vs_independent_p": paired_p_value(diffs),
     }
 
 
