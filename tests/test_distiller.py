@@ -361,6 +361,25 @@ def test_ablations_remove_components():
     assert make("dml").fusion is None
 
 
+@pytest.mark.parametrize("ablate", [("multi_scale",), ("attention",), ("multi_scale", "attention")])
+def test_ablations_train_a_mixed_cohort(ablate):
+    # The ablation study runs on a resnet20 + resnet8 cohort: the fusion path meets maps of unequal depth.
+    students = build_students(["resnet20", "resnet8"], CLASSES, base_width=4)
+    d = OnlineDistiller(students, method="mfef", ablate=ablate)
+    d.compile()
+    x, y = batch(8)
+    with pytest.raises(ValueError, match="steps per epoch are not known yet"):
+        d.train_on_batch(x, y)
+    d.compile(steps_per_epoch=10)
+    before = [w.copy() for w in d.fusion.get_weights()]
+    logs = d.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert any(not np.allclose(a, b) for a, b in zip(before, d.fusion.get_weights()))
+    kinds = {type(layer).__name__ for layer in d.fusion.layers}
+    assert ("MultiScaleBlock" in kinds) is ("multi_scale" not in ablate)
+    assert ("DualAttention" in kinds) is ("attention" not in ablate)
+
+
 def _fit_on_one_device_and_mirrored(method="mfef", **compile_kwargs):
     """The same model, weights and batch fitted one epoch on one device and mirrored over two CPUs."""
     x, y = batch(8, seed=5)

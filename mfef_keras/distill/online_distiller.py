@@ -617,6 +617,13 @@ class OnlineDistiller(keras.Model):
             kwargs["verbose"] = 2
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch, **kwargs)
 
+    def train_on_batch(self, x, y=None, **kwargs):
+        """`keras.Model.train_on_batch`, after `prepare`: the steps per epoch must be fixed (by `compile` or an
+        earlier `fit`), since the schedule and w(t) count epochs in them; a batch alone cannot tell them.
+        """
+        self.prepare()
+        return super().train_on_batch(x, y, **kwargs)
+
     # -------------------------------------------------------------- students
     def get_student(self, index: int) -> keras.Model:
         """Student ``index`` as a standalone plain Keras network from images to logits.
