@@ -61,15 +61,13 @@ def test_study_no_train_tabulates_and_draws_where_the_deployed_students_stop_mov
     assert imread(out / "convergence.png").shape[:2] == (520, 1300)
 
 
-def _run(tmp_path: Path, name: str, accuracies: list[float], deployed: str | None = "s1") -> tuple[str, dict]:
-    run = tmp_path / name
-    run.mkdir()
+def _run(accuracies: list[float], deployed: str | None = "s1") -> tuple[list[dict], dict]:
+    """A run's metrics.json rows and summary.json: s1's test top-1 per epoch, s0 flat."""
     epochs = [{"epoch": i + 1, "test_acc_s0": 0.5, "test_acc_s1": value} for i, value in enumerate(accuracies)]
-    (run / "metrics.json").write_text(json.dumps({"epochs": epochs}))
-    return str(run), ({"best_student": {"name": deployed}} if deployed else {})
+    return epochs, ({"best_student": {"name": deployed}} if deployed else {})
 
 
-def test_curves_average_seeds_epoch_by_epoch_and_leave_out_variants_they_cannot_average(tmp_path):
+def test_curves_average_seeds_epoch_by_epoch_and_leave_out_variants_they_cannot_average():
     runs, summaries = {}, {}
     cases = {
         "averaged": [[0.80, 0.90, 0.92], [0.82, 0.88, 0.90]],
@@ -77,12 +75,13 @@ def test_curves_average_seeds_epoch_by_epoch_and_leave_out_variants_they_cannot_
     }
     for variant, seeds in cases.items():
         for seed, accuracies in enumerate(seeds):
-            run, summary = _run(tmp_path, f"{variant}-{seed}", accuracies)
+            run, summary = _run(accuracies)
             runs.setdefault(variant, {})[seed] = run
             summaries.setdefault(variant, {})[seed] = summary
-    run, summary = _run(tmp_path, "no deployed student", [0.8], deployed=None)
+    run, summary = _run([0.8], deployed=None)
     runs["older"], summaries["older"] = {0: run}, {0: summary}
     assert deployed_curve(run, summary) is None
+    runs["unrecorded"], summaries["unrecorded"] = {0: None}, {0: {"best_student": {"name": "s1"}}}
 
     curves = mean_curves(runs, summaries)
     assert list(curves) == ["averaged"]

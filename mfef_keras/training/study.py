@@ -245,11 +245,15 @@ def run_study(
     if not summaries:
         raise ValueError(f"No run of the study in {out} has finished yet: nothing to tabulate.")
     rows = aggregate(summaries, baseline)
-    minutes = {
-        variant: {seed: training_minutes(Path(run)) for seed, run in by_seed.items()}
+    epochs = {
+        variant: {seed: recorded_epochs(Path(run)) for seed, run in by_seed.items()}
         for variant, by_seed in runs.items()
     }
-    curves = mean_curves(runs, summaries)
+    minutes = {
+        variant: {seed: training_minutes(recorded) for seed, recorded in by_seed.items()}
+        for variant, by_seed in epochs.items()
+    }
+    curves = mean_curves(epochs, summaries)
     convergence = format_convergence(curves, {variant: len(runs[variant]) for variant in curves})
     parts = (
         format_table(rows, _num_classes(runs), baseline),
@@ -300,16 +304,23 @@ def _check_stored_configs(plan: list[tuple[str, int, TrainConfig]], force: bool)
         shutil.rmtree(run_dir)
 
 
-def training_minutes(run_dir: Path) -> float | None:
-    """The minutes a run spent in its epochs (the sum of metrics.json's ``time_s``); None if it recorded none.
+def recorded_epochs(run_dir: Path) -> list[dict] | None:
+    """The rows of a finished run's metrics.json, one per epoch; None if it has none (a stand-in trainer's run).
 
     Args:
         run_dir: a finished run.
     """
     path = run_dir / METRICS_FILE
-    if not path.exists():
-        return None
-    times = [row["time_s"] for row in read_run_json(path)["epochs"] if "time_s" in row]
+    return read_run_json(path)["epochs"] if path.exists() else None
+
+
+def training_minutes(epochs: list[dict] | None) -> float | None:
+    """The minutes a run spent in its epochs (the sum of their ``time_s``); None if it recorded none.
+
+    Args:
+        epochs: the rows of the run's metrics.json (`recorded_epochs`).
+    """
+    times = [row["time_s"] for row in epochs or () if "time_s" in row]
     return sum(times) / 60 if times else None
 
 

@@ -7,45 +7,40 @@ converge (the last epochs' change near zero) or whether a longer run would still
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
-
-from mfef_keras.training.run_directory import METRICS_FILE, read_run_json
 
 # The change over this many final epochs is the table's measure of "still moving".
 LAST_EPOCHS = 3
 
 
-def deployed_curve(run_dir: str | Path, summary: dict) -> list[float] | None:
+def deployed_curve(epochs: list[dict] | None, summary: dict) -> list[float] | None:
     """The test top-1 (%) of the run's deployed student at every epoch, or None where the run did not record it.
 
     Args:
-        run_dir: a finished run.
+        epochs: the rows of the run's metrics.json (None: it has none).
         summary: its summary.json; ``best_student.name`` names the deployed student.
     """
     name = (summary.get("best_student") or {}).get("name")
-    path = Path(run_dir) / METRICS_FILE
-    if name is None or not path.exists():
-        return None
     key = f"test_acc_{name}"
-    epochs = read_run_json(path)["epochs"]
-    if not epochs or any(key not in row for row in epochs):
+    if name is None or not epochs or any(key not in row for row in epochs):
         return None
     return [100 * row[key] for row in epochs]
 
 
-def mean_curves(runs: dict[str, dict[int, str]], summaries: dict[str, dict[int, dict]]) -> dict[str, list[float]]:
+def mean_curves(
+    epochs: dict[str, dict[int, list[dict] | None]], summaries: dict[str, dict[int, dict]]
+) -> dict[str, list[float]]:
     """Each variant's deployed-student curve, the mean over its seeds epoch by epoch.
 
     A variant is left out when any of its runs lacks a curve or the runs disagree on the number of epochs (a
     mean over unequal runs would mix epochs of different schedules).
 
     Args:
-        runs: ``{variant: {seed: run directory}}``.
+        epochs: ``{variant: {seed: the rows of that run's metrics.json, or None}}``.
         summaries: ``{variant: {seed: summary.json}}`` of the same runs.
     """
     means = {}
-    for variant, by_seed in runs.items():
-        curves = [deployed_curve(run_dir, summaries[variant][seed]) for seed, run_dir in by_seed.items()]
+    for variant, by_seed in epochs.items():
+        curves = [deployed_curve(rows, summaries[variant][seed]) for seed, rows in by_seed.items()]
         if not curves or any(curve is None for curve in curves) or len({len(curve) for curve in curves}) != 1:
             continue
         means[variant] = [statistics.fmean(values) for values in zip(*curves)]
