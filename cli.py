@@ -404,8 +404,11 @@ def study(config_file, methods, num_seeds, ablation, cohorts, force, no_train, o
             force=force,
             train=not no_train,
         )
-    # convergence.png exists only where the runs recorded their students' test top-1 at every epoch.
-    figures = [name for name in ("comparison.png", "convergence.png") if os.path.exists(os.path.join(out, name))]
+    # verdict.png exists only where two or more cells were tested against the baseline, convergence.png only where
+    # the runs recorded their students' test top-1 at every epoch.
+    figures = [
+        name for name in ("comparison.png", "verdict.png", "convergence.png") if os.path.exists(os.path.join(out, name))
+    ]
     click.echo(f"Wrote {out}/table.md, {', '.join(f'{out}/{name}' for name in figures)} and {out}/study.json")
 
 

@@ -2,9 +2,12 @@ import json
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
+from matplotlib.image import imread
 from scipy import stats
 
 from mfef_keras.training.config import TrainConfig
+from mfef_keras.training.plots import verdict_figure
 from mfef_keras.training.study import aggregate, run_study, t_interval
 from mfef_keras.training.study_significance import format_corrected, holm_adjusted, paired_p_value
 
@@ -95,6 +98,26 @@ def test_the_corrected_table_gives_each_cell_its_verdict():
 def test_one_cell_has_nothing_to_correct_for():
     study = {variant: by_seed for variant, by_seed in _study().items() if variant in ("independent", "one")}
     assert format_corrected(aggregate(study), "independent") == ""
+    with pytest.raises(ValueError, match="nothing to draw"):
+        verdict_figure(aggregate(study), "setting", "independent")
+
+
+def test_the_verdict_figure_fills_the_cells_that_hold_after_correction():
+    rows = aggregate(_study())
+    figure = verdict_figure(rows, "fashion_mnist · 5 seeds", "independent")
+    axis = figure.axes[0]
+    assert [label.get_text() for label in axis.get_yticklabels()] == ["one", "dml", "kdcl"]
+    dots = [line for line in axis.lines if line.get_marker() == "o"]
+    filled = [to_rgba(line.get_markerfacecolor()) != to_rgba("white") for line in dots]
+    assert filled == [True, False, True]
+    deployed = {row["variant"]: row for row in rows if row["model"] == "deployed"}
+    texts = [text.get_text() for text in axis.texts]
+    one = deployed["one"]
+    low, high = (one["diff_vs_independent_mean"] + sign * one["diff_vs_independent_ci95"] for sign in (-1, 1))
+    assert texts[0] == f"+0.40 [{low:+.2f}, {high:+.2f}] · Holm p {one['diff_vs_independent_p_holm']:.2f} · 5 seeds"
+    assert [dot.get_xdata()[0] for dot in dots] == pytest.approx(
+        [deployed[v]["diff_vs_independent_mean"] for v in ("one", "dml", "kdcl")]
+    )
 
 
 def test_run_study_writes_the_corrected_table_and_the_adjusted_p_values(tmp_path):
@@ -112,6 +135,8 @@ def test_run_study_writes_the_corrected_table_and_the_adjusted_p_values(tmp_path
         echo=lambda line: None,
     )
     assert "| one | +0.40 |" in (tmp_path / "out" / "table.md").read_text()
+    # Two cells, one line each: 1.8 + 2 x 0.42 inches high, 10 wide, at 100 dpi.
+    assert imread(tmp_path / "out" / "verdict.png").shape[:2] == (264, 1000)
     rows = json.loads((tmp_path / "out" / "study.json").read_text())["rows"]
     one = next(row for row in rows if row["variant"] == "one" and row["model"] == "deployed")
     assert one["diff_vs_independent_significant_holm"] is True

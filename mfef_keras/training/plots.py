@@ -1,4 +1,4 @@
-"""PNG figures: a run's training curves, a student's confusion matrix, a study's method comparison and convergence.
+"""PNG figures: a run's training curves, a student's confusion matrix, a study's comparison, verdict and convergence.
 
 Each ``*_figure`` function builds a Matplotlib figure from plain data, so tests can inspect what a
 person will see; the matching ``plot_*`` function saves it as a PNG and closes it.
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mfef_keras.atomic_files import write_bytes_atomic
+from mfef_keras.training.study_significance import corrected_cells
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -317,6 +318,72 @@ def plot_study(rows: list[dict], path: Path, setting: str) -> Path:
         setting: data, backbone, epochs and seeds for the title.
     """
     return _save(study_figure(rows, setting), path)
+
+
+def verdict_figure(rows: list[dict], setting: str, baseline: str) -> Figure:
+    """The study's question at a glance: each cell's deployed student against the baseline's, one line per cell.
+
+    Each line is the paired difference with its 95 % t-interval; the dot is filled where Holm's correction across
+    the cells holds the difference (adjusted p < 0.05), hollow otherwise, and the label gives the interval, the
+    adjusted p-value and the seeds.
+
+    Args:
+        rows: `mfef_keras.training.study.aggregate` rows; those Holm's correction adjusted are drawn, in their
+            order (`mfef_keras.training.study_significance.corrected_cells`).
+        setting: the study's data, backbone, epochs and seeds, shown in the title.
+        baseline: the variant the differences are to.
+
+    Raises:
+        ValueError: fewer than two cells' deployed students were tested against the baseline.
+    """
+    tested = corrected_cells(rows)
+    if not tested:
+        raise ValueError("Fewer than two cells' deployed students were tested against the baseline: nothing to draw.")
+    plt = _pyplot()
+    height = 1.8 + 0.42 * len(tested)
+    fig, axis = plt.subplots(figsize=(10, height))
+    color = model_color("deployed")
+    for y, row in enumerate(tested):
+        mean, error = row["diff_vs_independent_mean"], row["diff_vs_independent_ci95"]
+        holds = row["diff_vs_independent_significant_holm"]
+        axis.errorbar([mean], [y], xerr=[error], fmt="o", ms=7, color=color, mfc=color if holds else "white", capsize=4)
+        axis.annotate(
+            f"{mean:+.2f} [{mean - error:+.2f}, {mean + error:+.2f}] · Holm p {row['diff_vs_independent_p_holm']:.2f}"
+            f" · {row['n']} seeds",
+            (mean + error, y),
+            xytext=(6, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
+            fontweight="bold" if holds else "normal",
+        )
+    axis.axvline(0, color="black", lw=1)
+    axis.set_yticks(range(len(tested)), [row["variant"] for row in tested])
+    axis.set_ylim(len(tested) - 0.5, -0.5)
+    # Room on the right for the labels, which start where each interval ends.
+    low, high = axis.get_xlim()
+    axis.set_xlim(low, high + 0.6 * (high - low))
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_title(f"deployed student against {baseline} trained alone, paired by seed")
+    axis.set_xlabel(
+        "Δ test top-1 (points), mean and 95 % t-interval over seeds;\n"
+        "filled: holds after Holm's correction across the cells (adjusted p < 0.05)"
+    )
+    fig.suptitle(setting, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
+    return fig
+
+
+def plot_verdict(rows: list[dict], path: Path, setting: str, baseline: str) -> Path:
+    """Save `verdict_figure` as the PNG ``path``.
+
+    Args:
+        rows: a study's aggregated rows.
+        path: the PNG to write.
+        setting: the study's setting for the title.
+        baseline: the variant the differences are to.
+    """
+    return _save(verdict_figure(rows, setting, baseline), path)
 
 
 def convergence_figure(curves: dict[str, list[float]], setting: str, baseline: str | None = None) -> Figure:

@@ -16,7 +16,7 @@ from mfef_keras._regular_files import refuse_linked_folder
 from mfef_keras.atomic_files import write_bytes_atomic, write_json_atomic
 from mfef_keras.choices import cohort_names
 from mfef_keras.training.config import TrainConfig
-from mfef_keras.training.plots import plot_convergence, plot_study
+from mfef_keras.training.plots import plot_convergence, plot_study, plot_verdict
 from mfef_keras.training.progress import format_duration
 from mfef_keras.training.run_directory import (
     DATA_FILE,
@@ -27,7 +27,12 @@ from mfef_keras.training.run_directory import (
     summary_models,
 )
 from mfef_keras.training.study_convergence import format_convergence, mean_curves
-from mfef_keras.training.study_significance import add_holm_correction, format_corrected, paired_p_value
+from mfef_keras.training.study_significance import (
+    add_holm_correction,
+    corrected_cells,
+    format_corrected,
+    paired_p_value,
+)
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,9 @@ def run_study(
     so a study stopped early has every variant for the seeds it finished. Every variant uses the same seeds,
     hence the same data order (and, for one cohort, the same initial students). Where the runs recorded their
     students' test top-1 at every epoch, the table also says how much the deployed students still moved over
-    the last epochs, and ``convergence.png`` draws their curves (`mfef_keras.training.study_convergence`).
+    the last epochs, and ``convergence.png`` draws their curves (`mfef_keras.training.study_convergence`). With two
+    or more cells tested against the baseline, the table also gives their Holm-corrected verdicts
+    (`mfef_keras.training.study_significance`) and ``verdict.png`` draws them.
 
     Args:
         base: the shared configuration (dataset, backbone, epochs...). With ``cohorts``, its backbone is the
@@ -278,6 +285,8 @@ def run_study(
     progress = None if finished == len(plan) else (finished, len(plan))
     setting = study_setting(base, seeds, cohorts, progress)
     plot_study(rows, out / "comparison.png", setting)
+    if corrected_cells(rows):
+        plot_verdict(rows, out / "verdict.png", setting, baseline)
     if curves:
         plot_convergence(curves, out / "convergence.png", setting, baseline)
     echo(table)

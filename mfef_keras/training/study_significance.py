@@ -75,18 +75,29 @@ def add_holm_correction(rows: list[dict], level: float = FAMILY_LEVEL) -> None:
         row["diff_vs_independent_significant_holm"] = None if p is None else p < level
 
 
+def corrected_cells(rows: list[dict]) -> list[dict]:
+    """The rows `add_holm_correction` adjusted, in their order; none where fewer than two cells were tested (one
+    test has nothing to be corrected for, and its verdict is the interval's).
+
+    Args:
+        rows: rows that went through `add_holm_correction`.
+    """
+    tested = [row for row in rows if row.get("diff_vs_independent_p_holm") is not None]
+    return tested if len(tested) >= 2 else []
+
+
 def format_corrected(rows: list[dict], baseline: str, level: float = FAMILY_LEVEL) -> str:
     """A markdown table of each cell's deployed student against the baseline: Δ, p, Holm-adjusted p, verdict.
 
-    Empty when fewer than two cells are tested (nothing to correct for).
+    Empty when fewer than two cells are tested (see `corrected_cells`).
 
     Args:
         rows: rows that went through `add_holm_correction`.
         baseline: the variant the differences are to.
         level: the family-wise error rate the verdict uses.
     """
-    tested = [row for row in rows if row.get("diff_vs_independent_p_holm") is not None]
-    if len(tested) < 2:
+    tested = corrected_cells(rows)
+    if not tested:
         return ""
     lines = [
         f"Corrected for the number of cells: each cell's deployed student against {baseline}'s, paired t-test over "
