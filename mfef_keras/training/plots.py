@@ -289,17 +289,8 @@ def _difference_panel(axis: Axes, by_key: dict[tuple[str, str], dict], lines: li
         if mean is None:
             continue
         error, significant = row["diff_vs_independent_ci95"], row["diff_vs_independent_significant"]
-        color = model_color(key[1])
-        axis.errorbar([mean], [y], xerr=[error], fmt="o", color=color, mfc=color if significant else "white", capsize=3)
-        axis.annotate(
-            f"{mean:+.2f}{' *' if significant else ''}",
-            (mean + error, y),
-            xytext=(4, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=8,
-            fontweight="bold" if significant else "normal",
-        )
+        label = f"{mean:+.2f}{' *' if significant else ''}"
+        _difference_dot(axis, y, mean, error, significant, model_color(key[1]), label, fontsize=8)
     # The zero line counts in autoscaling: zero stays in view even when every difference has one sign.
     axis.axvline(0, color="black", lw=1)
     _separate_variants(axis, lines)
@@ -307,6 +298,22 @@ def _difference_panel(axis: Axes, by_key: dict[tuple[str, str], dict], lines: li
     axis.grid(axis="x", alpha=0.3)
     axis.set_title("paired difference to independent (same seeds)")
     axis.set_xlabel("Δ test top-1 (points), mean and 95 % t-interval;\nfilled and *: the interval excludes 0")
+
+
+def _difference_dot(
+    axis: Axes, y: int, mean: float, error: float, filled: bool, color: str, label: str, fontsize: float
+) -> None:
+    """A difference with its interval on line ``y``: filled and its label bold where it holds, hollow otherwise."""
+    axis.errorbar([mean], [y], xerr=[error], fmt="o", color=color, mfc=color if filled else "white", capsize=3)
+    axis.annotate(
+        label,
+        (mean + error, y),
+        xytext=(4, 0),
+        textcoords="offset points",
+        va="center",
+        fontsize=fontsize,
+        fontweight="bold" if filled else "normal",
+    )
 
 
 def plot_study(rows: list[dict], path: Path, setting: str) -> Path:
@@ -342,21 +349,14 @@ def verdict_figure(rows: list[dict], setting: str, baseline: str) -> Figure:
     plt = _pyplot()
     height = 1.8 + 0.42 * len(tested)
     fig, axis = plt.subplots(figsize=(10, height))
-    color = model_color("deployed")
     for y, row in enumerate(tested):
         mean, error = row["diff_vs_independent_mean"], row["diff_vs_independent_ci95"]
-        holds = row["diff_vs_independent_significant_holm"]
-        axis.errorbar([mean], [y], xerr=[error], fmt="o", ms=7, color=color, mfc=color if holds else "white", capsize=4)
-        axis.annotate(
+        label = (
             f"{mean:+.2f} [{mean - error:+.2f}, {mean + error:+.2f}] · Holm p {row['diff_vs_independent_p_holm']:.2f}"
-            f" · {row['n']} seeds",
-            (mean + error, y),
-            xytext=(6, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=9,
-            fontweight="bold" if holds else "normal",
+            f" · {row['n']} seeds"
         )
+        holds = row["diff_vs_independent_significant_holm"]
+        _difference_dot(axis, y, mean, error, holds, model_color("deployed"), label, fontsize=9)
     axis.axvline(0, color="black", lw=1)
     axis.set_yticks(range(len(tested)), [row["variant"] for row in tested])
     axis.set_ylim(len(tested) - 0.5, -0.5)
