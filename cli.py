@@ -393,7 +393,7 @@ def study(config_file, methods, num_seeds, ablation, cohorts, force, no_train, o
         base = _resolve(config_file, (), options)
         out = out_dir or f"studies/{base.dataset.replace('folder:', 'folder-').replace('/', '_')}-{base.backbone}"
         names = [m.strip() for m in methods.split(",") if m.strip()]
-        run_study(
+        result = run_study(
             base,
             names,
             list(range(num_seeds)),
@@ -404,12 +404,8 @@ def study(config_file, methods, num_seeds, ablation, cohorts, force, no_train, o
             force=force,
             train=not no_train,
         )
-    # verdict.png exists only where two or more cells were tested against the baseline, convergence.png only where
-    # the runs recorded their students' test top-1 at every epoch.
-    figures = [
-        name for name in ("comparison.png", "verdict.png", "convergence.png") if os.path.exists(os.path.join(out, name))
-    ]
-    click.echo(f"Wrote {out}/table.md, {', '.join(f'{out}/{name}' for name in figures)} and {out}/study.json")
+    figures = ", ".join(f"{out}/{os.path.basename(figure)}" for figure in result["figures"])
+    click.echo(f"Wrote {out}/table.md, {figures} and {out}/study.json")
 
 
 @main.command(name="list-methods")

@@ -204,7 +204,7 @@ def run_study(
             study still running elsewhere, or one whose results came from another machine).
 
     Returns:
-        ``{"rows": [...], "table": markdown, "runs": {variant: {seed: run_dir}}}``.
+        ``{"rows": [...], "table": markdown, "runs": {variant: {seed: run_dir}}, "figures": [PNG paths written]}``.
     """
     if train_fn is None:
         from mfef_keras.training.runner import train as train_fn
@@ -284,13 +284,13 @@ def run_study(
     finished = sum(len(by_seed) for by_seed in summaries.values())
     progress = None if finished == len(plan) else (finished, len(plan))
     setting = study_setting(base, seeds, cohorts, progress)
-    plot_study(rows, out / "comparison.png", setting)
+    figures = [plot_study(rows, out / "comparison.png", setting)]
     if corrected_cells(rows):
-        plot_verdict(rows, out / "verdict.png", setting, baseline)
+        figures.append(plot_verdict(rows, out / "verdict.png", setting, baseline))
     if curves:
-        plot_convergence(curves, out / "convergence.png", setting, baseline)
+        figures.append(plot_convergence(curves, out / "convergence.png", setting, baseline))
     echo(table)
-    return {"rows": rows, "table": table, "runs": runs}
+    return {"rows": rows, "table": table, "runs": runs, "figures": figures}
 
 
 def _check_stored_configs(plan: list[tuple[str, int, TrainConfig]], force: bool) -> None:
