@@ -126,7 +126,7 @@ def test_run_study_writes_the_corrected_table_and_the_adjusted_p_values(tmp_path
         config_dir.mkdir(parents=True, exist_ok=True)
         (config_dir / "summary.json").write_text(json.dumps(_run(0.9, DEPLOYED[config.method][config.seed])))
 
-    run_study(
+    result = run_study(
         TrainConfig(epochs=1, batch_size=8),
         ["independent", "one", "dml"],
         seeds=range(5),
@@ -135,6 +135,8 @@ def test_run_study_writes_the_corrected_table_and_the_adjusted_p_values(tmp_path
         echo=lambda line: None,
     )
     assert "| one | +0.40 |" in (tmp_path / "out" / "table.md").read_text()
+    # The stand-in trainer records no epochs: no convergence figure, and none claimed.
+    assert [path.name for path in result["figures"]] == ["comparison.png", "verdict.png"]
     # Two cells, one line each: 1.8 + 2 x 0.42 inches high, 10 wide, at 100 dpi.
     assert imread(tmp_path / "out" / "verdict.png").shape[:2] == (264, 1000)
     rows = json.loads((tmp_path / "out" / "study.json").read_text())["rows"]
