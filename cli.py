@@ -356,7 +356,16 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size, normalize)
 @click.option(
     "--methods", default="independent,dml,ffl,mfef", show_default=True, help="Comma-separated methods to compare."
 )
-@click.option("--seeds", "num_seeds", type=int, default=3, show_default=True, help="Seeds 0..N-1 for every method.")
+@click.option(
+    "--seeds", "num_seeds", type=int, default=3, show_default=True, help="Number of seeds every method runs with."
+)
+@click.option(
+    "--first-seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="The seeds are K..K+N-1 (N: --seeds). Fresh seeds for a confirmatory study of cells chosen on others.",
+)
 @click.option("--ablation", is_flag=True, help="Add MFEF without multi-scale, without attention, and without both.")
 @click.option(
     "--cohort",
@@ -372,7 +381,7 @@ def evaluate(source, dataset, data_dir, student, out_dir, batch_size, normalize)
     help="Train nothing: write the table, chart and study.json of the runs finished so far (the same seeds paired).",
 )
 @click.option("--out", "out_dir", help="Study directory. [default: studies/<dataset>-<backbone>]")
-def study(config_file, methods, num_seeds, ablation, cohorts, force, no_train, out_dir, **options):
+def study(config_file, methods, num_seeds, first_seed, ablation, cohorts, force, no_train, out_dir, **options):
     """Compare methods (and MFEF ablations) over several seeds: a markdown table and a dot plot with 95 % intervals.
 
     Every method runs with the same seeds, so the same data order (and, within a cohort, the same initial
@@ -384,11 +393,15 @@ def study(config_file, methods, num_seeds, ablation, cohorts, force, no_train, o
       mfef study --dataset digits --backbone resnet8 --train-limit 300 --seeds 3 --ablation
       mfef study --dataset fashion_mnist --backbone resnet8 --cohort resnet32,resnet8 --cohort resnet8,resnet8 \\
         --methods independent,dml,mfef,kdcl-minlogit,one --seeds 5 --epochs 15
+      mfef study --dataset fashion_mnist --backbone resnet8 --cohort resnet20,resnet8 --methods independent,mfef \
+        --seeds 10 --first-seed 5 --epochs 15   # seeds 5..14, none of the study above
     """
     from mfef_keras.training.study import run_study
 
     if num_seeds < 1:
         raise click.BadParameter(f"must be >= 1, got {num_seeds}", param_hint="--seeds")
+    if first_seed < 0:
+        raise click.BadParameter(f"must be >= 0, got {first_seed}", param_hint="--first-seed")
     with user_errors(*USER_ERRORS):
         base = _resolve(config_file, (), options)
         out = out_dir or f"studies/{base.dataset.replace('folder:', 'folder-').replace('/', '_')}-{base.backbone}"
@@ -396,7 +409,7 @@ def study(config_file, methods, num_seeds, ablation, cohorts, force, no_train, o
         result = run_study(
             base,
             names,
-            list(range(num_seeds)),
+            list(range(first_seed, first_seed + num_seeds)),
             out,
             ablation=ablation,
             echo=click.echo,

@@ -16,6 +16,7 @@ from mfef_keras.training.study import (
     study_variants,
     t_interval,
 )
+from tests.helpers import one_error_line, run_mfef
 
 
 def _model(at_best: float, epoch: int, last: float) -> dict:
@@ -366,3 +367,31 @@ def test_a_study_folder_with_runs_of_an_older_mfef_is_refused_before_training(tm
     assert calls == []
     with pytest.raises(ValueError, match="^The dml run with seed 1 was trained by an older mfef"):
         aggregate({"dml": {0: _summary(s0=_model(0.9, 1, 0.9)), 1: OLD_SUMMARY}})
+
+
+def test_a_study_from_a_first_seed_trains_and_pairs_only_those_seeds(tmp_path):
+    """A confirmatory study on fresh seeds: `--first-seed 3 --seeds 2` trains seeds 3 and 4, in their own process."""
+    out = tmp_path / "study"
+    tiny = ["--epochs", "1", "--train-limit", "64", "--batch-size", "32", "--base-width", "4", "--no-progress"]
+    result = run_mfef("study", *tiny, "--methods", "independent", "--seeds", "2", "--first-seed", "3", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in (out / "runs").iterdir() if path.is_dir()) == [
+        "independent-seed3",
+        "independent-seed4",
+    ]
+    for seed in (3, 4):
+        assert (
+            json.loads((out / "runs" / f"independent-seed{seed}" / "config.json").read_text())["config"]["seed"] == seed
+        )
+    assert json.loads((out / "study.json").read_text())["seeds"] == [3, 4]
+    assert (
+        (out / "table.md")
+        .read_text()
+        .startswith(
+            "Setting: digits (64 training images) · resnet8 (width 4) · 2 students · 1 epoch · 2 seeds (3, 4).\n"
+        )
+    )
+
+    refused = run_mfef("study", *tiny, "--methods", "independent", "--first-seed", "-1", "--out", tmp_path / "other")
+    assert "--first-seed" in one_error_line(refused, "must be >= 0, got -1")
+    assert not (tmp_path / "other").exists()

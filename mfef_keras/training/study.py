@@ -262,7 +262,11 @@ def run_study(
     }
     curves = mean_curves(epochs, summaries)
     convergence = format_convergence(curves, {variant: len(runs[variant]) for variant in curves})
+    finished = sum(len(by_seed) for by_seed in summaries.values())
+    progress = None if finished == len(plan) else (finished, len(plan))
+    setting = study_setting(base, seeds, cohorts, progress)
     parts = (
+        f"Setting: {setting}.",
         format_table(rows, _num_classes(runs), baseline),
         format_corrected(rows, baseline),
         convergence,
@@ -281,9 +285,6 @@ def run_study(
         "elapsed_s": elapsed,
     }
     write_json_atomic(out / "study.json", study | ({"cohorts": list(cohorts)} if cohorts else {}))
-    finished = sum(len(by_seed) for by_seed in summaries.values())
-    progress = None if finished == len(plan) else (finished, len(plan))
-    setting = study_setting(base, seeds, cohorts, progress)
     figures = [plot_study(rows, out / "comparison.png", setting)]
     if corrected_cells(rows):
         figures.append(plot_verdict(rows, out / "verdict.png", setting, baseline))
@@ -365,7 +366,7 @@ def _num_classes(runs: dict[str, dict[int, str]]) -> int | None:
 def study_setting(
     base: TrainConfig, seeds: Sequence[int], cohorts: Sequence[str] = (), runs: tuple[int, int] | None = None
 ) -> str:
-    """What a study's numbers hold for: data, backbone or cohorts, epochs and seeds, for the chart's title.
+    """What a study's numbers hold for: data, backbone or cohorts, epochs and seeds, for the table and charts.
 
     Args:
         base: the study's shared configuration.
