@@ -393,7 +393,7 @@ def study(config_file, methods, num_seeds, first_seed, ablation, cohorts, force,
       mfef study --dataset digits --backbone resnet8 --train-limit 300 --seeds 3 --ablation
       mfef study --dataset fashion_mnist --backbone resnet8 --cohort resnet32,resnet8 --cohort resnet8,resnet8 \\
         --methods independent,dml,mfef,kdcl-minlogit,one --seeds 5 --epochs 15
-      mfef study --dataset fashion_mnist --backbone resnet8 --cohort resnet20,resnet8 --methods independent,mfef \
+      mfef study --dataset fashion_mnist --backbone resnet8 --cohort resnet20,resnet8 --methods independent,mfef \\
         --seeds 10 --first-seed 5 --epochs 15   # seeds 5..14, none of the study above
     """
     from mfef_keras.training.study import run_study
