@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -131,3 +132,28 @@ def run_on_jax(script: str, timeout: int = 600) -> str:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def setting_command(study: Path, out: Path) -> tuple[list[str], dict[str, str]]:
+    """The arguments after `mfef study` in ``study``/SETTING.md's bash block, with ``out`` for its --out (and for
+    ``$S``), and the variables the block sets (``C=resnet20,resnet8``)."""
+    block = (study / "SETTING.md").read_text().split("```bash\n")[1].split("\n```")[0]
+    variables = {"S": str(out)}
+    for line in block.splitlines():
+        name, equals, value = line.partition("=")
+        if equals and name.isidentifier():
+            variables[name] = shlex.split(value, comments=True)[0]
+    command = block[block.index("mfef study") :].replace("\\\n", " ").splitlines()[0]
+    for name, value in variables.items():
+        command = command.replace(f"${name}", value)
+    arguments = shlex.split(command)[2:]
+    arguments[arguments.index("--out") + 1] = str(out)
+    return arguments, variables
+
+
+def copy_run_results(run: Path, runs_dir: Path) -> None:
+    """Copy what a committed study run keeps in git (its config, summary and per-epoch metrics) into ``runs_dir``."""
+    target = runs_dir / run.name
+    target.mkdir(parents=True)
+    for name in ("config.json", "summary.json", "metrics.json"):
+        shutil.copyfile(run / name, target / name)

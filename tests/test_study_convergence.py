@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from matplotlib.image import imread
 
 from mfef_keras.training.study_convergence import deployed_curve, format_convergence, mean_curves
-from tests.helpers import run_mfef
+from tests.helpers import copy_run_results, run_mfef, setting_command
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "docs" / "study-fashion-mnist-compressed"
@@ -34,14 +33,8 @@ def test_study_no_train_tabulates_and_draws_where_the_deployed_students_stop_mov
     out = tmp_path / STUDY.name
     for variant in VARIANTS:
         for seed in SEEDS:
-            source = STUDY / "runs" / f"{variant}-seed{seed}"
-            target = out / "runs" / source.name
-            target.mkdir(parents=True)
-            for name in ("config.json", "summary.json", "metrics.json"):
-                shutil.copyfile(source / name, target / name)
-    command = (STUDY / "SETTING.md").read_text().split("```bash\n")[1].split("\n```")[0]
-    arguments = command.replace("\\\n", " ").split()[2:]
-    arguments[arguments.index("--out") + 1] = str(out)
+            copy_run_results(STUDY / "runs" / f"{variant}-seed{seed}", out / "runs")
+    arguments, _ = setting_command(STUDY, out)
     result = run_mfef("study", *arguments, "--no-train")
     assert result.returncode == 0, result.stderr
     assert f"{out}/convergence.png" in result.stdout
