@@ -120,7 +120,7 @@ def test_study_runs_publish_with_their_cells_figures_and_zoo_list_picks_by_them(
     info = _mfef("zoo", "info", "resnet8_mfef.fashion_mnist_studys0", cwd=tmp_path, env=env)
     assert info.returncode == 0, info.stderr
     assert f"deployed student of {MIXED} in study {STUDY.name}" in info.stdout
-    assert f"Holm-adjusted p {figures['diff_p_holm']:.3f} across the study's cells" in info.stdout
+    assert f"Holm-adjusted p {figures['diff_p_holm']:.3f}" in info.stdout
     assert re.search(r"^study command +mfef study --dataset fashion_mnist ", info.stdout, re.MULTILINE)
 
 
@@ -155,3 +155,53 @@ def test_students_without_figures_of_their_own_and_runs_outside_the_study_are_re
     )
     assert result.returncode == 1 and "has no study.json" in result.stderr
     assert not (out / "resnet8_independent.fashion_mnist_x0").exists()
+
+
+def _figures(significant: bool, holm: float | None) -> dict:
+    return {
+        "study": STUDY.name,
+        "variant": MIXED,
+        "role": "deployed",
+        "seeds": 5,
+        "test_top1_mean": 92.48,
+        "test_top1_ci95": 0.23,
+        "baseline": ALONE,
+        "diff_vs_baseline_mean": 0.32,
+        "diff_vs_baseline_ci95": 0.29,
+        "diff_significant": significant,
+        "diff_p_holm": holm,
+    }
+
+
+@pytest.mark.parametrize(
+    ("significant", "holm", "verdict", "marker"),
+    [
+        (True, 0.02, "significant, also after the correction across the study's cells: Holm-adjusted p 0.020", "**"),
+        (
+            True,
+            0.163,
+            "significant alone, not after the correction across the study's cells: Holm-adjusted p 0.163",
+            "*",
+        ),
+        (False, 0.3, "not significant; Holm-adjusted p 0.300 across the study's cells", ""),
+        (True, None, "(95 % CI ±0.29, significant)", "*"),
+    ],
+)
+def test_a_cell_significant_alone_is_not_called_significant_once_the_study_corrected_for_its_cells(
+    significant, holm, verdict, marker
+):
+    # The study's headline rests on the corrected verdict; a card saying plainly "significant" would contradict it.
+    from mfef_keras.zoo.commands import _over_seeds
+    from mfef_keras.zoo.study_figures import describe
+
+    figures = _figures(significant, holm)
+    assert verdict in describe(figures)
+    assert _over_seeds({"study": figures})[1] == f"+0.32 ±0.29{marker}"
+
+
+def test_the_shipped_study_student_states_the_studys_corrected_verdict():
+    deployed = _row(MIXED, "deployed")
+    figures = read_manifest(ROOT / "zoo" / "manifest.json")["resnet8_mfef.fashion_mnist_studys2"]["study"]
+    assert figures["seeds"] == deployed["n"]
+    assert figures["diff_p_holm"] == pytest.approx(deployed["diff_vs_independent_p_holm"])
+    assert figures["diff_significant"] == deployed["diff_vs_independent_significant"]

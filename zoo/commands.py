@@ -64,6 +64,8 @@ def _accuracy(entry: dict) -> str:
 
 def _over_seeds(entry: dict) -> tuple[str, str]:
     """The study's test top-1 over seeds and its paired difference to the network alone, as two table cells."""
+    from mfef_keras.zoo.study_figures import holds_family_wise
+
     study = entry.get("study")
     if not study:
         return "–", "–"
@@ -73,7 +75,7 @@ def _over_seeds(entry: dict) -> tuple[str, str]:
     if difference is None:
         versus = "baseline" if study["variant"] == study.get("baseline") else "–"
     else:
-        star = "*" if study.get("diff_significant") else ""
+        star = "**" if holds_family_wise(study) else "*" if study.get("diff_significant") else ""
         versus = f"{difference:+.2f} ±{study['diff_vs_baseline_ci95']:.2f}{star}"
     return f"{mean} ({study['seeds']})", versus
 
@@ -126,8 +128,9 @@ def list_command(pattern: str) -> None:
     weights, with the split their epoch was selected on (val-selected: the validation split held out from
     training; test-selected: the test split itself, which flatters the number). Students published from a
     comparison study also show the study's test top-1 over seeds (mean ±95 % CI, seeds in brackets) and the
-    paired difference to the same network trained alone (±95 % CI, * where significant): one seed is one
-    draw, so students are picked by the figure over seeds where there is one."""
+    paired difference to the same network trained alone (±95 % CI; * where that interval excludes zero, ** where
+    the difference also holds after Holm's correction across the study's cells, as a study's headline asks): one
+    seed is one draw, so students are picked by the figure over seeds where there is one."""
     from mfef_keras.zoo.registry import list_models, model_info
 
     with _plain_errors():

@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 
 from mfef_keras._regular_files import read_regular
+from mfef_keras.training.study_significance import FAMILY_LEVEL
 
 STUDY_FILE = "study.json"
 # The method `mfef study` pairs every other cell with (mfef_keras.training.study.BASELINE, named here so that
@@ -129,10 +130,31 @@ def describe(record: dict, unit: str = "%") -> str:
         return text + " (the network trained alone: the study's baseline)"
     if difference is None:
         return text
-    verdict = "significant" if record.get("diff_significant") else "not significant"
-    holm = record.get("diff_p_holm")
-    corrected = "" if holm is None else f"; Holm-adjusted p {holm:.3f} across the study's cells"
     return (
         f"{text}; {_points(difference)} against {record['baseline']} paired by seed "
-        f"(95 % CI ±{record['diff_vs_baseline_ci95']:.2f}, {verdict}{corrected})"
+        f"(95 % CI ±{record['diff_vs_baseline_ci95']:.2f}, {_verdict(record)})"
     )
+
+
+def holds_family_wise(record: dict) -> bool:
+    """Whether the paired difference holds after Holm's correction across the study's cells (at 5 %)."""
+    holm = record.get("diff_p_holm")
+    return holm is not None and holm < FAMILY_LEVEL
+
+
+def _verdict(record: dict) -> str:
+    """The difference's verdict, alone and, where the study adjusted, across its cells.
+
+    A cell whose own interval excludes zero can still fail the correction for the study's other cells; calling
+    it plainly "significant" would contradict the study's headline, which rests on the corrected verdict.
+    """
+    alone = record.get("diff_significant")
+    holm = record.get("diff_p_holm")
+    if holm is None:
+        return "significant" if alone else "not significant"
+    adjusted = f"Holm-adjusted p {holm:.3f}"
+    if holds_family_wise(record):
+        return f"significant, also after the correction across the study's cells: {adjusted}"
+    if alone:
+        return f"significant alone, not after the correction across the study's cells: {adjusted}"
+    return f"not significant; {adjusted} across the study's cells"
