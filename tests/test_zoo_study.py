@@ -199,9 +199,13 @@ def test_a_cell_significant_alone_is_not_called_significant_once_the_study_corre
     assert _over_seeds({"study": figures})[1] == f"+0.32 ±0.29{marker}"
 
 
-def test_the_shipped_study_student_states_the_studys_corrected_verdict():
+def test_the_shipped_study_student_carries_the_committed_studys_figures_and_corrected_verdict():
+    from mfef_keras.zoo.study_figures import describe
+
     deployed = _row(MIXED, "deployed")
     figures = read_manifest(ROOT / "zoo" / "manifest.json")["resnet8_mfef.fashion_mnist_studys2"]["study"]
     assert figures["seeds"] == deployed["n"]
     assert figures["diff_p_holm"] == pytest.approx(deployed["diff_vs_independent_p_holm"])
     assert figures["diff_significant"] == deployed["diff_vs_independent_significant"]
+    holds = "also after the correction across the study's cells" in describe(figures)
+    assert holds == deployed["diff_vs_independent_significant_holm"]
