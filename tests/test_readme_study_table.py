@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from mfef_keras.training.study import _difference_cell
+
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "docs" / "study-fashion-mnist-compressed"
 HEADER = "| cell | seeds | deployed resnet8 (%) |"
@@ -32,12 +34,6 @@ def _study_rows() -> dict[tuple[str, str], dict]:
     return {(row["variant"], row["model"]): row for row in rows}
 
 
-def _difference(row: dict) -> str:
-    mean, half = row["diff_vs_independent_mean"], row["diff_vs_independent_ci95"]
-    star = " *" if row["diff_vs_independent_significant"] else ""
-    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]{star}"
-
-
 README_ROWS = _readme_rows()
 
 
@@ -55,9 +51,9 @@ def test_each_readme_row_states_the_studys_figures(variant):
     assert cells[2] == f"{deployed['test_at_best_mean']:.2f}"
     if variant.startswith("independent@"):
         return
-    assert cells[3] == _difference(deployed)
+    assert cells[3] == _difference_cell(deployed)
     assert cells[4] == f"{deployed['diff_vs_independent_p_holm']:.2f}"
     peer, fused = study.get((variant, "peer")), study.get((variant, "fused"))
     assert cells[5] == ("—" if peer is None else f"{peer['test_at_best_mean']:.2f}")
     assert cells[6] == ("—" if fused is None else f"{fused['test_at_best_mean']:.2f}")
-    assert cells[7] == ("—" if fused is None else _difference(fused))
+    assert cells[7] == ("—" if fused is None else _difference_cell(fused))
